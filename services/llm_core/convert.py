@@ -1,0 +1,151 @@
+"""Proto <-> OpenAI vocabulary for llm_core."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import json_format
+
+from aios.llm.v1 import llm_service_pb2 as pb
+from services.llm_core.engine import ChatRequest, Completion
+from services.runtime import errors
+
+_ROLES = {
+    pb.ROLE_SYSTEM: "system",
+    pb.ROLE_USER: "user",
+    pb.ROLE_ASSISTANT: "assistant",
+    pb.ROLE_TOOL: "tool",
+}
+
+FINISH = {
+    "stop": pb.FINISH_REASON_STOP,
+    "length": pb.FINISH_REASON_LENGTH,
+    "tool_calls": pb.FINISH_REASON_TOOL_CALLS,
+    "function_call": pb.FINISH_REASON_TOOL_CALLS,
+    "content_filter": pb.FINISH_REASON_CONTENT_FILTER,
+    "preempted": pb.FINISH_REASON_PREEMPTED,
+}
+
+
+def chat_request(req: pb.GenerateRequest) -> ChatRequest:
+    if not req.model:
+        raise errors.InvalidArgument("model is required", field="model")
+    if not req.messages:
+        raise errors.InvalidArgument("at least one message is required", field="messages")
+    messages: list[dict[str, Any]] = []
+    for i, m in enumerate(req.messages):
+        role = _ROLES.get(m.role)
+        if role is None:
+            raise errors.InvalidArgument(f"messages[{i}].role is unspecified", field=f"messages[{i}].role")
+        msg: dict[str, Any] = {"role": role, "content": m.content}
+        if m.name:
+            msg["name"] = m.name
+        if m.tool_calls:
+            msg["tool_calls"] = [
+                {"id": tc.id, "type": "function",
+                 "function": {"name": tc.name, "arguments": tc.arguments_json or "{}"}}
+                for tc in m.tool_calls
+            ]
+        if role == "tool":
+            if not m.tool_call_id:
+                raise errors.InvalidArgument(
+                    f"messages[{i}] has role tool but no tool_call_id", field=f"messages[{i}].tool_call_id")
+            msg["tool_call_id"] = m.tool_call_id
+        messages.append(msg)
+    tools = [
+        {"type": "function", "function": {
+            "name": t.name, "description": t.description,
+            "parameters": json_format.MessageToDict(t.parameters) or {"type": "object", "properties": {}},
+        }}
+        for t in req.tools
+    ]
+    for i, t in enumerate(req.tools):
+        if not t.name:
+            raise errors.InvalidArgument(f"tools[{i}].name is required", field=f"tools[{i}].name")
+    sampling: dict[str, Any] = {}
+    if req.HasField("temperature"):
+        sampling["temperature"] = req.temperature
+    if req.HasField("top_p"):
+        sampling["top_p"] = req.top_p
+    if req.HasField("seed"):
+        sampling["seed"] = req.seed
+    if req.stop:
+        sampling["stop"] = list(req.stop)
+    if req.HasField("max_tokens") and req.max_tokens <= 0:
+        raise errors.InvalidArgument("max_tokens must be positive", field="max_tokens")
+    return ChatRequest(
+        model=req.model,
+        messages=messages,
+        tools=tools,
+        tool_choice=_tool_choice(req.tool_choice) if tools else None,
+        response_format=_response_format(req.response_format),
+        sampling=sampling,
+        max_tokens=req.max_tokens if req.HasField("max_tokens") else None,
+        session_id=req.session_id,
+        resume_text=req.resume.text,
+        resume_tokens=req.resume.completion_tokens,
+        slice_tokens=max(0, req.slice_tokens),
+    )
+
+
+def _tool_choice(choice: pb.ToolChoice) -> Any:
+    mode = choice.mode
+    if mode == pb.TOOL_CHOICE_MODE_NONE:
+        return "none"
+    if mode == pb.TOOL_CHOICE_MODE_REQUIRED:
+        return "required"
+    if mode == pb.TOOL_CHOICE_MODE_FUNCTION:
+        if not choice.name:
+            raise errors.InvalidArgument("tool_choice.name is required for mode FUNCTION",
+                                         field="tool_choice.name")
+        return {"type": "function", "function": {"name": choice.name}}
+    return None  # auto
+
+
+def _response_format(fmt: pb.ResponseFormat) -> dict[str, Any] | None:
+    if fmt.type == pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT:
+        return {"type": "json_object"}
+    if fmt.type == pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
+        if not fmt.HasField("json_schema"):
+            raise errors.InvalidArgument("response_format.json_schema is required for JSON_SCHEMA",
+                                         field="response_format.json_schema")
+        return {"type": "json_schema", "json_schema": {
+            "name": fmt.schema_name or "response",
+            "schema": json_format.MessageToDict(fmt.json_schema),
+            "strict": fmt.strict,
+        }}
+    return None
+
+
+def usage(c: Completion) -> pb.Usage:
+    return pb.Usage(
+        prompt_tokens=c.prompt_tokens,
+        completion_tokens=c.completion_tokens,
+        total_tokens=c.prompt_tokens + c.completion_tokens,
+        cached_prompt_tokens=c.cached_tokens,
+    )
+
+
+def tool_calls(c: Completion) -> list[pb.ToolCall]:
+    return [pb.ToolCall(id=t["id"], name=t["name"], arguments_json=t["arguments"]) for t in c.tool_calls]
+
+
+def generate_response(c: Completion) -> pb.GenerateResponse:
+    return pb.GenerateResponse(
+        text=c.text,
+        tool_calls=tool_calls(c),
+        finish_reason=FINISH.get(c.finish_reason, pb.FINISH_REASON_STOP),
+        usage=usage(c),
+        model=c.model,
+        endpoint=c.endpoint,
+    )
+
+
+def final_chunk(c: Completion) -> pb.GenerateStreamResponse:
+    return pb.GenerateStreamResponse(
+        tool_calls=tool_calls(c),
+        finish_reason=FINISH.get(c.finish_reason, pb.FINISH_REASON_STOP),
+        usage=usage(c),
+        model=c.model,
+        endpoint=c.endpoint,
+    )

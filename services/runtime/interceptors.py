@@ -1,0 +1,159 @@
+"""Server and client interceptors shared by every service.
+
+Server side: read the request id and acting agent from metadata into context
+variables once, log the call's outcome, and turn domain errors (AiosError)
+into gRPC statuses with typed details, so servicers stay thin.
+Client side: copy those facts, plus this service's own credential, into the
+metadata of calls to other services.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+
+import grpc
+from grpc import aio
+
+from services.runtime import context, errors, logs
+from services.runtime.status import to_grpc_status
+
+log = logs.get("rpc")
+
+
+def _metadata_value(metadata, key: str) -> str:
+    for k, v in metadata or ():
+        if k == key:
+            return v
+    return ""
+
+
+class ServerInterceptor(aio.ServerInterceptor):
+    def __init__(self, authorize: Callable[[str, Sequence], None] | None = None) -> None:
+        # authorize(method, metadata) raises AiosError to refuse a caller
+        # (service-to-service trust); None admits every caller.
+        self._authorize = authorize
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        if method.startswith(("/grpc.health.", "/grpc.reflection.")):
+            return handler
+        metadata = handler_call_details.invocation_metadata
+        rid = _metadata_value(metadata, context.REQUEST_ID_KEY) or uuid.uuid4().hex
+        who = _metadata_value(metadata, context.AGENT_KEY)
+        authorize = self._authorize
+
+        def enter(ctx) -> float:
+            context.request_id.set(rid)
+            context.agent.set(who)
+            if authorize is not None:
+                authorize(method, metadata)
+            return time.perf_counter()
+
+        async def fail(ctx, started: float, exc: BaseException):
+            if isinstance(exc, errors.AiosError):
+                log.info("rpc", method=method, code=exc.code, error=exc.message,
+                         ms=round((time.perf_counter() - started) * 1000, 2))
+                await ctx.abort_with_status(to_grpc_status(exc))
+            if isinstance(exc, NotImplementedError):
+                # The generated base servicer's answer for an RPC not built yet.
+                await ctx.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
+            log.exception("rpc failed", method=method)
+            await ctx.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+
+        def done(started: float) -> None:
+            log.debug("rpc", method=method, code="OK",
+                      ms=round((time.perf_counter() - started) * 1000, 2))
+
+        if handler.unary_unary or handler.stream_unary:
+            inner = handler.unary_unary or handler.stream_unary
+
+            async def unary(request, ctx):
+                started = time.perf_counter()
+                try:
+                    enter(ctx)
+                    result = await inner(request, ctx)
+                except aio.AbortError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - mapped to a status
+                    await fail(ctx, started, exc)
+                done(started)
+                return result
+
+            factory = (grpc.unary_unary_rpc_method_handler if handler.unary_unary
+                       else grpc.stream_unary_rpc_method_handler)
+            return factory(unary, request_deserializer=handler.request_deserializer,
+                           response_serializer=handler.response_serializer)
+
+        inner_stream = handler.unary_stream or handler.stream_stream
+
+        async def streaming(request, ctx):
+            started = time.perf_counter()
+            try:
+                enter(ctx)
+                async for item in inner_stream(request, ctx):
+                    yield item
+            except aio.AbortError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - mapped to a status
+                await fail(ctx, started, exc)
+            done(started)
+
+        factory = (grpc.unary_stream_rpc_method_handler if handler.unary_stream
+                   else grpc.stream_stream_rpc_method_handler)
+        return factory(streaming, request_deserializer=handler.request_deserializer,
+                       response_serializer=handler.response_serializer)
+
+
+def outgoing_metadata(service_token: str = "") -> list[tuple[str, str]]:
+    """Metadata for a call to another service on behalf of the current request."""
+    md = []
+    rid = context.request_id.get()
+    if rid:
+        md.append((context.REQUEST_ID_KEY, rid))
+    who = context.agent.get()
+    if who:
+        md.append((context.AGENT_KEY, who))
+    if service_token:
+        md.append((context.AUTHORIZATION_KEY, f"Bearer {service_token}"))
+    return md
+
+
+class _ClientMetadata:
+    def __init__(self, service_token: str) -> None:
+        self._token = service_token
+
+    def _details(self, details: aio.ClientCallDetails) -> aio.ClientCallDetails:
+        md = list(details.metadata or ())
+        present = {k for k, _ in md}
+        md.extend((k, v) for k, v in outgoing_metadata(self._token) if k not in present)
+        return aio.ClientCallDetails(details.method, details.timeout, md,
+                                     details.credentials, details.wait_for_ready)
+
+
+class _UnaryUnary(_ClientMetadata, aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation, details, request):
+        return await continuation(self._details(details), request)
+
+
+class _UnaryStream(_ClientMetadata, aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation, details, request):
+        return await continuation(self._details(details), request)
+
+
+class _StreamUnary(_ClientMetadata, aio.StreamUnaryClientInterceptor):
+    async def intercept_stream_unary(self, continuation, details, request_iterator):
+        return await continuation(self._details(details), request_iterator)
+
+
+class _StreamStream(_ClientMetadata, aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(self, continuation, details, request_iterator):
+        return await continuation(self._details(details), request_iterator)
+
+
+def client_interceptors(service_token: str = "") -> list:
+    return [cls(service_token) for cls in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)]

@@ -1,0 +1,122 @@
+"""The one server runtime every service runs on.
+
+`start_server` builds a grpc.aio server with the shared interceptors, health
+(grpc.health.v1) and server reflection, binds host:port (port 0 picks a free
+one, for tests) and starts it. `run` is what a service's `__main__` calls:
+config from the environment, JSON logs, and a graceful stop on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.runtime import logs
+from services.runtime.config import ConfigError
+from services.runtime.interceptors import ServerInterceptor
+
+# Inline file writes are up to 4 MiB; leave room for the envelope.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+GRACE_SECONDS = 5.0
+
+# Registers servicers on a server (the generated add_XServicer_to_server
+# bound to a servicer instance).
+Register = Callable[[aio.Server], None]
+
+
+@dataclass
+class Service:
+    """What a service contributes to the runtime."""
+
+    # Full names of its gRPC services, for health and reflection.
+    names: Sequence[str]
+    register: Register
+    # Called after the server stopped accepting calls.
+    close: Callable[[], Awaitable[None]] | None = None
+    # Refuses callers before any handler runs (service-to-service trust).
+    authorize: Callable | None = None
+    extra_tasks: list[asyncio.Task] = field(default_factory=list)
+
+
+@dataclass
+class RunningServer:
+    server: aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    service: Service
+
+    async def stop(self, grace: float = GRACE_SECONDS) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        for task in self.service.extra_tasks:
+            task.cancel()
+        if self.service.close is not None:
+            await self.service.close()
+
+
+async def start_server(service: Service, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
+    server = aio.server(
+        interceptors=[ServerInterceptor(service.authorize)],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    service.register(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = list(service.names)
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        server,
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind {host}:{port}")
+    await server.start()
+    serving = health_pb2.HealthCheckResponse.SERVING
+    await health_servicer.set("", serving)
+    for name in names:
+        await health_servicer.set(name, serving)
+    return RunningServer(server, bound, health_servicer, service)
+
+
+def run(
+    name: str,
+    load_config: Callable[[], object],
+    build: Callable[[object], Awaitable[Service]],
+) -> None:
+    """Entry point of `python -m services.<name>`."""
+    import os
+
+    logs.configure(name, os.environ.get("AIOS_LOG_LEVEL", "INFO"),
+                   json=os.environ.get("AIOS_LOG_FORMAT", "json") == "json")
+    log = logs.get(name)
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        print(f"{name}: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+    async def main() -> None:
+        service = await build(config)
+        running = await start_server(service, config.host, config.port)
+        log.info("listening", address=f"{config.host}:{running.port}", services=list(service.names))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("stopping")
+        await running.stop()
+        log.info("stopped")
+
+    asyncio.run(main())

@@ -1,0 +1,63 @@
+"""Wires the kernel onto the shared runtime."""
+
+from __future__ import annotations
+
+import grpc
+
+from aios.kernel.v1 import kernel_service_pb2 as kpb
+from aios.kernel.v1 import kernel_service_pb2_grpc as kpb_grpc
+from services.runtime.interceptors import client_interceptors
+from services.runtime.server import Service
+from services.scheduler.auth import DevAuthenticator
+from services.scheduler.catalog import ModelCatalog
+from services.scheduler.config import Config
+from services.scheduler.dispatch import Dispatcher
+from services.scheduler.kernel import Kernel, Limits
+from services.scheduler.queues import PolicySettings
+from services.scheduler.servicer import KernelServicer
+
+SERVICE_NAME = kpb.DESCRIPTOR.services_by_name["KernelService"].full_name
+
+
+def channel(address: str, service_token: str = "") -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(
+        address,
+        interceptors=client_interceptors(service_token),
+        options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
+    )
+
+
+async def build(config: Config) -> Service:
+    llm_ch = channel(config.llm_addr)
+    mem_ch = channel(config.memory_addr)
+    st_ch = channel(config.storage_addr)
+    catalog = ModelCatalog(llm_ch, config.default_llm_capacity)
+
+    def capacity_of(resource: str) -> int:
+        if resource.startswith("llm:"):
+            return catalog.capacity_of(resource)
+        return config.service_capacity
+
+    kernel = Kernel(
+        Dispatcher(llm_ch, mem_ch, st_ch),
+        PolicySettings(kind=config.policy, slice_tokens=config.slice_tokens,
+                       aging_seconds=config.aging_seconds),
+        Limits(per_agent_outstanding=config.per_agent_outstanding,
+               queue_capacity=config.queue_capacity,
+               default_capacity=config.service_capacity),
+        history=config.history,
+        capacity_of=capacity_of,
+    )
+    servicer = KernelServicer(kernel, DevAuthenticator(), catalog, config.default_timeout)
+
+    async def close() -> None:
+        for entry in list(kernel.table.live.values()):
+            kernel.cancel(entry)
+        for ch in (llm_ch, mem_ch, st_ch):
+            await ch.close()
+
+    return Service(
+        names=[SERVICE_NAME],
+        register=lambda server: kpb_grpc.add_KernelServiceServicer_to_server(servicer, server),
+        close=close,
+    )

@@ -1,0 +1,171 @@
+"""Runs a syscall on the service that owns its resource.
+
+The kernel's Runner: given an entry (and a time slice for LLM calls), call
+llm_core, memory or storage with the remaining deadline and turn the answer
+into an Outcome. Errors of the downstream service pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+
+from aios.kernel.v1 import syscall_pb2 as ks
+from aios.llm.v1 import llm_service_pb2 as llm
+from aios.llm.v1 import llm_service_pb2_grpc as llm_grpc
+from aios.memory.v1 import memory_service_pb2_grpc as mem_grpc
+from aios.storage.v1 import storage_service_pb2 as st
+from aios.storage.v1 import storage_service_pb2_grpc as st_grpc
+from services.runtime import errors
+from services.runtime.status import from_rpc_error
+from services.scheduler.kernel import Outcome
+from services.scheduler.table import Entry
+
+CHUNK = 1024 * 1024
+INLINE_READ_LIMIT = 4 * 1024 * 1024
+
+_MEMORY_RPC = {
+    "add": "AddMemory",
+    "batch_add": "BatchAddMemories",
+    "get": "GetMemory",
+    "update": "UpdateMemory",
+    "delete": "DeleteMemory",
+    "list": "ListMemories",
+    "search": "SearchMemories",
+}
+
+_STORAGE_UNARY = {
+    "stat": "StatFile",
+    "list": "ListFiles",
+    "delete": "DeleteFile",
+    "list_versions": "ListFileVersions",
+    "rollback": "RollbackFile",
+    "retrieve": "RetrieveFiles",
+    "presign": "PresignFile",
+}
+
+
+def _timeout(entry: Entry) -> float | None:
+    if entry.deadline is None:
+        return None
+    remaining = entry.deadline - time.monotonic()
+    if remaining <= 0:
+        raise errors.DeadlineExceeded("the syscall's deadline passed")
+    return remaining
+
+
+class Dispatcher:
+    def __init__(self, llm_channel: grpc.aio.Channel, memory_channel: grpc.aio.Channel,
+                 storage_channel: grpc.aio.Channel, tools=None) -> None:
+        self.llm = llm_grpc.LlmServiceStub(llm_channel)
+        self.memory = mem_grpc.MemoryServiceStub(memory_channel)
+        self.storage = st_grpc.StorageServiceStub(storage_channel)
+        self.tools = tools
+
+    async def __call__(self, entry: Entry, slice_tokens: int) -> Outcome:
+        try:
+            if entry.kind == "llm":
+                return await self._llm(entry, slice_tokens)
+            if entry.kind == "memory":
+                return await self._memory(entry)
+            if entry.kind == "storage":
+                return await self._storage(entry)
+            if entry.kind == "tool":
+                if self.tools is None:
+                    raise errors.Unimplemented("the tool manager is not enabled")
+                return Outcome(output=await self.tools.call(entry, _timeout(entry)))
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+        raise errors.InvalidArgument(f"unknown syscall kind {entry.kind!r}")
+
+    async def _llm(self, entry: Entry, slice_tokens: int) -> Outcome:
+        req = llm.GenerateRequest()
+        req.CopyFrom(entry.syscall.llm)
+        req.session_id = entry.session_id or entry.agent
+        if entry.snapshot_text or entry.snapshot_tokens:
+            req.resume.text = entry.snapshot_text
+            req.resume.completion_tokens = entry.snapshot_tokens
+        req.slice_tokens = slice_tokens
+        timeout = _timeout(entry)
+        if entry.stream:
+            resp = llm.GenerateResponse(text=entry.snapshot_text)
+            async for chunk in self.llm.GenerateStream(req, timeout=timeout):
+                if chunk.delta:
+                    resp.text += chunk.delta
+                    entry.publish("delta", chunk.delta)
+                if chunk.finish_reason:
+                    resp.finish_reason = chunk.finish_reason
+                    resp.tool_calls.extend(chunk.tool_calls)
+                    resp.usage.CopyFrom(chunk.usage)
+                    resp.model, resp.endpoint = chunk.model, chunk.endpoint
+        else:
+            resp = await self.llm.Generate(req, timeout=timeout)
+        entry.endpoint = resp.endpoint
+        # usage covers the whole generation so far (snapshot included); charge
+        # only what this run added.
+        new_completion = resp.usage.completion_tokens - entry.snapshot_tokens
+        outcome = Outcome(
+            prompt_tokens=resp.usage.prompt_tokens if not entry.preemptions else 0,
+            completion_tokens=max(0, new_completion),
+            cached_tokens=resp.usage.cached_prompt_tokens,
+        )
+        if resp.finish_reason == llm.FINISH_REASON_PREEMPTED:
+            outcome.preempted = True
+            outcome.snapshot_text = resp.text
+            outcome.snapshot_tokens = resp.usage.completion_tokens
+            return outcome
+        outcome.output = resp
+        return outcome
+
+    async def _memory(self, entry: Entry) -> Outcome:
+        call = entry.syscall.memory
+        op = call.WhichOneof("op")
+        request = getattr(call, op)
+        response = await getattr(self.memory, _MEMORY_RPC[op])(request, timeout=_timeout(entry))
+        result = ks.MemoryResult()
+        getattr(result, op).CopyFrom(response)
+        return Outcome(output=result)
+
+    async def _storage(self, entry: Entry) -> Outcome:
+        call = entry.syscall.storage
+        op = call.WhichOneof("op")
+        request = getattr(call, op)
+        result = ks.StorageResult()
+        timeout = _timeout(entry)
+        if op == "write":
+            response = await self.storage.WriteFile(_write_parts(request), timeout=timeout)
+            result.write.CopyFrom(response)
+        elif op == "read":
+            info, content = await self.read_file(request, timeout, INLINE_READ_LIMIT)
+            result.read.info.CopyFrom(info)
+            result.read.content = content
+        elif op in _STORAGE_UNARY:
+            response = await getattr(self.storage, _STORAGE_UNARY[op])(request, timeout=timeout)
+            getattr(result, op).CopyFrom(response)
+        else:
+            raise errors.Unimplemented(f"storage.{op} is not available yet")
+        return Outcome(output=result)
+
+    async def read_file(self, request: st.ReadFileRequest, timeout, limit: int):
+        info, parts, size = st.FileInfo(), [], 0
+        async for part in self.storage.ReadFile(request, timeout=timeout):
+            if part.HasField("info"):
+                info.CopyFrom(part.info)
+                if info.size > limit:
+                    raise errors.FailedPrecondition(
+                        f"{info.path} is {info.size} bytes, over the {limit}-byte inline limit; "
+                        "use KernelService.DownloadFile", reason="FILE_TOO_LARGE_FOR_INLINE")
+            else:
+                size += len(part.chunk)
+                parts.append(part.chunk)
+        return info, b"".join(parts)
+
+
+def _write_parts(req: ks.WriteFileInline):
+    yield st.WriteFileRequest(header=st.WriteFileHeader(
+        owner=req.owner, path=req.path, content_type=req.content_type,
+        if_version_id=req.if_version_id))
+    data = req.content
+    for i in range(0, len(data), CHUNK):
+        yield st.WriteFileRequest(chunk=data[i:i + CHUNK])

@@ -1,0 +1,277 @@
+"""The kernel's scheduling core: admission, run queues per resource, dispatch
+within each resource's capacity, preemption, cancellation and deadlines.
+
+Event-driven: a call is dispatched when it is queued or when a slot frees,
+never by polling. Waiting happens here, where the policy orders it, and no
+more calls are sent to a backend than its capacity (about what the engine
+runs in one batch), so the engine's own FIFO stays empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from services.runtime import errors, logs
+from services.scheduler import queues
+from services.scheduler.queues import PolicySettings
+from services.scheduler.table import (
+    CANCELLED, FAILED, PREEMPTED, QUEUED, RUNNING, SUCCEEDED, Entry, ProcessTable,
+)
+
+log = logs.get("kernel")
+
+SESSIONS_REMEMBERED = 100_000
+
+
+@dataclass
+class Outcome:
+    """What running an entry once produced."""
+
+    output: object = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    # A generation stopped at its slice: the text and tokens so far.
+    preempted: bool = False
+    snapshot_text: str = ""
+    snapshot_tokens: int = 0
+
+
+# runs one entry once: (entry, slice_tokens) -> Outcome
+Runner = Callable[[Entry, int], Awaitable[Outcome]]
+
+
+@dataclass
+class Limits:
+    # Calls of one agent queued or running at once.
+    per_agent_outstanding: int = 64
+    # Calls waiting in one resource's queue.
+    queue_capacity: int = 10_000
+    default_capacity: int = 8
+
+
+class Resource:
+    def __init__(self, name: str, capacity: int, queue) -> None:
+        self.name = name
+        self.capacity = capacity
+        self.running = 0
+        self.queue = queue
+
+
+class Kernel:
+    def __init__(self, runner: Runner, settings: PolicySettings, limits: Limits,
+                 history: int = 10_000, capacity_of: Callable[[str], int] | None = None,
+                 on_finish: Callable[[Entry], None] | None = None) -> None:
+        self.runner = runner
+        self.settings = settings
+        self.limits = limits
+        self.table = ProcessTable(history)
+        self.resources: dict[str, Resource] = {}
+        self._capacity_of = capacity_of or (lambda name: limits.default_capacity)
+        self._on_finish = on_finish
+        # Fair share: weighted tokens served per agent.
+        self.counters: dict[str, float] = {}
+        # Agent-aware: tokens attained and start time per agent run.
+        self.attained: OrderedDict[str, list[float]] = OrderedDict()
+        self._outstanding: dict[str, int] = {}
+
+    # --- policy -----------------------------------------------------------
+
+    def _attained_key(self, session: str) -> tuple:
+        served, started = self.attained.get(session, (0.0, time.monotonic()))
+        return (served, started)
+
+    def _new_queue(self):
+        return queues.make_queue(self.settings, self.counters, self._attained_key)
+
+    def set_policy(self, settings: PolicySettings) -> None:
+        """Switch policy at runtime: every waiting call is re-queued in the new order."""
+        if settings.kind not in queues.POLICIES:
+            raise errors.InvalidArgument(f"unknown policy {settings.kind!r}", field="policy.kind")
+        self.settings = settings
+        for res in self.resources.values():
+            waiting = res.queue.entries()
+            res.queue = self._new_queue()
+            for e in waiting:
+                res.queue.push(e)
+        log.info("policy switched", policy=settings.kind)
+
+    def resource(self, name: str) -> Resource:
+        res = self.resources.get(name)
+        if res is None:
+            res = self.resources[name] = Resource(name, max(1, self._capacity_of(name)), self._new_queue())
+        return res
+
+    # --- admission --------------------------------------------------------
+
+    def admit(self, entry: Entry) -> Entry:
+        """Queue a new entry, or return the first one of a repeated request id."""
+        if entry.request_id:
+            first = self.table.by_request(entry.agent, entry.request_id)
+            if first is not None:
+                return first
+        outstanding = self._outstanding.get(entry.agent, 0)
+        if outstanding >= self.limits.per_agent_outstanding:
+            raise errors.ResourceExhausted(
+                f"agent {entry.agent!r} has {outstanding} syscalls queued or running "
+                f"(limit {self.limits.per_agent_outstanding})",
+                reason="AGENT_LIMIT", retry_after=self._retry_hint(entry.resource),
+            )
+        res = self.resource(entry.resource)
+        if len(res.queue) >= self.limits.queue_capacity:
+            raise errors.ResourceExhausted(
+                f"the {entry.resource} queue is full ({self.limits.queue_capacity} waiting)",
+                reason="QUEUE_FULL", retry_after=self._retry_hint(entry.resource),
+            )
+        if entry.session_id or entry.agent:
+            session = entry.session_id or entry.agent
+            if session not in self.attained:
+                self.attained[session] = [0.0, time.monotonic()]
+                while len(self.attained) > SESSIONS_REMEMBERED:
+                    self.attained.popitem(last=False)
+        self._outstanding[entry.agent] = outstanding + 1
+        self.table.add(entry)
+        self._enqueue(entry, res)
+        self._pump(res)
+        return entry
+
+    def _retry_hint(self, resource: str) -> float:
+        # A rough wait: the queue ahead drained at the resource's width, at
+        # one call a second per slot. Enough to spread retries, no promise.
+        res = self.resources.get(resource)
+        if res is None:
+            return 1.0
+        return min(30.0, max(0.5, len(res.queue) / max(1, res.capacity)))
+
+    def _enqueue(self, entry: Entry, res: Resource) -> None:
+        entry.queued = True
+        entry.enqueue_time = time.monotonic()
+        entry.queue_wall = entry.queue_wall or time.time()
+        entry.queued_at = time.monotonic()
+        position = len(res.queue)
+        res.queue.push(entry)
+        entry.publish("queued", position)
+
+    # --- dispatch ---------------------------------------------------------
+
+    def _pump(self, res: Resource) -> None:
+        while res.running < res.capacity:
+            entry = res.queue.pop()
+            if entry is None:
+                return
+            entry.queued = False
+            res.running += 1
+            entry.waiting += time.monotonic() - entry.queued_at
+            resumed = entry.state == PREEMPTED
+            entry.state = RUNNING
+            if not entry.start_wall:
+                entry.start_wall = time.time()
+            entry.publish("resumed" if resumed else "started", entry.endpoint)
+            slice_tokens = 0
+            if (entry.kind == "llm" and self.settings.kind == queues.ROUND_ROBIN
+                    and len(res.queue) > 0):
+                # Preempt only when somebody waits: slicing an uncontended
+                # generation would only pay for a second prefill.
+                slice_tokens = self.settings.slice_tokens
+            entry.task = asyncio.get_running_loop().create_task(self._run(entry, res, slice_tokens))
+
+    async def _run(self, entry: Entry, res: Resource, slice_tokens: int) -> None:
+        try:
+            outcome = await self.runner(entry, slice_tokens)
+        except asyncio.CancelledError:
+            self._complete(entry, res, CANCELLED, errors.Cancelled("the syscall was cancelled"))
+            return
+        except errors.AiosError as err:
+            self._complete(entry, res, FAILED, err)
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug must not kill the kernel
+            log.exception("syscall crashed", syscall=entry.id)
+            self._complete(entry, res, FAILED, errors.Internal(f"internal error: {type(exc).__name__}"))
+            return
+        self._charge(entry, outcome)
+        if outcome.preempted and not entry.done:
+            entry.preemptions += 1
+            entry.snapshot_text = outcome.snapshot_text
+            entry.snapshot_tokens = outcome.snapshot_tokens
+            entry.state = PREEMPTED
+            res.running -= 1
+            entry.publish("preempted", outcome.snapshot_tokens)
+            self._enqueue(entry, res)
+            self._pump(res)
+            return
+        entry.output = outcome.output
+        self._complete(entry, res, SUCCEEDED, None)
+
+    def _charge(self, entry: Entry, outcome: Outcome) -> None:
+        entry.prompt_tokens += outcome.prompt_tokens
+        entry.completion_tokens += outcome.completion_tokens
+        entry.cached_tokens += outcome.cached_tokens
+        served = outcome.prompt_tokens + outcome.completion_tokens
+        weighted = (self.settings.prompt_weight * outcome.prompt_tokens
+                    + self.settings.completion_weight * outcome.completion_tokens)
+        self.counters[entry.agent] = self.counters.get(entry.agent, 0.0) + weighted
+        session = entry.session_id or entry.agent
+        if session in self.attained:
+            self.attained[session][0] += served
+            self.attained.move_to_end(session)
+
+    def _complete(self, entry: Entry, res: Resource | None, state: str,
+                  err: errors.AiosError | None) -> None:
+        if entry.done:
+            return
+        if entry.queued:
+            entry.queued = False
+            entry.waiting += time.monotonic() - entry.queued_at
+            if res is not None:
+                res.queue.discard(entry)
+        elif res is not None and entry.state in (RUNNING,):
+            res.running -= 1
+        entry.done = True
+        entry.state = state
+        entry.error = err
+        entry.finish_wall = time.time()
+        self._outstanding[entry.agent] = max(0, self._outstanding.get(entry.agent, 1) - 1)
+        self.table.finish(entry)
+        entry.publish("finished", entry)
+        entry.finished.set()
+        if self._on_finish is not None:
+            self._on_finish(entry)
+        if res is not None:
+            self._pump(res)
+
+    # --- waiting and cancelling -------------------------------------------
+
+    def cancel(self, entry: Entry, err: errors.AiosError | None = None) -> None:
+        """Stop an entry wherever it is; its slot is free when this returns
+        (a running call's task is cancelled, which aborts the backend call)."""
+        if entry.done:
+            return
+        err = err or errors.Cancelled("the syscall was cancelled")
+        res = self.resources.get(entry.resource)
+        state = FAILED if isinstance(err, errors.DeadlineExceeded) else CANCELLED
+        task = entry.task
+        self._complete(entry, res, state, err)
+        if task is not None and not task.done():
+            task.cancel()
+
+    async def wait(self, entry: Entry, deadline: float | None) -> Entry:
+        """Wait for an entry to finish. A caller that goes away (task
+        cancelled) cancels the call unless another caller still waits for it;
+        a passed deadline fails it with DEADLINE_EXCEEDED."""
+        entry.waiters += 1
+        try:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            await asyncio.wait_for(entry.finished.wait(), timeout)
+        except TimeoutError:
+            self.cancel(entry, errors.DeadlineExceeded("the syscall's deadline passed"))
+        except asyncio.CancelledError:
+            if entry.waiters <= 1:
+                self.cancel(entry, errors.Cancelled("the caller went away"))
+            raise
+        finally:
+            entry.waiters -= 1
+        return entry

@@ -1,0 +1,105 @@
+"""Process-table entries as protos."""
+
+from __future__ import annotations
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from aios.kernel.v1 import kernel_service_pb2 as kpb
+from aios.kernel.v1 import syscall_pb2 as ks
+from aios.llm.v1 import llm_service_pb2 as llm
+from services.scheduler import table
+from services.scheduler.table import Entry
+
+STATES = {
+    table.QUEUED: ks.SYSCALL_STATE_QUEUED,
+    table.RUNNING: ks.SYSCALL_STATE_RUNNING,
+    table.PREEMPTED: ks.SYSCALL_STATE_PREEMPTED,
+    table.AWAITING_CONFIRMATION: ks.SYSCALL_STATE_AWAITING_CONFIRMATION,
+    table.SUCCEEDED: ks.SYSCALL_STATE_SUCCEEDED,
+    table.FAILED: ks.SYSCALL_STATE_FAILED,
+    table.CANCELLED: ks.SYSCALL_STATE_CANCELLED,
+}
+STATE_NAMES = {v: k for k, v in STATES.items()}
+
+KINDS = {
+    "llm": ks.SYSCALL_KIND_LLM,
+    "memory": ks.SYSCALL_KIND_MEMORY,
+    "storage": ks.SYSCALL_KIND_STORAGE,
+    "tool": ks.SYSCALL_KIND_TOOL,
+}
+
+_CODES = {
+    "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
+    "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9,
+    "ABORTED": 10, "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14, "UNAUTHENTICATED": 16,
+}
+
+
+def timestamp(seconds: float) -> timestamp_pb2.Timestamp | None:
+    if not seconds:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def duration(seconds: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(int(seconds * 1e9))
+    return d
+
+
+def record(entry: Entry, *, with_output: bool = True) -> ks.SyscallRecord:
+    import time
+
+    rec = ks.SyscallRecord(
+        id=entry.id,
+        request_id=entry.request_id,
+        agent=entry.agent,
+        session_id=entry.session_id,
+        kind=KINDS.get(entry.kind, ks.SYSCALL_KIND_UNSPECIFIED),
+        resource=entry.resource,
+        state=STATES[entry.state],
+        priority=entry.priority,
+        preemptions=entry.preemptions,
+        usage=llm.Usage(
+            prompt_tokens=entry.prompt_tokens,
+            completion_tokens=entry.completion_tokens,
+            total_tokens=entry.prompt_tokens + entry.completion_tokens,
+            cached_prompt_tokens=entry.cached_tokens,
+        ),
+    )
+    for name, seconds in (("create_time", entry.create_wall), ("queue_time", entry.queue_wall),
+                          ("start_time", entry.start_wall), ("finish_time", entry.finish_wall)):
+        ts = timestamp(seconds)
+        if ts is not None:
+            getattr(rec, name).CopyFrom(ts)
+    if entry.deadline is not None:
+        rec.deadline.CopyFrom(timestamp(time.time() + (entry.deadline - time.monotonic())))
+    waiting = entry.waiting
+    if entry.queued:
+        waiting += time.monotonic() - entry.queued_at
+    rec.waiting.CopyFrom(duration(waiting))
+    end = entry.finish_wall or time.time()
+    rec.turnaround.CopyFrom(duration(end - entry.create_wall))
+    if entry.error is not None:
+        rec.error.code = _CODES.get(entry.error.code, 2)
+        rec.error.message = entry.error.message
+    if with_output and entry.output is not None:
+        getattr(rec, entry.kind).CopyFrom(entry.output)
+    return rec
+
+
+def agent_stats(stats) -> kpb.AgentStats:
+    done = stats.completed + stats.failed
+    out = kpb.AgentStats(
+        agent=stats.agent, running=stats.running, queued=stats.queued,
+        completed=stats.completed, failed=stats.failed,
+        prompt_tokens=stats.prompt_tokens, completion_tokens=stats.completion_tokens,
+        total_waiting=duration(stats.total_waiting),
+        mean_waiting=duration(stats.total_waiting / done if done else 0.0),
+    )
+    ts = timestamp(stats.last_seen)
+    if ts is not None:
+        out.last_seen_time.CopyFrom(ts)
+    return out

@@ -1,0 +1,140 @@
+"""The process table: every syscall's entry, per-agent accounting, and a
+bounded history of finished calls (with the idempotency index over it)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.runtime import errors
+
+QUEUED = "queued"
+RUNNING = "running"
+PREEMPTED = "preempted"
+AWAITING_CONFIRMATION = "awaiting_confirmation"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+CANCELLED = "cancelled"
+FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
+
+
+@dataclass(eq=False)
+class Entry:
+    agent: str
+    kind: str  # "llm", "memory", "storage", "tool"
+    resource: str  # the queue it waits in, e.g. "llm:smollm2"
+    syscall: Any  # aios.kernel.v1.Syscall
+    request_id: str = ""
+    session_id: str = ""
+    priority: int = 0
+    deadline: float | None = None  # time.monotonic()
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    state: str = QUEUED
+    queued: bool = False
+    done: bool = False
+    # Ordering facts (monotonic) and reported times (wall clock).
+    enqueue_time: float = 0.0
+    queued_at: float = 0.0  # monotonic, when it last entered a queue
+    create_wall: float = field(default_factory=time.time)
+    queue_wall: float = 0.0
+    start_wall: float = 0.0
+    finish_wall: float = 0.0
+    waiting: float = 0.0
+    preemptions: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    # Context snapshot of a preempted generation.
+    snapshot_text: str = ""
+    snapshot_tokens: int = 0
+    output: Any = None
+    error: errors.AiosError | None = None
+    endpoint: str = ""
+    # Set by SubmitStream: token deltas are wanted.
+    stream: bool = False
+    waiters: int = 0
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    subscribers: list[asyncio.Queue] = field(default_factory=list)
+    task: asyncio.Task | None = None
+
+    def publish(self, kind: str, payload: Any = None) -> None:
+        for q in self.subscribers:
+            q.put_nowait((kind, payload, time.time()))
+
+
+@dataclass
+class AgentStats:
+    agent: str
+    completed: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_waiting: float = 0.0
+    last_seen: float = 0.0
+    running: int = 0
+    queued: int = 0
+
+
+class ProcessTable:
+    def __init__(self, history: int = 10_000) -> None:
+        self.history = history
+        self.live: dict[str, Entry] = {}
+        self.finished: OrderedDict[str, Entry] = OrderedDict()
+        self._by_request: dict[tuple[str, str], str] = {}
+        self.agents: dict[str, AgentStats] = {}
+
+    def add(self, entry: Entry) -> None:
+        self.live[entry.id] = entry
+        if entry.request_id:
+            self._by_request[(entry.agent, entry.request_id)] = entry.id
+        stats = self.agent(entry.agent)
+        stats.last_seen = time.time()
+
+    def agent(self, name: str) -> AgentStats:
+        stats = self.agents.get(name)
+        if stats is None:
+            stats = self.agents[name] = AgentStats(name)
+        return stats
+
+    def by_request(self, agent: str, request_id: str) -> Entry | None:
+        eid = self._by_request.get((agent, request_id))
+        return self.get(eid) if eid else None
+
+    def get(self, eid: str) -> Entry | None:
+        return self.live.get(eid) or self.finished.get(eid)
+
+    def finish(self, entry: Entry) -> None:
+        self.live.pop(entry.id, None)
+        self.finished[entry.id] = entry
+        stats = self.agent(entry.agent)
+        stats.total_waiting += entry.waiting
+        stats.prompt_tokens += entry.prompt_tokens
+        stats.completion_tokens += entry.completion_tokens
+        if entry.state == SUCCEEDED:
+            stats.completed += 1
+        else:
+            stats.failed += 1
+        while len(self.finished) > self.history:
+            _, old = self.finished.popitem(last=False)
+            if old.request_id:
+                self._by_request.pop((old.agent, old.request_id), None)
+
+    def recent(self) -> list[Entry]:
+        """Live then finished entries, newest first."""
+        live = sorted(self.live.values(), key=lambda e: e.create_wall, reverse=True)
+        return live + list(reversed(self.finished.values()))
+
+    def agent_stats(self) -> list[AgentStats]:
+        for stats in self.agents.values():
+            stats.running = stats.queued = 0
+        for e in self.live.values():
+            stats = self.agent(e.agent)
+            if e.state == RUNNING:
+                stats.running += 1
+            else:
+                stats.queued += 1
+        return sorted(self.agents.values(), key=lambda s: s.agent)
