@@ -23,15 +23,6 @@ from services.llm_core.local_server import (
 
 
 @pytest.fixture(scope="session")
-def llm_server():
-    srv = start_local_server("127.0.0.1", 0, timeout=120)
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture(scope="session")
 def client(llm_server):
     return OpenAI(base_url=llm_server.base_url, api_key="unused", timeout=120, max_retries=0)
 

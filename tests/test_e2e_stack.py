@@ -1,0 +1,131 @@
+"""The real stack as a user runs it: `aios up` in a child process, then the
+CLI and grpcurl against it, then a clean stop that leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from services.cli.stack import SERVICES, free_port
+
+BIN = Path(sys.executable).parent
+GRPCURL = str(BIN / "grpcurl")
+
+
+def _flags(ports: dict[str, int]) -> list[str]:
+    out = []
+    for svc, port in ports.items():
+        flag = "--kernel-port" if svc == "scheduler" else f"--{svc.replace('_', '-')}-port"
+        out += [flag, str(port)]
+    return out
+
+
+def _processes_with(marker: str) -> list[int]:
+    """PIDs whose environment carries marker (our children all get AIOS_DATA_DIR)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() in (entry / "environ").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    data = tmp_path_factory.mktemp("aios-data")
+    ports = {svc: free_port() for svc in SERVICES}
+    proc = subprocess.Popen(
+        [str(BIN / "aios"), "up", "--data", str(data), *_flags(ports)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(l) for l in proc.stdout], daemon=True).start()
+    output, deadline = [], time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=1)
+        except queue.Empty:
+            if proc.poll() is not None:
+                break
+            continue
+        output.append(line)
+        if line.startswith("ready"):
+            break
+    else:
+        proc.kill()
+    assert output and output[-1].startswith("ready"), "".join(output)
+    yield {"proc": proc, "ports": ports, "data": data, "lines": lines, "output": output}
+    if proc.poll() is None:
+        proc.kill()
+
+
+def _run(*args, timeout=120):
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
+
+
+def test_up_prints_where_each_service_listens(stack):
+    text = "".join(stack["output"])
+    for svc, port in stack["ports"].items():
+        assert f"{svc}" in text and f"127.0.0.1:{port}" in text
+
+
+def test_status_exits_zero_when_all_serve(stack):
+    result = _run(str(BIN / "aios"), "status", *_flags(stack["ports"]))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("SERVING") == 5
+
+
+def test_chat_prints_a_reply_and_timings(stack):
+    kernel = f"127.0.0.1:{stack['ports']['scheduler']}"
+    result = _run(str(BIN / "aios"), "chat", "Say hello", "--kernel", kernel, "--max-tokens", "24")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+    assert "waiting" in result.stderr and "turnaround" in result.stderr and "completion" in result.stderr
+
+
+def test_grpcurl_lists_checks_health_and_submits(stack):
+    ports = stack["ports"]
+    kernel = f"127.0.0.1:{ports['scheduler']}"
+    listing = _run(GRPCURL, "-plaintext", kernel, "list")
+    assert listing.returncode == 0, listing.stderr
+    assert "aios.kernel.v1.KernelService" in listing.stdout.split()
+    for svc, port in ports.items():
+        health = _run(GRPCURL, "-plaintext", f"127.0.0.1:{port}", "grpc.health.v1.Health/Check")
+        assert health.returncode == 0 and '"SERVING"' in health.stdout, (svc, health.stderr)
+    body = {"syscall": {"llm": {"model": "smollm2", "max_tokens": 16,
+                                "messages": [{"role": "ROLE_USER", "content": "Say hi"}]}}}
+    submit = _run(GRPCURL, "-plaintext", "-H", "authorization: Bearer grpcurl-agent", "-d",
+                  json.dumps(body), kernel, "aios.kernel.v1.KernelService/Submit")
+    assert submit.returncode == 0, submit.stderr
+    record = json.loads(submit.stdout)["syscall"]
+    assert record["state"] == "SYSCALL_STATE_SUCCEEDED" and record["agent"] == "grpcurl-agent"
+    assert record["llm"]["text"]
+    bad = _run(GRPCURL, "-plaintext", "-d", '{"syscall": {}}', kernel, "aios.kernel.v1.KernelService/Submit")
+    assert bad.returncode != 0 and "InvalidArgument" in bad.stdout + bad.stderr
+
+
+def test_stop_leaves_no_process_behind(stack):
+    proc = stack["proc"]
+    children = _processes_with(str(stack["data"]))
+    assert len(children) >= 5  # the five services (and the LLM server)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    end = time.monotonic() + 30
+    while time.monotonic() < end and any(Path(f"/proc/{p}").exists() for p in children):
+        time.sleep(0.1)
+    left = [p for p in children if Path(f"/proc/{p}").exists()
+            and Path(f"/proc/{p}/status").read_text().find("State:\tZ") < 0]
+    assert not left, f"processes left behind: {left}"
