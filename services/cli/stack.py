@@ -1,5 +1,6 @@
-"""The local stack behind `aios up`: the embedded LLM server and the five
-services as child processes on loopback, data under one folder.
+"""The local stack behind `aios up`: the embedded LLM server, a SeaweedFS S3
+server and the five services as child processes on loopback, data under one
+folder.
 
 Every child is started with its own environment and log file, waited for
 (bounded polling of its health or ready line) and stopped by its PID.
@@ -21,6 +22,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.llm_core.local_server import LocalServer, start_local_server
+from services.storage.seaweed import SeaweedProcess, start_seaweed
 
 SERVICES = ("access", "llm_core", "memory", "storage", "scheduler")
 DEFAULT_PORTS = {"scheduler": 50051, "llm_core": 50052, "memory": 50053, "storage": 50054, "access": 50055}
@@ -74,6 +76,7 @@ class Stack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         self.llm_server: LocalServer | None = None
+        self.s3: SeaweedProcess | None = None
         self.procs: dict[str, subprocess.Popen] = {}
         self.logs = config.data_dir / "logs"
 
@@ -93,6 +96,14 @@ class Stack:
         env["AIOS_STORAGE_ADDR"] = self.address("storage")
         env["AIOS_ACCESS_ADDR"] = self.address("access")
         env.setdefault("AIOS_KERNEL_POLICY", cfg.policy)
+        # Each embedded store in its own folder: one process owns a Qdrant path.
+        env["AIOS_MEMORY_QDRANT_PATH"] = str(cfg.data_dir / "memory-qdrant")
+        env["AIOS_STORAGE_QDRANT_PATH"] = str(cfg.data_dir / "storage-index")
+        env["AIOS_ACCESS_DB_PATH"] = str(cfg.data_dir / "access.sqlite3")
+        if self.s3 is not None:
+            env["AIOS_STORAGE_S3_ENDPOINT"] = self.s3.endpoint
+            env["AIOS_STORAGE_S3_ACCESS_KEY"] = self.s3.access_key
+            env["AIOS_STORAGE_S3_SECRET_KEY"] = self.s3.secret_key
         return env
 
     def start(self, on_ready=None) -> None:
@@ -110,6 +121,9 @@ class Stack:
                 }])
                 if on_ready:
                     on_ready("llm server", self.llm_server.base_url)
+            self.s3 = start_seaweed(cfg.data_dir / "s3", cfg.host)
+            if on_ready:
+                on_ready("s3", self.s3.url)
             env = self.env()
             env["AIOS_LLM_ENDPOINTS"] = endpoints
             for svc in SERVICES:
@@ -147,6 +161,9 @@ class Stack:
         if self.llm_server is not None:
             self.llm_server.stop()
             self.llm_server = None
+        if self.s3 is not None:
+            self.s3.stop()
+            self.s3 = None
 
 
 def _tail(path: Path, lines: int = 30) -> str:

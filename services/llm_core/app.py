@@ -5,6 +5,7 @@ from __future__ import annotations
 from aios.llm.v1 import llm_service_pb2 as pb
 from aios.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from services.llm_core.config import Config
+from services.llm_core.embeddings import Embeddings
 from services.llm_core.engine import LlmEngine
 from services.llm_core.servicer import LlmServicer
 from services.runtime.server import Service
@@ -14,9 +15,15 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LlmService"].full_name
 
 async def build(config: Config) -> Service:
     engine = LlmEngine(list(config.endpoints))
-    servicer = LlmServicer(engine)
+    embeddings = Embeddings(config.embedding_model, list(config.endpoints))
+    servicer = LlmServicer(engine, embeddings)
+
+    async def close() -> None:
+        await engine.close()
+        await embeddings.close()
+
     return Service(
         names=[SERVICE_NAME],
         register=lambda server: pb_grpc.add_LlmServiceServicer_to_server(servicer, server),
-        close=engine.close,
+        close=close,
     )

@@ -92,9 +92,9 @@ class Config:
         names = [e.name for e in endpoints]
         if len(set(names)) != len(names):
             raise ConfigError("AIOS_LLM_ENDPOINTS has duplicate endpoint names")
-        return cls(
-            host=host,
-            port=port,
-            endpoints=endpoints,
-            embedding_model=env.str("EMBEDDING_MODEL", "local"),
-        )
+        embedding_model = env.str("EMBEDDING_MODEL", "local")
+        embedding_models = {e.model for e in endpoints if e.kind == "embedding"}
+        if embedding_model != "local" and embedding_model not in embedding_models:
+            raise ConfigError(f"AIOS_LLM_EMBEDDING_MODEL={embedding_model!r} is neither 'local' "
+                              "nor the model of an endpoint with kind 'embedding'")
+        return cls(host=host, port=port, endpoints=endpoints, embedding_model=embedding_model)

@@ -8,8 +8,8 @@ import time
 from aios.llm.v1 import llm_service_pb2 as pb
 from aios.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from services.llm_core import convert
+from services.llm_core.embeddings import Embeddings
 from services.llm_core.engine import LlmEngine
-from services.runtime import errors
 
 
 def deadline_of(context) -> float | None:
@@ -19,9 +19,9 @@ def deadline_of(context) -> float | None:
 
 
 class LlmServicer(pb_grpc.LlmServiceServicer):
-    def __init__(self, engine: LlmEngine, embedder=None) -> None:
+    def __init__(self, engine: LlmEngine, embeddings: Embeddings) -> None:
         self.engine = engine
-        self.embedder = embedder
+        self.embeddings = embeddings
 
     async def Generate(self, request, context):
         completion = await self.engine.generate(convert.chat_request(request), deadline_of(context))
@@ -35,11 +35,7 @@ class LlmServicer(pb_grpc.LlmServiceServicer):
                 yield pb.GenerateStreamResponse(delta=delta.text)
 
     async def Embed(self, request, context):
-        if self.embedder is None:
-            raise errors.Unimplemented("no embedding model is configured")
-        if not request.inputs:
-            raise errors.InvalidArgument("inputs must not be empty", field="inputs")
-        return await self.embedder.embed(request)
+        return await self.embeddings.embed(request)
 
     async def ListModels(self, request, context):
         eps = self.engine.endpoints
@@ -53,4 +49,6 @@ class LlmServicer(pb_grpc.LlmServiceServicer):
                 in_flight=ep.in_flight, native_tools=ep.config.native_tools,
                 last_error="" if healthy else ep.last_error,
             ))
+        for name in self.embeddings.models():
+            models.setdefault(name, pb.Model(name=name, kind=pb.MODEL_KIND_EMBEDDING))
         return pb.ListModelsResponse(models=list(models.values()))
