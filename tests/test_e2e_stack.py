@@ -47,8 +47,9 @@ def _processes_with(marker: str) -> list[int]:
 def stack(tmp_path_factory):
     data = tmp_path_factory.mktemp("aios-data")
     ports = {svc: free_port() for svc in SERVICES}
+    metrics = free_port()
     proc = subprocess.Popen(
-        [str(BIN / "aios"), "up", "--data", str(data), *_flags(ports)],
+        [str(BIN / "aios"), "up", "--data", str(data), *_flags(ports), "--metrics-port", str(metrics)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     lines: queue.Queue = queue.Queue()
@@ -67,7 +68,7 @@ def stack(tmp_path_factory):
     else:
         proc.kill()
     assert output and output[-1].startswith("ready"), "".join(output)
-    yield {"proc": proc, "ports": ports, "data": data, "lines": lines, "output": output}
+    yield {"proc": proc, "ports": ports, "data": data, "lines": lines, "output": output, "metrics": metrics}
     if proc.poll() is None:
         proc.kill()
 
@@ -115,6 +116,27 @@ def test_grpcurl_lists_checks_health_and_submits(stack):
     assert record["llm"]["text"]
     bad = _run(GRPCURL, "-plaintext", "-d", '{"syscall": {}}', kernel, "aios.kernel.v1.KernelService/Submit")
     assert bad.returncode != 0 and "InvalidArgument" in bad.stdout + bad.stderr
+
+
+def test_process_table_policy_and_metrics(stack):
+    kernel = f"127.0.0.1:{stack['ports']['scheduler']}"
+    aios = str(BIN / "aios")
+    chat = _run(aios, "chat", "Say yes", "--kernel", kernel, "--token", "ps-agent", "--max-tokens", "8")
+    assert chat.returncode == 0, chat.stderr
+    ps = _run(aios, "ps", "--kernel", kernel)
+    assert ps.returncode == 0 and "ps-agent" in ps.stdout, ps.stdout + ps.stderr
+    calls = _run(aios, "syscalls", "--kernel", kernel, "--agent", "ps-agent")
+    assert calls.returncode == 0 and "succeeded" in calls.stdout and "llm:smollm2" in calls.stdout
+    switched = _run(aios, "policy", "fair_share", "--kernel", kernel)
+    assert switched.returncode == 0 and "fair_share" in switched.stdout
+    shown = _run(aios, "policy", "--kernel", kernel)
+    assert "fair_share" in shown.stdout
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack['metrics']}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    assert 'aios_queue_depth{resource="llm:smollm2"}' in text
+    assert 'aios_tokens_total{agent="ps-agent",type="completion"}' in text
 
 
 def test_stop_leaves_no_process_behind(stack):

@@ -29,7 +29,7 @@ def cmd_up(args) -> int:
     config = stack_mod.StackConfig(
         data_dir=Path(args.data).resolve(), host=args.host, ports=ports,
         llm_server_port=args.llm_server_port, llm_endpoints=args.llm_endpoints or "",
-        llm_parallel=args.llm_parallel, policy=args.policy,
+        llm_parallel=args.llm_parallel, policy=args.policy, metrics_port=args.metrics_port,
     )
     stack = stack_mod.Stack(config)
     stop = threading.Event()
@@ -41,6 +41,8 @@ def cmd_up(args) -> int:
     except Exception as exc:  # noqa: BLE001 - reported, children already stopped
         print(f"aios up failed: {exc}", file=sys.stderr)
         return 1
+    if args.metrics_port >= 0:
+        print(f"  metrics     http://{args.host}:{args.metrics_port}/metrics", flush=True)
     print(f"ready: the kernel listens on {stack.address('scheduler')}; Ctrl-C stops everything", flush=True)
     try:
         while not stop.wait(0.5):
@@ -124,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--llm-parallel", type=int, default=4, help="parallel slots of the embedded LLM")
     up.add_argument("--policy", default=os.environ.get("AIOS_KERNEL_POLICY", "fifo"),
                     help="scheduling policy: fifo, round_robin, priority, fair_share, agent_aware")
+    up.add_argument("--metrics-port", type=int, default=9464,
+                    help="Prometheus metrics of the kernel at http://HOST:PORT/metrics (-1: off)")
     _port_args(up)
     up.set_defaults(func=cmd_up)
 

@@ -327,7 +327,11 @@ class LlmEngine:
                         yield Delta(text=delta.content)
                     if choice.finish_reason:
                         out.finish_reason = choice.finish_reason
-                    if req.slice_tokens and new_tokens >= req.slice_tokens and not choice.finish_reason:
+                    at_limit = req.max_tokens is not None and req.resume_tokens + new_tokens >= req.max_tokens
+                    if (req.slice_tokens and new_tokens >= req.slice_tokens and not choice.finish_reason
+                            and not at_limit):
+                        # At the limit the engine is about to finish on its own
+                        # (and report usage): let it, rather than preempt.
                         out.finish_reason = "preempted"
                         break
         except TimeoutError:

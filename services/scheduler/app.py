@@ -7,15 +7,18 @@ import grpc
 from aios.kernel.v1 import kernel_service_pb2 as kpb
 from aios.kernel.v1 import kernel_service_pb2_grpc as kpb_grpc
 from services.runtime.interceptors import client_interceptors
+from services.runtime import logs
 from services.runtime.server import Service
 from services.scheduler.auth import DevAuthenticator
 from services.scheduler.catalog import ModelCatalog
 from services.scheduler.config import Config
 from services.scheduler.dispatch import Dispatcher
 from services.scheduler.kernel import Kernel, Limits
+from services.scheduler.metrics import KernelMetrics
 from services.scheduler.queues import PolicySettings
 from services.scheduler.servicer import KernelServicer
 
+log = logs.get("scheduler")
 SERVICE_NAME = kpb.DESCRIPTOR.services_by_name["KernelService"].full_name
 
 
@@ -48,6 +51,11 @@ async def build(config: Config) -> Service:
         history=config.history,
         capacity_of=capacity_of,
     )
+    metrics = KernelMetrics(kernel)
+    kernel.observer = metrics
+    if config.metrics_port >= 0:
+        port = metrics.serve(config.host, config.metrics_port)
+        log.info("metrics", address=f"http://{config.host}:{port}/metrics")
     servicer = KernelServicer(kernel, DevAuthenticator(), catalog, config.default_timeout)
 
     async def close() -> None:
@@ -55,6 +63,7 @@ async def build(config: Config) -> Service:
             kernel.cancel(entry)
         for ch in (llm_ch, mem_ch, st_ch):
             await ch.close()
+        metrics.close()
 
     return Service(
         names=[SERVICE_NAME],

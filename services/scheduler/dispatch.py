@@ -105,11 +105,13 @@ class Dispatcher:
         # usage covers the whole generation so far (snapshot included); charge
         # only what this run added.
         new_completion = resp.usage.completion_tokens - entry.snapshot_tokens
-        outcome = Outcome(
-            prompt_tokens=resp.usage.prompt_tokens if not entry.preemptions else 0,
-            completion_tokens=max(0, new_completion),
-            cached_tokens=resp.usage.cached_prompt_tokens,
-        )
+        outcome = Outcome(completion_tokens=max(0, new_completion))
+        if resp.finish_reason != llm.FINISH_REASON_PREEMPTED:
+            # The prompt is charged once, by the run that finishes: a slice cut
+            # short reports no usage, and a resumed run's prompt excludes the
+            # snapshot (llm_core subtracts it).
+            outcome.prompt_tokens = resp.usage.prompt_tokens
+            outcome.cached_tokens = resp.usage.cached_prompt_tokens
         if resp.finish_reason == llm.FINISH_REASON_PREEMPTED:
             outcome.preempted = True
             outcome.snapshot_text = resp.text

@@ -65,14 +65,15 @@ class Resource:
 class Kernel:
     def __init__(self, runner: Runner, settings: PolicySettings, limits: Limits,
                  history: int = 10_000, capacity_of: Callable[[str], int] | None = None,
-                 on_finish: Callable[[Entry], None] | None = None) -> None:
+                 observer=None) -> None:
         self.runner = runner
         self.settings = settings
         self.limits = limits
         self.table = ProcessTable(history)
         self.resources: dict[str, Resource] = {}
         self._capacity_of = capacity_of or (lambda name: limits.default_capacity)
-        self._on_finish = on_finish
+        # Told of finished and refused syscalls (metrics): finished(entry), rejected(reason).
+        self.observer = observer
         # Fair share: weighted tokens served per agent.
         self.counters: dict[str, float] = {}
         # Agent-aware: tokens attained and start time per agent run.
@@ -116,6 +117,7 @@ class Kernel:
                 return first
         outstanding = self._outstanding.get(entry.agent, 0)
         if outstanding >= self.limits.per_agent_outstanding:
+            self._rejected("AGENT_LIMIT")
             raise errors.ResourceExhausted(
                 f"agent {entry.agent!r} has {outstanding} syscalls queued or running "
                 f"(limit {self.limits.per_agent_outstanding})",
@@ -123,6 +125,7 @@ class Kernel:
             )
         res = self.resource(entry.resource)
         if len(res.queue) >= self.limits.queue_capacity:
+            self._rejected("QUEUE_FULL")
             raise errors.ResourceExhausted(
                 f"the {entry.resource} queue is full ({self.limits.queue_capacity} waiting)",
                 reason="QUEUE_FULL", retry_after=self._retry_hint(entry.resource),
@@ -138,6 +141,10 @@ class Kernel:
         self._enqueue(entry, res)
         self._pump(res)
         return entry
+
+    def _rejected(self, reason: str) -> None:
+        if self.observer is not None:
+            self.observer.rejected(reason)
 
     def _retry_hint(self, resource: str) -> float:
         # A rough wait: the queue ahead drained at the resource's width, at
@@ -172,10 +179,11 @@ class Kernel:
                 entry.start_wall = time.time()
             entry.publish("resumed" if resumed else "started", entry.endpoint)
             slice_tokens = 0
-            if (entry.kind == "llm" and self.settings.kind == queues.ROUND_ROBIN
-                    and len(res.queue) > 0):
-                # Preempt only when somebody waits: slicing an uncontended
-                # generation would only pay for a second prefill.
+            if entry.kind == "llm" and self.settings.kind == queues.ROUND_ROBIN:
+                # Every generation gets a slice: a call that arrives later
+                # must find the running ones preemptible. Alone in its queue,
+                # a preempted call resumes at once (one more prefill, mostly
+                # served from the engine's prefix cache).
                 slice_tokens = self.settings.slice_tokens
             entry.task = asyncio.get_running_loop().create_task(self._run(entry, res, slice_tokens))
 
@@ -238,8 +246,8 @@ class Kernel:
         self.table.finish(entry)
         entry.publish("finished", entry)
         entry.finished.set()
-        if self._on_finish is not None:
-            self._on_finish(entry)
+        if self.observer is not None:
+            self.observer.finished(entry)
         if res is not None:
             self._pump(res)
 
