@@ -220,3 +220,16 @@ async def test_policy_switch_at_runtime(sim_stack):
 
     assert policy.kind == kpb.POLICY_KIND_AGENT_AWARE
     assert (await a.llm.chat("works", model=MODEL, max_tokens=3)).text
+
+
+async def test_disconnected_caller_stops_its_call(sim_stack):
+    client, sim = await sim_stack("fifo", time_scale=0.5)
+    a = client("a", retries=0)
+    call = asyncio.create_task(a.submit(gen(a, "abandoned", 5000, request_id="gone")))
+    await wait_until(lambda: _running(sim, 1))
+    call.cancel()  # the client goes away mid-call
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await wait_until(lambda: _running(sim, 0))
+    record = await a.get_syscall("gone")
+    assert record.state == ks.SYSCALL_STATE_CANCELLED

@@ -84,11 +84,22 @@ def test_fair_share_lifts_a_returning_agent_to_the_backlog_minimum():
     assert counters["idle"] == 500.0
 
 
-def test_agent_aware_prefers_the_run_with_least_attained_service():
-    attained = {"run-old": (900.0, 0.0), "run-new": (10.0, 5.0), "run-fresh": (10.0, 1.0)}
-    q = make_queue(PolicySettings(queues.AGENT_AWARE), {}, lambda s: attained[s])
-    q.push(E("old", session_id="run-old", enqueue_time=0))
-    q.push(E("new", session_id="run-new", enqueue_time=1))
-    q.push(E("fresh", session_id="run-fresh", enqueue_time=2))
-    # least service first; equal service -> the run that started first
-    assert drain(q) == ["fresh", "new", "old"]
+def test_agent_aware_serves_runs_in_program_order_within_a_level():
+    # All below one quantum: the run that started first goes first, whatever
+    # it has attained, so identical runs finish one after another.
+    attained = {"run-1": (900.0, 1.0), "run-2": (10.0, 2.0), "run-3": (0.0, 3.0)}
+    q = make_queue(PolicySettings(queues.AGENT_AWARE, quantum_tokens=4096), {}, lambda s: attained[s])
+    q.push(E("third", session_id="run-3", enqueue_time=0))
+    q.push(E("second", session_id="run-2", enqueue_time=1))
+    q.push(E("first", session_id="run-1", enqueue_time=2))
+    assert drain(q) == ["first", "second", "third"]
+
+
+def test_agent_aware_demotes_a_run_that_attained_a_lot():
+    # A run past several quanta drops levels: a short run that started later
+    # is not held behind it.
+    attained = {"long": (50_000.0, 0.0), "short": (100.0, 9.0)}
+    q = make_queue(PolicySettings(queues.AGENT_AWARE, quantum_tokens=4096), {}, lambda s: attained[s])
+    q.push(E("long-call", session_id="long", enqueue_time=0))
+    q.push(E("short-call", session_id="short", enqueue_time=1))
+    assert drain(q) == ["short-call", "long-call"]

@@ -165,7 +165,9 @@ class Stack:
             self.llm_server.stop()
             self.llm_server = None
         if self.s3 is not None:
-            self.s3.stop()
+            # The filer waits 15 s for connections to drain; acknowledged
+            # writes are durable, so 5 s of grace before the kill is enough.
+            self.s3.stop(timeout=5)
             self.s3 = None
 
 

@@ -44,7 +44,7 @@ async def build(config: Config) -> Service:
     kernel = Kernel(
         Dispatcher(llm_ch, mem_ch, st_ch),
         PolicySettings(kind=config.policy, slice_tokens=config.slice_tokens,
-                       aging_seconds=config.aging_seconds),
+                       aging_seconds=config.aging_seconds, quantum_tokens=config.quantum_tokens),
         Limits(per_agent_outstanding=config.per_agent_outstanding,
                queue_capacity=config.queue_capacity,
                default_capacity=config.service_capacity),

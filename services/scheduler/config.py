@@ -21,6 +21,7 @@ class Config:
     policy: str = queues.FIFO
     slice_tokens: int = 64
     aging_seconds: float = 5.0
+    quantum_tokens: int = 4096
     per_agent_outstanding: int = 64
     queue_capacity: int = 10_000
     # In-flight calls per memory, storage and tool queue (LLM capacity comes
@@ -49,6 +50,7 @@ class Config:
             policy=policy,
             slice_tokens=env.int("SLICE_TOKENS", 64, minimum=1),
             aging_seconds=env.float("AGING_SECONDS", 5.0, minimum=0.001),
+            quantum_tokens=env.int("AGENT_QUANTUM_TOKENS", 4096, minimum=1),
             per_agent_outstanding=env.int("PER_AGENT_OUTSTANDING", 64, minimum=1),
             queue_capacity=env.int("QUEUE_CAPACITY", 10_000, minimum=1),
             service_capacity=env.int("SERVICE_CAPACITY", 64, minimum=1),

@@ -9,9 +9,12 @@ keyed once at enqueue:
 - priority with aging: a call gains one level per `aging` seconds waited.
   Comparing p_a + (now - t_a)/A with p_b + (now - t_b)/A is comparing
   p_a - t_a/A with p_b - t_b/A, so the key is fixed at enqueue.
-- agent-aware (Autellix's program-level least attained service): calls of
-  the agent run (session) that has been served least go first, ties by the
-  run's start, so runs finish one after another instead of all at the end.
+- agent-aware (Autellix's program-level attained service, discretised):
+  a call's level is log2(1 + tokens its agent run has attained / quantum);
+  lower levels go first, and within a level the run that started first. Runs
+  below one quantum are served in program order, so they finish one after
+  another instead of all at the end, while a run that has consumed a lot
+  drops a level and cannot hold short runs behind it.
 
 Fair share (the Virtual Token Counter of "Fairness in Serving Large Language
 Models", OSDI'24) orders by per-agent counters that move while calls wait,
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +49,8 @@ class PolicySettings:
     # Fair share weights of prompt and completion tokens (VTC's w_p, w_q).
     prompt_weight: float = 1.0
     completion_weight: float = 2.0
+    # Agent-aware: attained tokens of one level (levels grow geometrically).
+    quantum_tokens: int = 4096
 
 
 class Waiting:
@@ -154,7 +160,13 @@ def make_queue(settings: PolicySettings, counters: dict[str, float], attained: C
         aging = max(settings.aging_seconds, 1e-6)
         return HeapQueue(lambda e: (-(e.priority - e.enqueue_time / aging), e.enqueue_time))
     if kind == AGENT_AWARE:
-        return HeapQueue(lambda e: (*attained(e.session_id or e.agent), e.enqueue_time))
+        quantum = max(1, settings.quantum_tokens)
+
+        def key(e):
+            served, started = attained(e.session_id or e.agent)
+            return (int(math.log2(1 + served / quantum)), started, e.enqueue_time)
+
+        return HeapQueue(key)
     if kind == FAIR_SHARE:
         return FairShareQueue(counters)
     raise ValueError(f"unknown policy {kind!r}")

@@ -238,5 +238,6 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
             else current.aging_seconds,
             prompt_weight=current.prompt_weight,
             completion_weight=current.completion_weight,
+            quantum_tokens=current.quantum_tokens,
         ))
         return kpb.SetPolicyResponse(policy=self._policy())
