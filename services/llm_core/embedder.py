@@ -35,6 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 __all__ = ["LocalEmbedder", "default_model_dir"]
 
 _MASK_VALUE = np.finfo(np.float32).min  # what HF BERT adds to masked scores
+_SCORES_BLOCK = 1 << 18  # attention scores per cache-sized block (1 MiB of float32)
 
 
 def default_model_dir() -> Path:
@@ -79,6 +80,17 @@ def _gelu(x: np.ndarray) -> np.ndarray:
     e *= x
     e *= np.float32(0.5)
     return e
+
+
+_GELU_ROWS = 32  # row blocks that stay in cache: ~2.5x faster than one pass
+
+
+def _gelu_inplace(x: np.ndarray) -> np.ndarray:
+    """GELU of a 2-D array, computed block by block and written back into x."""
+    for start in range(0, x.shape[0], _GELU_ROWS):
+        block = x[start : start + _GELU_ROWS]
+        block[...] = _gelu(block)
+    return x
 
 
 def _layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
@@ -249,25 +261,31 @@ class LocalEmbedder:
         # (b, 1, 1, L): 0 for real tokens, float32 min for padding.
         bias = ((1.0 - mask) * _MASK_VALUE)[:, None, None, :].astype(np.float32)
         scale = np.float32(1.0 / math.sqrt(hd))
+        group = max(1, _SCORES_BLOCK // (h * length * length))
         for layer in self._layers:
             qkv = x @ layer.w_qkv
             qkv += layer.b_qkv  # (b*L, 3*hidden)
             qkv = qkv.reshape(b, length, 3, h, hd).transpose(2, 0, 3, 1, 4)
             q, k, v = qkv[0], qkv[1], qkv[2]  # (b, h, L, hd)
-            scores = q @ k.transpose(0, 1, 3, 2)  # (b, h, L, L)
-            scores *= scale
-            scores += bias
-            scores -= scores.max(axis=-1, keepdims=True)
-            np.exp(scores, out=scores)
-            scores /= scores.sum(axis=-1, keepdims=True)
-            ctx = (scores @ v).transpose(0, 2, 1, 3).reshape(b * length, hidden)
+            ctx = np.empty((b, length, h, hd), dtype=np.float32)
+            # Sequences in groups whose (h, L, L) score blocks stay in cache.
+            for g in range(0, b, group):
+                sl = slice(g, g + group)
+                scores = q[sl] @ k[sl].transpose(0, 1, 3, 2)  # (g, h, L, L)
+                scores *= scale
+                scores += bias[sl]
+                scores -= scores.max(axis=-1, keepdims=True)
+                np.exp(scores, out=scores)
+                scores /= scores.sum(axis=-1, keepdims=True)
+                ctx[sl] = (scores @ v[sl]).transpose(0, 2, 1, 3)
+            ctx = ctx.reshape(b * length, hidden)
             attn = ctx @ layer.w_attn_out
             attn += layer.b_attn_out
             attn += x
             x = _layer_norm(attn, layer.ln1_g, layer.ln1_b, self.eps)
             inter = x @ layer.w_in
             inter += layer.b_in
-            ffn = _gelu(inter) @ layer.w_out
+            ffn = _gelu_inplace(inter) @ layer.w_out
             ffn += layer.b_out
             ffn += x
             x = _layer_norm(ffn, layer.ln2_g, layer.ln2_b, self.eps)

@@ -193,6 +193,30 @@ def _choose_ports(host: str, names: list[str], preferred: dict[str, int]) -> dic
     return ports
 
 
+def _remove_stale_tmp_sockets(ports: dict[str, int]) -> None:
+    """Unlink /tmp gRPC sockets of ``ports`` that nothing listens on any more.
+
+    They are left behind when weed is killed without ``stop()``; a socket still
+    accepting connections belongs to a live process and is kept.
+    """
+    for svc, key in _TMP_GRPC_SOCKETS.items():
+        port = ports.get(key)
+        if not port:
+            continue
+        path = f"/tmp/seaweedfs-{svc}-grpc-{port}.sock"
+        if not os.path.exists(path):
+            continue
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            try:
+                probe.connect(path)
+            except (ConnectionRefusedError, FileNotFoundError):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            except OSError:
+                pass
+
+
 def _tail(path: Path, max_bytes: int = 4000) -> str:
     try:
         with open(path, "rb") as fh:
@@ -378,30 +402,33 @@ def _launch_once(
     log_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "volumes").mkdir(parents=True, exist_ok=True)
 
-    socket_dir = data_dir / "run"
-    remove_socket_dir = False
-    if len(str(socket_dir / "filer.sock")) > _MAX_SOCKET_PATH:
-        socket_dir = Path(tempfile.mkdtemp(prefix="aios-weed-"))
-        remove_socket_dir = True
-    socket_dir.mkdir(parents=True, exist_ok=True)
-
     preferred: dict[str, int] = {}
     ports_path = data_dir / PORTS_FILE
     with contextlib.suppress(OSError, ValueError):
         preferred = {k: int(v) for k, v in json.loads(ports_path.read_text()).items()}
+    _remove_stale_tmp_sockets(preferred)
     names = list(_INTERNAL_PORTS)
     if s3_port is None:
         names.append("s3")
     else:
         preferred.pop("s3", None)
-    # Keep the master port stable across restarts when it is free: weed names
-    # its raft directory after it (volumes/m<port>).
+    # Reuse the previous ports when free: weed names its raft directory after
+    # the master port (volumes/m<port>), so a stable port keeps one directory.
     ports = _choose_ports(host, names, preferred)
     if s3_port is not None:
         if s3_port in ports.values() or not _port_is_free(host, s3_port):
             raise SeaweedError(f"S3 port {host}:{s3_port} is not free")
         ports["s3"] = s3_port
     _write_private(ports_path, json.dumps(ports, indent=2) + "\n")
+
+    # The filer/S3 unix sockets go under data_dir unless the path would exceed
+    # the unix socket path limit; then into a private temp dir removed by stop().
+    socket_dir = data_dir / "run"
+    remove_socket_dir = False
+    if len(str(socket_dir / "filer.sock")) > _MAX_SOCKET_PATH:
+        socket_dir = Path(tempfile.mkdtemp(prefix="aios-weed-"))
+        remove_socket_dir = True
+    socket_dir.mkdir(parents=True, exist_ok=True)
 
     stderr_path = log_dir / "weed.stderr.log"
     with contextlib.suppress(OSError):
@@ -495,10 +522,9 @@ def start_seaweed(
     access_key, secret_key = load_or_create_credentials(data_dir)
     identities = _write_identities(data_dir, access_key, secret_key)
 
-    attempts = 1 if s3_port is not None else _START_ATTEMPTS
     deadline = time.monotonic() + timeout
     last: SeaweedError | None = None
-    for _ in range(attempts):
+    for _ in range(_START_ATTEMPTS):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
