@@ -17,6 +17,7 @@ from services.scheduler.kernel import Kernel, Limits
 from services.scheduler.metrics import KernelMetrics
 from services.scheduler.queues import PolicySettings
 from services.scheduler.servicer import KernelServicer
+from services.scheduler.tools import ToolManager, builtin_tools
 
 log = logs.get("scheduler")
 SERVICE_NAME = kpb.DESCRIPTOR.services_by_name["KernelService"].full_name
@@ -41,8 +42,16 @@ async def build(config: Config) -> Service:
             return catalog.capacity_of(resource)
         return config.service_capacity
 
+    dispatcher = Dispatcher(llm_ch, mem_ch, st_ch)
+    tools = ToolManager()
+    for tool in builtin_tools(dispatcher):
+        tools.register(tool)
+    for server in config.mcp_servers():
+        await tools.add_mcp_server(server["name"], command=server.get("command"), url=server.get("url"),
+                                   env=server.get("env"), overrides=server.get("tools"))
+    dispatcher.tools = tools
     kernel = Kernel(
-        Dispatcher(llm_ch, mem_ch, st_ch),
+        dispatcher,
         PolicySettings(kind=config.policy, slice_tokens=config.slice_tokens,
                        aging_seconds=config.aging_seconds, quantum_tokens=config.quantum_tokens),
         Limits(per_agent_outstanding=config.per_agent_outstanding,
@@ -56,7 +65,7 @@ async def build(config: Config) -> Service:
     if config.metrics_port >= 0:
         port = metrics.serve(config.host, config.metrics_port)
         log.info("metrics", address=f"http://{config.host}:{port}/metrics")
-    servicer = KernelServicer(kernel, DevAuthenticator(), catalog, config.default_timeout)
+    servicer = KernelServicer(kernel, DevAuthenticator(), catalog, config.default_timeout, tools)
 
     async def close() -> None:
         for entry in list(kernel.table.live.values()):
@@ -64,6 +73,7 @@ async def build(config: Config) -> Service:
         for ch in (llm_ch, mem_ch, st_ch):
             await ch.close()
         metrics.close()
+        await tools.close()
 
     return Service(
         names=[SERVICE_NAME],

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from services.runtime.config import ConfigError, Env, server_address
 from services.scheduler import queues
@@ -32,6 +34,8 @@ class Config:
     # Seconds a syscall may take when neither it nor its gRPC call set a deadline.
     default_timeout: float = 600.0
     metrics_port: int = -1
+    # MCP servers whose tools the kernel offers (JSON, see tools_config()).
+    tools_json: str = ""
 
     @classmethod
     def from_env(cls, environ=None) -> "Config":
@@ -58,4 +62,33 @@ class Config:
             history=env.int("HISTORY", 10_000, minimum=10),
             default_timeout=env.float("DEFAULT_TIMEOUT", 600.0, minimum=0.1),
             metrics_port=env.int("METRICS_PORT", -1),
+            tools_json=_tools_json(env),
         )
+
+    def mcp_servers(self) -> list[dict]:
+        """[{"name": "fs", "command": ["python", "server.py"] | "url": "http://...", "env": {...},
+        "tools": {"write": {"irreversible": true, "max_concurrency": 1,
+        "conflicts_with": ["fs.delete"], "timeout": 10}}}]"""
+        return json.loads(self.tools_json)["mcp_servers"] if self.tools_json else []
+
+
+def _tools_json(env: Env) -> str:
+    path = env.str("TOOLS_FILE", "")
+    raw = Path(path).read_text() if path else env.str("TOOLS", "")
+    if not raw:
+        return ""
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"AIOS_KERNEL_TOOLS is not valid JSON: {exc}") from None
+    servers = data.get("mcp_servers") if isinstance(data, dict) else None
+    if not isinstance(servers, list):
+        raise ConfigError('AIOS_KERNEL_TOOLS must be {"mcp_servers": [...]}')
+    for i, server in enumerate(servers):
+        if not isinstance(server, dict) or not server.get("name"):
+            raise ConfigError(f"AIOS_KERNEL_TOOLS mcp_servers[{i}] needs a name")
+        if bool(server.get("command")) == bool(server.get("url")):
+            raise ConfigError(f"AIOS_KERNEL_TOOLS mcp_servers[{i}] needs exactly one of command or url")
+        if server.get("command") and not isinstance(server["command"], list):
+            raise ConfigError(f"AIOS_KERNEL_TOOLS mcp_servers[{i}].command must be a list of strings")
+    return raw

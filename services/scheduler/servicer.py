@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from google.protobuf import json_format
+
 from aios.kernel.v1 import kernel_service_pb2 as kpb
 from aios.kernel.v1 import kernel_service_pb2_grpc as kpb_grpc
 from aios.kernel.v1 import syscall_pb2 as ks
@@ -93,6 +95,10 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
         else:
             if not copy.tool.name:
                 raise errors.InvalidArgument("tool.name is required", field="syscall.tool.name")
+            if self.tools is None:
+                raise errors.Unimplemented("the tool manager is not enabled")
+            # Schema violations are refused before anything is queued or run.
+            self.tools.validate(copy.tool.name, json_format.MessageToDict(copy.tool.arguments))
             resource = "tool"
         return Entry(
             agent=agent, kind=call, resource=resource, syscall=copy,

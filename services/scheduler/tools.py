@@ -1,0 +1,316 @@
+"""The kernel's tool manager: registered tools with JSON-schema arguments,
+validated before they run, run with a timeout, within a concurrency limit and
+never beside a tool they conflict with.
+
+Built-in tools: a calculator (pure arithmetic, parsed, never eval'd, run off
+the event loop), and the calling agent's own files and memory (through the
+storage and memory services, as that agent). Tools served by MCP servers
+(configured by command or URL) are listed at start and called over MCP.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import json
+import math
+import operator
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+from google.protobuf import json_format
+
+from aios.kernel.v1 import kernel_service_pb2 as kpb
+from aios.kernel.v1 import syscall_pb2 as ks
+from aios.memory.v1 import memory_service_pb2 as mem
+from aios.storage.v1 import storage_service_pb2 as st
+from services.runtime import errors, logs
+from services.scheduler.records import duration
+
+log = logs.get("tools")
+
+# run(agent, arguments) -> output text
+ToolFn = Callable[[str, dict[str, Any]], Awaitable[str]]
+
+
+@dataclass
+class Tool:
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    run: ToolFn
+    irreversible: bool = False
+    max_concurrency: int = 8
+    conflicts_with: tuple[str, ...] = ()
+    timeout: float = 30.0
+    source: str = "builtin"
+    running: int = 0
+    validator: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        jsonschema.Draft202012Validator.check_schema(self.parameters)
+        self.validator = jsonschema.Draft202012Validator(self.parameters)
+
+    def spec(self) -> kpb.ToolSpec:
+        spec = kpb.ToolSpec(name=self.name, description=self.description, irreversible=self.irreversible,
+                            max_concurrency=self.max_concurrency, conflicts_with=list(self.conflicts_with),
+                            timeout=duration(self.timeout), source=self.source)
+        spec.parameters.update(self.parameters)
+        return spec
+
+
+class ToolManager:
+    def __init__(self) -> None:
+        self.tools: dict[str, Tool] = {}
+        self._changed = asyncio.Condition()
+        self._stack = AsyncExitStack()
+        self._mcp_tasks: list[asyncio.Task] = []
+
+    def register(self, tool: Tool) -> None:
+        if tool.name in self.tools:
+            raise ValueError(f"tool {tool.name!r} is registered twice")
+        self.tools[tool.name] = tool
+
+    def specs(self) -> list[kpb.ToolSpec]:
+        return [t.spec() for t in sorted(self.tools.values(), key=lambda t: t.name)]
+
+    def get(self, name: str) -> Tool:
+        tool = self.tools.get(name)
+        if tool is None:
+            known = ", ".join(sorted(self.tools)) or "none"
+            raise errors.NotFound(f"unknown tool {name!r} (registered: {known})", reason="UNKNOWN_TOOL",
+                                  field="syscall.tool.name")
+        return tool
+
+    def validate(self, name: str, arguments: dict[str, Any]) -> Tool:
+        """Check a call before it is queued: the tool exists and the arguments
+        match its schema."""
+        tool = self.get(name)
+        error = jsonschema.exceptions.best_match(tool.validator.iter_errors(arguments))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+            raise errors.InvalidArgument(f"arguments of tool {name!r} do not match its schema at {where}: "
+                                         f"{error.message}", reason="TOOL_ARGUMENTS_INVALID",
+                                         field="syscall.tool.arguments")
+        return tool
+
+    def _may_start(self, tool: Tool) -> bool:
+        if tool.running >= tool.max_concurrency:
+            return False
+        return not any(self.tools[c].running for c in tool.conflicts_with if c in self.tools)
+
+    async def call(self, entry, timeout: float | None) -> ks.ToolResult:
+        call: ks.ToolCall = entry.syscall.tool
+        arguments = json_format.MessageToDict(call.arguments)
+        tool = self.validate(call.name, arguments)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        async with self._changed:
+            # Wait (bounded by the syscall's deadline) for a free slot and for
+            # every conflicting tool to finish.
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                await asyncio.wait_for(self._changed.wait_for(lambda: self._may_start(tool)), remaining)
+            except TimeoutError:
+                raise errors.DeadlineExceeded(f"tool {tool.name!r} did not get a slot before the deadline") from None
+            tool.running += 1
+        try:
+            limit = tool.timeout if deadline is None else min(tool.timeout, deadline - time.monotonic())
+            try:
+                output = await asyncio.wait_for(tool.run(entry.agent, arguments), limit)
+            except TimeoutError:
+                raise errors.DeadlineExceeded(f"tool {tool.name!r} ran past its timeout of {limit:.1f}s",
+                                              reason="TOOL_TIMEOUT") from None
+        finally:
+            async with self._changed:
+                tool.running -= 1
+                self._changed.notify_all()
+        return ks.ToolResult(output=output, tool_call_id=call.tool_call_id)
+
+    # --- MCP ------------------------------------------------------------
+
+    async def add_mcp_server(self, name: str, command: list[str] | None = None, url: str | None = None,
+                             env: dict[str, str] | None = None, overrides: dict[str, dict] | None = None,
+                             timeout: float = 30.0) -> None:
+        """Connect to an MCP server, list its tools and register them as
+        `<name>.<tool>`. The connection lives in its own task (MCP sessions
+        must be entered and left in one task)."""
+        from mcp import Client, StdioServerParameters
+
+        # A stdio server gets MCP's minimal environment (PATH, HOME, ...) plus
+        # what its configuration names, never the kernel's secrets.
+        target = url if url else StdioServerParameters(command=command[0], args=command[1:], env=env or None)
+        ready: asyncio.Future = asyncio.get_running_loop().create_future()
+        stop = asyncio.Event()
+
+        async def hold() -> None:
+            try:
+                async with Client(target) as client:
+                    listing = await client.list_tools()
+                    ready.set_result((client, listing.tools))
+                    await stop.wait()
+            except Exception as exc:  # noqa: BLE001 - reported to the caller
+                if not ready.done():
+                    ready.set_exception(exc)
+                else:
+                    log.error("mcp server connection lost", server=name, error=str(exc))
+
+        task = asyncio.get_running_loop().create_task(hold())
+        self._mcp_tasks.append(task)
+        self._stack.callback(stop.set)
+        client, listed = await asyncio.wait_for(ready, timeout)
+        overrides = overrides or {}
+        for t in listed:
+            opts = overrides.get(t.name, {})
+            self.register(Tool(
+                name=f"{name}.{t.name}", description=t.description or "",
+                parameters=t.input_schema or {"type": "object"},
+                run=_mcp_runner(client, t.name),
+                irreversible=bool(opts.get("irreversible", False)),
+                max_concurrency=int(opts.get("max_concurrency", 8)),
+                conflicts_with=tuple(opts.get("conflicts_with", ())),
+                timeout=float(opts.get("timeout", 30.0)),
+                source=f"mcp:{name}",
+            ))
+        log.info("mcp server connected", server=name, tools=[t.name for t in listed])
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+        for task in self._mcp_tasks:
+            try:
+                await asyncio.wait_for(task, 5)
+            except (TimeoutError, asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
+                task.cancel()
+
+
+def _mcp_runner(client, tool_name: str) -> ToolFn:
+    async def run(agent: str, arguments: dict[str, Any]) -> str:
+        result = await client.call_tool(tool_name, arguments)
+        texts = [getattr(c, "text", "") for c in (result.content or []) if getattr(c, "text", None)]
+        if getattr(result, "structured_content", None) and not texts:
+            texts = [json.dumps(result.structured_content)]
+        output = "\n".join(texts)
+        if getattr(result, "is_error", False):
+            raise errors.FailedPrecondition(f"tool {tool_name!r} failed: {output}", reason="TOOL_FAILED")
+        return output
+
+    return run
+
+
+# --- built-in tools ------------------------------------------------------
+
+_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+           ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
+_UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+_FUNCS = {"sqrt": math.sqrt, "abs": abs, "round": round, "min": min, "max": max, "log": math.log,
+          "exp": math.exp, "sin": math.sin, "cos": math.cos, "tan": math.tan}
+_CONSTS = {"pi": math.pi, "e": math.e}
+
+
+def calculate(expression: str) -> float | int:
+    """Evaluate arithmetic: numbers, + - * / // % **, parentheses, a few math
+    functions. Anything else is refused."""
+    def ev(node):
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            return node.value
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+            left, right = ev(node.left), ev(node.right)
+            if isinstance(node.op, ast.Pow) and abs(right) > 1000:
+                raise ValueError("exponent too large")
+            return _BINARY[type(node.op)](left, right)
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+            return _UNARY[type(node.op)](ev(node.operand))
+        if isinstance(node, ast.Name) and node.id in _CONSTS:
+            return _CONSTS[node.id]
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS
+                and not node.keywords):
+            return _FUNCS[node.func.id](*[ev(a) for a in node.args])
+        raise ValueError(f"unsupported expression element: {type(node).__name__}")
+
+    if len(expression) > 1000:
+        raise ValueError("expression too long")
+    return ev(ast.parse(expression, mode="eval"))
+
+
+async def _calculator(agent: str, args: dict[str, Any]) -> str:
+    try:
+        # Off the event loop: a big power must not stall the kernel.
+        value = await asyncio.to_thread(calculate, args["expression"])
+    except (SyntaxError, ValueError, TypeError, ZeroDivisionError, OverflowError) as exc:
+        raise errors.InvalidArgument(f"calculator cannot evaluate {args['expression']!r}: {exc}",
+                                     reason="BAD_EXPRESSION", field="syscall.tool.arguments.expression")
+    return str(value)
+
+
+def builtin_tools(dispatcher) -> list[Tool]:
+    """The calculator, and the calling agent's own files and memory."""
+
+    async def files_read(agent, args):
+        info, data = await dispatcher.read_file(st.ReadFileRequest(owner=agent, path=args["path"]), 30,
+                                                64 * 1024)
+        return data.decode("utf-8", errors="replace")
+
+    async def files_write(agent, args):
+        from services.scheduler.dispatch import _write_parts
+
+        resp = await dispatcher.storage.WriteFile(_write_parts(ks.WriteFileInline(
+            owner=agent, path=args["path"], content=args["content"].encode(),
+            content_type="text/plain; charset=utf-8")), timeout=30)
+        return json.dumps({"path": resp.file.path, "version_id": resp.file.version_id, "size": resp.file.size})
+
+    async def files_list(agent, args):
+        resp = await dispatcher.storage.ListFiles(st.ListFilesRequest(
+            owner=agent, prefix=args.get("prefix", ""), recursive=True, page_size=100), timeout=30)
+        return json.dumps([f.path for f in resp.files])
+
+    async def memory_add(agent, args):
+        resp = await dispatcher.memory.AddMemory(mem.AddMemoryRequest(
+            owner=agent, memory=mem.MemoryInput(content=args["content"], tags=args.get("tags", []))), timeout=30)
+        return json.dumps({"id": resp.memory.id})
+
+    async def memory_search(agent, args):
+        resp = await dispatcher.memory.SearchMemories(mem.SearchMemoriesRequest(
+            owner=agent, query=args["query"], top_k=args.get("k", 3)), timeout=30)
+        return json.dumps([{"content": r.memory.content, "score": round(r.score, 3)} for r in resp.results])
+
+    obj = lambda props, required: {"type": "object", "properties": props, "required": required,  # noqa: E731
+                                   "additionalProperties": False}
+    return [
+        Tool("calculator", "Evaluate an arithmetic expression, e.g. (17*23)+4 or sqrt(2).",
+             obj({"expression": {"type": "string", "minLength": 1}}, ["expression"]),
+             _calculator, max_concurrency=16, timeout=5.0),
+        Tool("files.read", "Read one of your text files.", obj({"path": {"type": "string"}}, ["path"]),
+             _wrap_rpc(files_read)),
+        Tool("files.write", "Write (create or overwrite) one of your text files.",
+             obj({"path": {"type": "string"}, "content": {"type": "string"}}, ["path", "content"]),
+             _wrap_rpc(files_write)),
+        Tool("files.list", "List your files under a prefix.", obj({"prefix": {"type": "string"}}, []),
+             _wrap_rpc(files_list)),
+        Tool("memory.add", "Remember a fact.",
+             obj({"content": {"type": "string", "minLength": 1},
+                  "tags": {"type": "array", "items": {"type": "string"}}}, ["content"]),
+             _wrap_rpc(memory_add)),
+        Tool("memory.search", "Recall the facts closest in meaning to a query.",
+             obj({"query": {"type": "string", "minLength": 1}, "k": {"type": "integer", "minimum": 1, "maximum": 20}},
+                 ["query"]),
+             _wrap_rpc(memory_search)),
+    ]
+
+
+def _wrap_rpc(fn: ToolFn) -> ToolFn:
+    import grpc
+
+    from services.runtime.status import from_rpc_error
+
+    async def run(agent, args):
+        try:
+            return await fn(agent, args)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    return run
