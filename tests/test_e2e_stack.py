@@ -49,7 +49,8 @@ def stack(tmp_path_factory):
     ports = {svc: free_port() for svc in SERVICES}
     metrics = free_port()
     proc = subprocess.Popen(
-        [str(BIN / "aios"), "up", "--data", str(data), *_flags(ports), "--metrics-port", str(metrics)],
+        [str(BIN / "aios"), "up", "--data", str(data), *_flags(ports), "--metrics-port", str(metrics),
+         "--http-port", str(free_port())],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     lines: queue.Queue = queue.Queue()

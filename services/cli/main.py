@@ -30,6 +30,7 @@ def cmd_up(args) -> int:
         data_dir=Path(args.data).resolve(), host=args.host, ports=ports,
         llm_server_port=args.llm_server_port, llm_endpoints=args.llm_endpoints or "",
         llm_parallel=args.llm_parallel, policy=args.policy, metrics_port=args.metrics_port,
+        http_port=args.http_port,
     )
     stack = stack_mod.Stack(config)
     stop = threading.Event()
@@ -43,6 +44,8 @@ def cmd_up(args) -> int:
         return 1
     if args.metrics_port >= 0:
         print(f"  metrics     http://{args.host}:{args.metrics_port}/metrics", flush=True)
+    if args.http_port >= 0:
+        print(f"  openai door http://{args.host}:{args.http_port}/v1", flush=True)
     print(f"ready: the kernel listens on {stack.address('scheduler')}; Ctrl-C stops everything", flush=True)
     try:
         while not stop.wait(0.5):
@@ -128,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="scheduling policy: fifo, round_robin, priority, fair_share, agent_aware")
     up.add_argument("--metrics-port", type=int, default=9464,
                     help="Prometheus metrics of the kernel at http://HOST:PORT/metrics (-1: off)")
+    up.add_argument("--http-port", type=int, default=50080,
+                    help="the kernel's OpenAI-compatible door at http://HOST:PORT/v1 (-1: off)")
     _port_args(up)
     up.set_defaults(func=cmd_up)
 

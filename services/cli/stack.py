@@ -71,6 +71,8 @@ class StackConfig:
     policy: str = "fifo"
     # Prometheus metrics of the kernel over HTTP; -1 = off, 0 = any free port.
     metrics_port: int = -1
+    # The kernel's OpenAI-compatible HTTP door; -1 = off.
+    http_port: int = -1
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -99,6 +101,7 @@ class Stack:
         env["AIOS_ACCESS_ADDR"] = self.address("access")
         env.setdefault("AIOS_KERNEL_POLICY", cfg.policy)
         env["AIOS_KERNEL_METRICS_PORT"] = str(cfg.metrics_port)
+        env["AIOS_KERNEL_HTTP_PORT"] = str(cfg.http_port)
         # Each embedded store in its own folder: one process owns a Qdrant path.
         env["AIOS_MEMORY_QDRANT_PATH"] = str(cfg.data_dir / "memory-qdrant")
         env["AIOS_STORAGE_QDRANT_PATH"] = str(cfg.data_dir / "storage-index")

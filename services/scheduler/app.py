@@ -14,6 +14,7 @@ from services.scheduler.catalog import ModelCatalog
 from services.scheduler.config import Config
 from services.scheduler.dispatch import Dispatcher
 from services.scheduler.kernel import Kernel, Limits
+from services.scheduler.http_door import HttpDoor
 from services.scheduler.metrics import KernelMetrics
 from services.scheduler.queues import PolicySettings
 from services.scheduler.servicer import KernelServicer
@@ -66,8 +67,13 @@ async def build(config: Config) -> Service:
         port = metrics.serve(config.host, config.metrics_port)
         log.info("metrics", address=f"http://{config.host}:{port}/metrics")
     servicer = KernelServicer(kernel, DevAuthenticator(), catalog, config.default_timeout, tools)
+    door = HttpDoor(servicer)
+    if config.http_port >= 0:
+        port = await door.start(config.host, config.http_port)
+        log.info("openai-compatible door", address=f"http://{config.host}:{port}/v1")
 
     async def close() -> None:
+        await door.stop()
         for entry in list(kernel.table.live.values()):
             kernel.cancel(entry)
         for ch in (llm_ch, mem_ch, st_ch):

@@ -34,6 +34,8 @@ class Config:
     # Seconds a syscall may take when neither it nor its gRPC call set a deadline.
     default_timeout: float = 600.0
     metrics_port: int = -1
+    # The OpenAI-compatible HTTP door; -1 = off, 0 = any free port.
+    http_port: int = -1
     # MCP servers whose tools the kernel offers (JSON, see tools_config()).
     tools_json: str = ""
 
@@ -62,6 +64,7 @@ class Config:
             history=env.int("HISTORY", 10_000, minimum=10),
             default_timeout=env.float("DEFAULT_TIMEOUT", 600.0, minimum=0.1),
             metrics_port=env.int("METRICS_PORT", -1),
+            http_port=env.int("HTTP_PORT", -1),
             tools_json=_tools_json(env),
         )
 

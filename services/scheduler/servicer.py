@@ -43,17 +43,18 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
         rctx.agent.set(agent)
         return agent
 
-    def _deadline(self, syscall: ks.Syscall, context) -> float:
+    def _deadline(self, syscall: ks.Syscall, remaining: float | None) -> float:
         now_mono, now_wall = time.monotonic(), time.time()
         candidates = [now_mono + self.default_timeout]
-        remaining = context.time_remaining()
         if remaining is not None:
             candidates.append(now_mono + remaining)
         if syscall.HasField("deadline"):
             candidates.append(now_mono + (syscall.deadline.ToNanoseconds() / 1e9 - now_wall))
         return min(candidates)
 
-    async def _entry(self, agent: str, syscall: ks.Syscall, context) -> Entry:
+    async def build_entry(self, agent: str, syscall: ks.Syscall, remaining: float | None) -> Entry:
+        """Validate a syscall and make its process-table entry (not yet queued).
+        `remaining` is the caller's own deadline in seconds, if any."""
         call = syscall.WhichOneof("call")
         if call is None:
             raise errors.InvalidArgument(
@@ -103,7 +104,7 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
         return Entry(
             agent=agent, kind=call, resource=resource, syscall=copy,
             request_id=copy.request_id, session_id=copy.session_id,
-            priority=copy.priority, deadline=self._deadline(copy, context),
+            priority=copy.priority, deadline=self._deadline(copy, remaining),
         )
 
     def _own(self, agent: str, request, what: str) -> None:
@@ -117,20 +118,22 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
         raise errors.PermissionDenied(f"agent {agent!r} may not access the {what} of {owner!r}",
                                       reason="NO_GRANT")
 
-    def _outcome(self, entry: Entry) -> ks.SyscallRecord:
+    @staticmethod
+    def outcome(entry: Entry) -> ks.SyscallRecord:
+        """The finished entry's record, or its error raised."""
         if entry.state != SUCCEEDED:
             raise entry.error or errors.Internal("the syscall ended without a result")
         return records.record(entry)
 
     async def Submit(self, request, context):
         agent = await self._agent(context)
-        entry = self.kernel.admit(await self._entry(agent, request.syscall, context))
+        entry = self.kernel.admit(await self.build_entry(agent, request.syscall, context.time_remaining()))
         await self.kernel.wait(entry, entry.deadline)
-        return kpb.SubmitResponse(syscall=self._outcome(entry))
+        return kpb.SubmitResponse(syscall=self.outcome(entry))
 
     async def SubmitStream(self, request, context):
         agent = await self._agent(context)
-        new = await self._entry(agent, request.syscall, context)
+        new = await self.build_entry(agent, request.syscall, context.time_remaining())
         new.stream = True
         events: asyncio.Queue = asyncio.Queue()
         new.subscribers.append(events)
@@ -168,7 +171,7 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
                     break
                 yield event
             await waiter
-            record = self._outcome(entry)
+            record = self.outcome(entry)
             yield ks.SyscallEvent(syscall_id=entry.id, time=records.timestamp(time.time()),
                                   finished=record)
         finally:

@@ -1,0 +1,253 @@
+"""An OpenAI-compatible HTTP door on the kernel (/v1/chat/completions,
+/v1/models), so an agent built on any framework that speaks the OpenAI API
+runs through the kernel by changing its base URL; its API key is its agent
+token. Each request becomes an LLM syscall: same authentication, policy,
+limits, accounting and process table as gRPC callers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+from google.protobuf import struct_pb2
+
+from aios.kernel.v1 import syscall_pb2 as ks
+from aios.llm.v1 import llm_service_pb2 as llm
+from services.runtime import context as rctx
+from services.runtime import errors, logs
+from services.scheduler.table import Entry
+
+log = logs.get("http")
+
+_HTTP_STATUS = {
+    "INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403,
+    "NOT_FOUND": 404, "ALREADY_EXISTS": 409, "ABORTED": 409, "RESOURCE_EXHAUSTED": 429,
+    "CANCELLED": 499, "UNIMPLEMENTED": 501, "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504,
+}
+_ROLES = {"system": llm.ROLE_SYSTEM, "developer": llm.ROLE_SYSTEM, "user": llm.ROLE_USER,
+          "assistant": llm.ROLE_ASSISTANT, "tool": llm.ROLE_TOOL}
+_FINISH = {llm.FINISH_REASON_STOP: "stop", llm.FINISH_REASON_LENGTH: "length",
+           llm.FINISH_REASON_TOOL_CALLS: "tool_calls", llm.FINISH_REASON_CONTENT_FILTER: "content_filter"}
+
+
+def _error(err: errors.AiosError) -> web.Response:
+    status = _HTTP_STATUS.get(err.code, 500)
+    headers = {"Retry-After": str(max(1, round(err.retry_after)))} if err.retry_after else {}
+    body = {"error": {"message": err.message, "type": err.code.lower(), "code": err.reason or err.code,
+                      "param": err.field or None}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _content(value: Any) -> str:
+    """OpenAI content: a string or a list of parts (text parts are kept)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "".join(p.get("text", "") for p in value if isinstance(p, dict) and p.get("type") == "text")
+    raise errors.InvalidArgument("message content must be a string or a list of parts", field="messages")
+
+
+def generate_request(body: dict[str, Any]) -> llm.GenerateRequest:
+    """An OpenAI chat-completions body as the kernel's GenerateRequest."""
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise errors.InvalidArgument("model is required", field="model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise errors.InvalidArgument("messages must be a non-empty list", field="messages")
+    req = llm.GenerateRequest(model=body["model"])
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in _ROLES:
+            raise errors.InvalidArgument(f"messages[{i}].role must be one of {sorted(_ROLES)}",
+                                         field=f"messages[{i}].role")
+        msg = req.messages.add(role=_ROLES[m["role"]], content=_content(m.get("content")),
+                               name=m.get("name") or "", tool_call_id=m.get("tool_call_id") or "")
+        for tc in m.get("tool_calls") or []:
+            fn = tc.get("function") or {}
+            msg.tool_calls.add(id=tc.get("id", ""), name=fn.get("name", ""), arguments_json=fn.get("arguments", ""))
+    for t in body.get("tools") or []:
+        fn = t.get("function") or {}
+        tool = req.tools.add(name=fn.get("name", ""), description=fn.get("description", ""))
+        if fn.get("parameters"):
+            tool.parameters.update(fn["parameters"])
+    choice = body.get("tool_choice")
+    if choice in ("auto", "none", "required"):
+        req.tool_choice.mode = {"auto": llm.TOOL_CHOICE_MODE_AUTO, "none": llm.TOOL_CHOICE_MODE_NONE,
+                                "required": llm.TOOL_CHOICE_MODE_REQUIRED}[choice]
+    elif isinstance(choice, dict):
+        req.tool_choice.mode = llm.TOOL_CHOICE_MODE_FUNCTION
+        req.tool_choice.name = (choice.get("function") or {}).get("name", "")
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_object":
+        req.response_format.type = llm.RESPONSE_FORMAT_TYPE_JSON_OBJECT
+    elif fmt.get("type") == "json_schema":
+        schema = fmt.get("json_schema") or {}
+        req.response_format.type = llm.RESPONSE_FORMAT_TYPE_JSON_SCHEMA
+        req.response_format.schema_name = schema.get("name", "")
+        req.response_format.strict = bool(schema.get("strict", False))
+        req.response_format.json_schema.update(schema.get("schema") or {})
+    for key in ("temperature", "top_p", "seed"):
+        if body.get(key) is not None:
+            setattr(req, key, body[key])
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    if max_tokens is not None:
+        req.max_tokens = int(max_tokens)
+    stop = body.get("stop")
+    if stop:
+        req.stop.extend([stop] if isinstance(stop, str) else stop)
+    return req
+
+
+def _message(resp: llm.GenerateResponse) -> dict[str, Any]:
+    msg: dict[str, Any] = {"role": "assistant", "content": resp.text or None}
+    if resp.tool_calls:
+        msg["tool_calls"] = [{"id": tc.id, "type": "function",
+                              "function": {"name": tc.name, "arguments": tc.arguments_json}}
+                             for tc in resp.tool_calls]
+    return msg
+
+
+def _usage(record: ks.SyscallRecord) -> dict[str, int]:
+    u = record.usage
+    out = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+           "total_tokens": u.prompt_tokens + u.completion_tokens}
+    if u.cached_prompt_tokens:
+        out["prompt_tokens_details"] = {"cached_tokens": u.cached_prompt_tokens}
+    return out
+
+
+class HttpDoor:
+    def __init__(self, servicer) -> None:
+        self.servicer = servicer  # KernelServicer: authentication, validation, kernel
+        self.kernel = servicer.kernel
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def _agent(self, request: web.Request) -> str:
+        header = request.headers.get("Authorization", "")
+        agent = await self.servicer.auth.agent([("authorization", header)] if header else [])
+        rctx.agent.set(agent)
+        return agent
+
+    async def models(self, request: web.Request) -> web.Response:
+        try:
+            await self._agent(request)
+            await self.servicer.catalog.refresh()
+        except errors.AiosError as err:
+            return _error(err)
+        now = int(time.time())
+        return web.json_response({"object": "list", "data": [
+            {"id": name, "object": "model", "created": now, "owned_by": "aios"}
+            for name in sorted(self.servicer.catalog.capacity)]})
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        rctx.request_id.set(request.headers.get("X-Request-Id") or uuid.uuid4().hex)
+        try:
+            agent = await self._agent(request)
+            try:
+                body = await request.json()
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise errors.InvalidArgument("the body is not JSON") from None
+            if not isinstance(body, dict):
+                raise errors.InvalidArgument("the body must be a JSON object")
+            syscall = ks.Syscall(
+                llm=generate_request(body),
+                request_id=request.headers.get("Idempotency-Key", ""),
+                session_id=request.headers.get("X-AIOS-Session", "") or str(body.get("user") or ""),
+            )
+            new = await self.servicer.build_entry(agent, syscall, None)
+            stream = bool(body.get("stream"))
+            new.stream = stream
+            events: asyncio.Queue = asyncio.Queue()
+            if stream:
+                new.subscribers.append(events)
+            entry = self.kernel.admit(new)
+        except errors.AiosError as err:
+            return _error(err)
+        if not stream:
+            try:
+                await self.kernel.wait(entry, entry.deadline)
+                record = self.servicer.outcome(entry)
+            except errors.AiosError as err:
+                return _error(err)
+            return web.json_response(self._completion(entry, record))
+        return await self._stream(request, entry, events, body)
+
+    def _completion(self, entry: Entry, record: ks.SyscallRecord) -> dict[str, Any]:
+        return {
+            "id": f"chatcmpl-{entry.id}", "object": "chat.completion", "created": int(entry.create_wall),
+            "model": record.llm.model or entry.syscall.llm.model,
+            "choices": [{"index": 0, "message": _message(record.llm),
+                         "finish_reason": _FINISH.get(record.llm.finish_reason, "stop")}],
+            "usage": _usage(record),
+        }
+
+    async def _stream(self, request, entry: Entry, events: asyncio.Queue, body) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        base = {"id": f"chatcmpl-{entry.id}", "object": "chat.completion.chunk",
+                "created": int(entry.create_wall), "model": entry.syscall.llm.model}
+
+        async def send(choice_delta: dict, finish=None, usage=None) -> None:
+            chunk = {**base, "choices": [{"index": 0, "delta": choice_delta, "finish_reason": finish}]}
+            if usage is not None:
+                chunk = {**base, "choices": [], "usage": usage}
+            await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+
+        waiter = asyncio.ensure_future(self.kernel.wait(entry, entry.deadline))
+        try:
+            await send({"role": "assistant", "content": ""})
+            while True:
+                getter = asyncio.ensure_future(events.get())
+                await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    if events.empty():
+                        break
+                    continue
+                kind, payload, _ = getter.result()
+                if kind == "delta":
+                    await send({"content": payload})
+                elif kind == "finished":
+                    break
+            await waiter
+            try:
+                record = self.servicer.outcome(entry)
+            except errors.AiosError as err:
+                await resp.write(f"data: {json.dumps({'error': {'message': err.message, 'code': err.code}})}\n\n"
+                                 .encode())
+            else:
+                tool_calls = _message(record.llm).get("tool_calls")
+                if tool_calls:
+                    await send({"tool_calls": [{**tc, "index": i} for i, tc in enumerate(tool_calls)]})
+                await send({}, finish=_FINISH.get(record.llm.finish_reason, "stop"))
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    await send({}, usage=_usage(record))
+            await resp.write(b"data: [DONE]\n\n")
+        finally:
+            if events in entry.subscribers:
+                entry.subscribers.remove(events)
+            if not waiter.done():
+                waiter.cancel()  # the client went away: the kernel cancels the call
+        return resp
+
+    async def start(self, host: str, port: int) -> int:
+        app = web.Application(client_max_size=8 * 1024 * 1024)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, backlog=4096)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
