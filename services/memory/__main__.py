@@ -1,4 +1,5 @@
-from services.memory.app import Config, build
+from services.memory.app import build
+from services.memory.config import Config
 from services.runtime.server import run
 
 run("memory", Config.from_env, build)

@@ -1,36 +1,48 @@
-"""Wires the memory service onto the shared runtime.
-
-Its RPCs answer UNIMPLEMENTED until the service is built; health and
-reflection already work, so the stack and its tooling can rely on it.
-"""
+"""Wires the memory service onto the shared runtime."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from aios.memory.v1 import memory_service_pb2 as pb
 from aios.memory.v1 import memory_service_pb2_grpc as pb_grpc
-from services.runtime.config import Env, server_address
+from services.memory.config import Config
+from services.memory.embeddings import LlmEmbeddings
+from services.memory.memory import Memory, WorkingPolicy
+from services.memory.records import Limits
+from services.memory.servicer import MemoryServicer
+from services.memory.store import QdrantStore
+from services.runtime import logs, trust
 from services.runtime.server import Service
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MemoryService"].full_name
-DEFAULT_PORT = 50053
 
+__all__ = ["Config", "SERVICE_NAME", "build"]
 
-@dataclass(frozen=True)
-class Config:
-    host: str
-    port: int
-
-    @classmethod
-    def from_env(cls, environ=None) -> "Config":
-        host, port = server_address(Env("AIOS_MEMORY_", environ), DEFAULT_PORT)
-        return cls(host=host, port=port)
+log = logs.get("memory")
 
 
 async def build(config: Config) -> Service:
-    servicer = pb_grpc.MemoryServiceServicer()
+    service_trust = trust.Trust.from_tokens(trust.MEMORY, dict(config.service_tokens))
+    if not service_trust.enabled:
+        log.warning("no service credentials configured: service trust is off")
+    store = await QdrantStore.open(
+        path=config.qdrant_path, url=config.qdrant_url, api_key=config.qdrant_api_key,
+        collection=config.collection, vector_size=config.vector_size)
+    embeddings = LlmEmbeddings(
+        config.llm_addr, model=config.embedding_model, dimensions=config.vector_size,
+        service_token=config.service_token or service_trust.token, timeout=config.embed_timeout)
+    memory = Memory(store, embeddings,
+                    Limits(max_content_bytes=config.max_content_bytes, max_batch=config.max_batch),
+                    WorkingPolicy(limit=config.working_limit, k=config.lru_k))
+    servicer = MemoryServicer(memory)
+
+    async def close() -> None:
+        await embeddings.close()
+        await store.close()
+
     return Service(
         names=[SERVICE_NAME],
         register=lambda server: pb_grpc.add_MemoryServiceServicer_to_server(servicer, server),
+        close=close,
+        # Only the kernel calls memory; it has checked the agent's right to `owner`.
+        authorize=service_trust.authorize(trust.ACCEPTS[trust.MEMORY]),
     )

@@ -9,11 +9,15 @@
 The helper namespaces (`llm`, `memory`, `files`, `tools`) only build
 syscalls and read results; both clients share them. Calls that fail with
 UNAVAILABLE are retried with the same request id, so the kernel runs them
-once.
+once. Every call has a deadline (the client's `timeout`, or `timeout=` per
+call, or `client.with_options(timeout=...)`); cancelling the asyncio task
+that awaits a call (or Ctrl-C in a sync call) cancels the RPC, and the
+kernel then cancels the syscall.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 import uuid
@@ -30,7 +34,7 @@ from aios.kernel.v1 import syscall_pb2 as ks
 from aios.llm.v1 import llm_service_pb2 as llm
 from aios.memory.v1 import memory_service_pb2 as mem
 from aios.storage.v1 import storage_service_pb2 as st
-from aios.sdk.errors import AiosError, UnavailableError, from_rpc_error
+from aios.sdk.errors import AiosError, NotFoundError, UnavailableError, from_rpc_error
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_MODEL = "smollm2"
@@ -60,6 +64,11 @@ class ChatResult:
     turnaround: float
     record: ks.SyscallRecord = field(repr=False)
 
+    @property
+    def usage(self) -> llm.Usage:
+        """The call's token counts (prompt, completion, cached, total)."""
+        return self.record.usage
+
     def json(self) -> Any:
         """The reply parsed as JSON (for response_format calls)."""
         import json
@@ -72,6 +81,47 @@ def _struct(value: dict[str, Any] | None) -> struct_pb2.Struct:
     if value:
         out.update(value)
     return out
+
+
+def _tool(t: Any) -> llm.Tool:
+    """A tool for llm.chat: a dict {name, description, parameters}, an OpenAI
+    style {"type": "function", "function": {...}}, or a kernel ToolSpec."""
+    if isinstance(t, dict):
+        t = t.get("function", t)
+        return llm.Tool(name=t["name"], description=t.get("description", ""),
+                        parameters=_struct(t.get("parameters")))
+    out = llm.Tool(name=t.name, description=t.description)
+    out.parameters.CopyFrom(t.parameters)
+    return out
+
+
+def tool_schemas(specs: list[kpb.ToolSpec], names: list[str] | None = None) -> list[dict[str, Any]]:
+    """Kernel tool specs as dicts for llm.chat(tools=...), in the order of
+    `names` (all when None); an unknown name raises NotFoundError."""
+    by_name = {s.name: s for s in specs}
+    missing = [n for n in names or () if n not in by_name]
+    if missing:
+        raise NotFoundError(f"the kernel has no tool {missing[0]!r} (it has: {', '.join(sorted(by_name)) or 'none'})",
+                            reason="UNKNOWN_TOOL")
+    chosen = [by_name[n] for n in names] if names is not None else list(specs)
+    return [{"name": s.name, "description": s.description,
+             "parameters": _plain(s.parameters)} for s in chosen]
+
+
+def _plain(value: Any) -> Any:
+    """A protobuf Struct as plain dicts and lists (integral numbers as int)."""
+    from google.protobuf import json_format
+
+    def fix(v):
+        if isinstance(v, dict):
+            return {k: fix(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [fix(x) for x in v]
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        return v
+
+    return fix(json_format.MessageToDict(value))
 
 
 def _messages(prompt: str | list[dict[str, Any]], system: str | None) -> list[llm.Message]:
@@ -124,8 +174,7 @@ class _Llm:
                 priority: int = 0, request_id: str | None = None) -> ks.Syscall:
         req = llm.GenerateRequest(model=model, messages=_messages(prompt, system), stop=stop or [])
         for t in tools or []:
-            req.tools.append(llm.Tool(name=t["name"], description=t.get("description", ""),
-                                      parameters=_struct(t.get("parameters"))))
+            req.tools.append(_tool(t))
         if tool_choice in ("auto", "none", "required"):
             req.tool_choice.mode = {"auto": llm.TOOL_CHOICE_MODE_AUTO, "none": llm.TOOL_CHOICE_MODE_NONE,
                                     "required": llm.TOOL_CHOICE_MODE_REQUIRED}[tool_choice]
@@ -143,12 +192,22 @@ class _Llm:
                 setattr(req, name, value)
         return self._c._syscall(llm=req, priority=priority, request_id=request_id)
 
-    def chat(self, prompt, **kwargs):
-        """One LLM syscall; returns a ChatResult (awaitable with AsyncClient)."""
-        return self._c._call(self.syscall(prompt, **kwargs), chat_result)
+    def chat(self, prompt, *, timeout: float | None = None, **kwargs):
+        """One LLM syscall; returns a ChatResult (awaitable with AsyncClient).
+        prompt: a string or OpenAI-style messages (role, content, tool_calls,
+        tool_call_id); tools: dicts {name, description, parameters} or
+        ToolSpecs from list_tools(); tool_choice: "auto", "none", "required"
+        or a tool name."""
+        return self._c._call(self.syscall(prompt, **kwargs), chat_result, timeout)
 
 
 class _Memory:
+    """Memory syscalls. `owner` addresses another agent's memory (needs a
+    grant; empty = the caller's own), `tenant` a tenant's part of it."""
+
+    _TIERS = {"": mem.MEMORY_TIER_UNSPECIFIED, "working": mem.MEMORY_TIER_WORKING,
+              "long_term": mem.MEMORY_TIER_LONG_TERM}
+
     def __init__(self, client) -> None:
         self._c = client
 
@@ -158,39 +217,71 @@ class _Memory:
         return self._c._call(self._c._syscall(memory=call, request_id=request_id),
                              lambda rec: extract(getattr(rec.memory, op)))
 
-    def add(self, content: str, *, tags: list[str] | None = None,
-            metadata: dict[str, str] | None = None, owner: str = "", request_id: str | None = None):
-        return self._do("add", mem.AddMemoryRequest(owner=owner, memory=mem.MemoryInput(
-            content=content, tags=tags or [], metadata=metadata or {})), lambda r: r.memory, request_id)
+    @staticmethod
+    def _input(content: str, tags: list[str] | None, metadata: dict[str, str] | None) -> mem.MemoryInput:
+        return mem.MemoryInput(content=content, tags=tags or [], metadata=metadata or {})
 
-    def search(self, query: str, *, k: int = 5, filter: str = "", owner: str = "",
+    def add(self, content: str, *, tags: list[str] | None = None,
+            metadata: dict[str, str] | None = None, owner: str = "", tenant: str = "",
+            request_id: str | None = None):
+        """Store one record; returns the MemoryRecord."""
+        return self._do("add", mem.AddMemoryRequest(owner=owner, tenant=tenant,
+                                                    memory=self._input(content, tags, metadata)),
+                        lambda r: r.memory, request_id)
+
+    def batch_add(self, items: list[str | dict[str, Any]], *, owner: str = "", tenant: str = "",
+                  request_id: str | None = None):
+        """Store several records, all or none; items are strings or dicts with
+        content, tags, metadata. Returns the MemoryRecords in order."""
+        inputs = [self._input(i, None, None) if isinstance(i, str)
+                  else self._input(i["content"], i.get("tags"), i.get("metadata")) for i in items]
+        return self._do("batch_add", mem.BatchAddMemoriesRequest(owner=owner, tenant=tenant, memories=inputs),
+                        lambda r: list(r.memories), request_id)
+
+    def search(self, query: str, *, k: int = 5, filter: str = "", owner: str = "", tenant: str = "",
                score_threshold: float | None = None):
-        req = mem.SearchMemoriesRequest(owner=owner, query=query, top_k=k, filter=filter)
+        """The k records closest in meaning; returns ScoredMemory (.memory, .score), best first."""
+        req = mem.SearchMemoriesRequest(owner=owner, tenant=tenant, query=query, top_k=k, filter=filter)
         if score_threshold is not None:
             req.score_threshold = score_threshold
         return self._do("search", req, lambda r: list(r.results))
 
-    def get(self, id: str, *, owner: str = ""):
-        return self._do("get", mem.GetMemoryRequest(owner=owner, id=id), lambda r: r.memory)
+    def get(self, id: str, *, owner: str = "", tenant: str = ""):
+        return self._do("get", mem.GetMemoryRequest(owner=owner, tenant=tenant, id=id), lambda r: r.memory)
 
     def update(self, id: str, *, content: str | None = None, tags: list[str] | None = None,
-               metadata: dict[str, str] | None = None, owner: str = ""):
-        req = mem.UpdateMemoryRequest(owner=owner, id=id, memory=mem.MemoryInput(
-            content=content or "", tags=tags or [], metadata=metadata or {}))
+               metadata: dict[str, str] | None = None, owner: str = "", tenant: str = ""):
+        """Change only the fields given (content is re-embedded)."""
+        req = mem.UpdateMemoryRequest(owner=owner, tenant=tenant, id=id,
+                                      memory=self._input(content or "", tags, metadata))
         for name, value in (("content", content), ("tags", tags), ("metadata", metadata)):
             if value is not None:
                 req.update_mask.paths.append(name)
         return self._do("update", req, lambda r: r.memory)
 
-    def delete(self, id: str, *, owner: str = ""):
-        return self._do("delete", mem.DeleteMemoryRequest(owner=owner, id=id), lambda r: None)
+    def delete(self, id: str, *, owner: str = "", tenant: str = ""):
+        return self._do("delete", mem.DeleteMemoryRequest(owner=owner, tenant=tenant, id=id), lambda r: None)
 
-    def list(self, *, filter: str = "", page_size: int = 100, page_token: str = "", owner: str = ""):
-        return self._do("list", mem.ListMemoriesRequest(owner=owner, filter=filter, page_size=page_size,
-                                                        page_token=page_token), lambda r: r)
+    def list(self, *, filter: str = "", page_size: int = 100, page_token: str = "", tier: str = "",
+             owner: str = "", tenant: str = ""):
+        """One page: a ListMemoriesResponse (.memories, .next_page_token).
+        tier: "working", "long_term" or "" for both."""
+        if tier not in self._TIERS:
+            raise ValueError(f"tier must be one of {sorted(self._TIERS)}")
+        return self._do("list", mem.ListMemoriesRequest(
+            owner=owner, tenant=tenant, filter=filter, page_size=page_size, page_token=page_token,
+            tier=self._TIERS[tier]), lambda r: r)
 
 
 class _Files:
+    """File syscalls over the caller's space in the kernel's object store.
+
+    Paths are relative to the agent's own space ("notes/a.txt"); "..",
+    absolute paths and control characters answer InvalidArgumentError.
+    `owner` names another agent's space (needs a grant; empty = the caller's).
+    Inline writes and reads carry at most 4 MiB.
+    """
+
     def __init__(self, client) -> None:
         self._c = client
 
@@ -202,6 +293,8 @@ class _Files:
 
     def write(self, path: str, data: bytes | str, *, content_type: str = "", owner: str = "",
               if_version_id: str = "", request_id: str | None = None):
+        """Create or overwrite a file (a new version); returns its FileInfo.
+        if_version_id writes only over that version (AbortedError otherwise)."""
         if isinstance(data, str):
             data = data.encode()
             content_type = content_type or "text/plain; charset=utf-8"
@@ -210,26 +303,36 @@ class _Files:
                         lambda r: r.file, request_id)
 
     def read(self, path: str, *, version_id: str = "", owner: str = ""):
+        """The file's content (bytes), of its current or the given version."""
         return self._do("read", st.ReadFileRequest(owner=owner, path=path, version_id=version_id),
                         lambda r: r.content)
 
     def stat(self, path: str, *, owner: str = ""):
+        """FileInfo: size, sha256, content type, time, version id (is_folder for a folder)."""
         return self._do("stat", st.StatFileRequest(owner=owner, path=path), lambda r: r.file)
 
     def list(self, prefix: str = "", *, recursive: bool = False, page_size: int = 100,
              page_token: str = "", owner: str = ""):
+        """One page: a ListFilesResponse (.files, .next_page_token). A prefix
+        ending in "/" lists that folder; without recursive, subfolders are
+        entries with is_folder."""
         return self._do("list", st.ListFilesRequest(owner=owner, prefix=prefix, recursive=recursive,
                                                     page_size=page_size, page_token=page_token), lambda r: r)
 
     def delete(self, path: str, *, recursive: bool = False, owner: str = ""):
+        """Delete a file (its versions stay, for rollback), or a folder with
+        recursive; returns how many files were deleted."""
         return self._do("delete", st.DeleteFileRequest(owner=owner, path=path, recursive=recursive),
                         lambda r: r.deleted_count)
 
     def versions(self, path: str, *, owner: str = ""):
+        """The file's FileVersions, newest first (deletions included)."""
         return self._do("list_versions", st.ListFileVersionsRequest(owner=owner, path=path),
                         lambda r: list(r.versions))
 
     def rollback(self, path: str, *, version_id: str = "", at: float | None = None, owner: str = ""):
+        """Make an earlier version current again (as a new version): by id,
+        or the version current at Unix time `at`. Returns the new FileInfo."""
         req = st.RollbackFileRequest(owner=owner, path=path)
         if at is not None:
             req.time.FromNanoseconds(int(at * 1e9))
@@ -238,8 +341,17 @@ class _Files:
         return self._do("rollback", req, lambda r: r.file)
 
     def search(self, query: str, *, k: int = 5, prefix: str = "", owners: list[str] | None = None):
+        """The k passages of text files closest in meaning to query (Passage:
+        owner, path, text, score, chunk_index), best first."""
         return self._do("retrieve", st.RetrieveFilesRequest(owners=owners or [], query=query, top_k=k,
                                                             prefix=prefix), lambda r: list(r.passages))
+
+    def presign(self, path: str, *, expires_in: float = 3600, owner: str = ""):
+        """A time-limited URL (at most 7 days) reading the file's current
+        version from the object store: a PresignFileResponse (.url, .expire_time)."""
+        req = st.PresignFileRequest(owner=owner, path=path)
+        req.expires_in.FromNanoseconds(int(expires_in * 1e9))
+        return self._do("presign", req, lambda r: r)
 
 
 class _Tools:
@@ -247,17 +359,30 @@ class _Tools:
         self._c = client
 
     def call(self, name: str, arguments: dict[str, Any] | None = None, *, tool_call_id: str = "",
-             request_id: str | None = None):
-        """Run a kernel tool; returns its output text."""
+             request_id: str | None = None, timeout: float | None = None):
+        """Run a kernel tool; returns its output text. Arguments that do not
+        match the tool's schema fail with InvalidArgumentError before it runs."""
         return self._c._call(
             self._c._syscall(tool=ks.ToolCall(name=name, arguments=_struct(arguments),
                                               tool_call_id=tool_call_id), request_id=request_id),
-            lambda rec: rec.tool.output)
+            lambda rec: rec.tool.output, timeout)
+
+    def list(self):
+        """The kernel's tools: ToolSpecs (name, description, JSON schema, ...)."""
+        return self._c.list_tools()
+
+    def schemas(self, names: list[str] | None = None):
+        """The named tools (all when None) as dicts for llm.chat(tools=...)."""
+        return self._c._then(self._c.list_tools(), lambda specs: tool_schemas(specs, names))
+
+
+# on_syscall(syscall, record, error): told of every syscall's outcome.
+SyscallHook = Callable[[ks.Syscall, "ks.SyscallRecord | None", "AiosError | None"], None]
 
 
 class _Base:
     def __init__(self, address: str | None, token: str | None, timeout: float, retries: int,
-                 session_id: str | None) -> None:
+                 session_id: str | None, on_syscall: SyscallHook | None = None) -> None:
         self.address = address or os.environ.get("AIOS_KERNEL") or DEFAULT_ADDRESS
         self.token = token if token is not None else os.environ.get("AIOS_TOKEN", "")
         self.timeout = timeout
@@ -265,10 +390,50 @@ class _Base:
         # One agent run: the scheduler's agent-aware policy and the LLM
         # router's cache affinity key on it.
         self.session_id = session_id or uuid.uuid4().hex
+        # Called after each syscall ends, with its record or its error (after
+        # retries): how an agent runner reports steps.
+        self.on_syscall = on_syscall
+        self._is_view = False
+        self._bind()
+
+    def _bind(self) -> None:
         self.llm = _Llm(self)
         self.memory = _Memory(self)
         self.files = _Files(self)
         self.tools = _Tools(self)
+
+    @classmethod
+    def from_env(cls, **kwargs):
+        """A client configured by AIOS_KERNEL (address), AIOS_TOKEN and
+        AIOS_TIMEOUT (seconds); keyword arguments override them."""
+        raw = os.environ.get("AIOS_TIMEOUT", "")
+        if raw and "timeout" not in kwargs:
+            try:
+                kwargs["timeout"] = float(raw)
+            except ValueError:
+                raise ValueError(f"AIOS_TIMEOUT={raw!r} is not a number of seconds") from None
+        return cls(kwargs.pop("address", None) or os.environ.get("AIOS_KERNEL"),
+                   kwargs.pop("token", None) or os.environ.get("AIOS_TOKEN"), **kwargs)
+
+    def with_options(self, *, timeout: float | None = None, session_id: str | None = None,
+                     on_syscall: SyscallHook | None = None):
+        """A view sharing this client's channel with another default timeout,
+        session or hook, e.g. `client.with_options(timeout=5).memory.search(q)`.
+        Closing a view does nothing; close the client it came from."""
+        view = copy.copy(self)
+        if timeout is not None:
+            view.timeout = timeout
+        if session_id is not None:
+            view.session_id = session_id
+        if on_syscall is not None:
+            view.on_syscall = on_syscall
+        view._is_view = True
+        view._bind()
+        return view
+
+    def _notify(self, syscall: ks.Syscall, record: ks.SyscallRecord | None, error: AiosError | None) -> None:
+        if self.on_syscall is not None:
+            self.on_syscall(syscall, record, error)
 
     def _metadata(self) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {self.token}")] if self.token else []
@@ -277,23 +442,28 @@ class _Base:
         return ks.Syscall(request_id=request_id or uuid.uuid4().hex, session_id=self.session_id,
                           priority=priority, **call)
 
-    def _backoff(self, attempt: int, err: AiosError) -> float | None:
+    def _backoff(self, attempt: int, err: AiosError, end: float) -> float | None:
+        """Seconds to wait before retrying, or None to give up: only
+        UNAVAILABLE is retried, a bounded number of times, within the deadline."""
         if not isinstance(err, UnavailableError) or attempt >= self.retries:
             return None
-        return min(2.0, 0.1 * 2 ** attempt)
+        delay = min(2.0, 0.1 * 2 ** attempt)
+        return delay if time.monotonic() + delay < end else None
 
 
 class Client(_Base):
     """Synchronous client."""
 
     def __init__(self, address: str | None = None, token: str | None = None, *,
-                 timeout: float = 120.0, retries: int = 3, session_id: str | None = None) -> None:
-        super().__init__(address, token, timeout, retries, session_id)
+                 timeout: float = 120.0, retries: int = 3, session_id: str | None = None,
+                 on_syscall: SyscallHook | None = None) -> None:
+        super().__init__(address, token, timeout, retries, session_id, on_syscall)
         self._channel = grpc.insecure_channel(self.address, options=_CHANNEL_OPTIONS)
         self.kernel = kpb_grpc.KernelServiceStub(self._channel)
 
     def close(self) -> None:
-        self._channel.close()
+        if not self._is_view:
+            self._channel.close()
 
     def __enter__(self) -> "Client":
         return self
@@ -302,39 +472,63 @@ class Client(_Base):
         self.close()
 
     def _rpc(self, method: str, request, timeout: float | None = None):
+        future = getattr(self.kernel, method).future(request, timeout=timeout or self.timeout,
+                                                     metadata=self._metadata())
         try:
-            return getattr(self.kernel, method)(request, timeout=timeout or self.timeout,
-                                                metadata=self._metadata())
+            return future.result()
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
+        except BaseException:
+            # Interrupted (Ctrl-C): cancel the RPC, so the kernel cancels the syscall.
+            future.cancel()
+            raise
+
+    def _then(self, value, fn: Callable):
+        return fn(value)
 
     def submit(self, syscall: ks.Syscall, *, timeout: float | None = None) -> ks.SyscallRecord:
-        """Run one syscall; UNAVAILABLE is retried with the same request id."""
+        """Run one syscall; UNAVAILABLE is retried with the same request id
+        (the kernel runs it once), all attempts within one deadline."""
+        end = time.monotonic() + (timeout or self.timeout)
         attempt = 0
         while True:
             try:
-                return self._rpc("Submit", kpb.SubmitRequest(syscall=syscall), timeout).syscall
+                record = self._rpc("Submit", kpb.SubmitRequest(syscall=syscall),
+                                   max(0.001, end - time.monotonic())).syscall
             except AiosError as err:
-                delay = self._backoff(attempt, err)
+                delay = self._backoff(attempt, err, end)
                 if delay is None:
+                    self._notify(syscall, None, err)
                     raise
                 time.sleep(delay)
                 attempt += 1
+                continue
+            self._notify(syscall, record, None)
+            return record
 
-    def _call(self, syscall: ks.Syscall, extract: Callable):
-        return extract(self.submit(syscall))
+    def _call(self, syscall: ks.Syscall, extract: Callable, timeout: float | None = None):
+        return extract(self.submit(syscall, timeout=timeout))
 
     def stream(self, syscall: ks.Syscall, *, timeout: float | None = None) -> Iterator[ks.SyscallEvent]:
-        """Run one syscall, yielding its lifecycle events and token deltas."""
+        """Run one syscall, yielding its lifecycle events and token deltas.
+        Leaving the loop early cancels the syscall."""
+        call = self.kernel.SubmitStream(kpb.SubmitRequest(syscall=syscall),
+                                        timeout=timeout or self.timeout, metadata=self._metadata())
         try:
-            yield from self.kernel.SubmitStream(kpb.SubmitRequest(syscall=syscall),
-                                                timeout=timeout or self.timeout, metadata=self._metadata())
+            for event in call:
+                if event.HasField("finished"):
+                    self._notify(syscall, event.finished, None)
+                yield event
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+            err = from_rpc_error(exc)
+            self._notify(syscall, None, err)
+            raise err from None
+        finally:
+            call.cancel()  # no-op once the stream ended
 
-    def chat_stream(self, prompt, **kwargs) -> Iterator[str | ChatResult]:
+    def chat_stream(self, prompt, *, timeout: float | None = None, **kwargs) -> Iterator[str | ChatResult]:
         """Yield text deltas as they arrive, then the final ChatResult."""
-        for event in self.stream(self.llm.syscall(prompt, **kwargs)):
+        for event in self.stream(self.llm.syscall(prompt, **kwargs), timeout=timeout):
             if event.HasField("delta"):
                 yield event.delta.text
             elif event.HasField("finished"):
@@ -368,13 +562,15 @@ class AsyncClient(_Base):
     """asyncio client; the helper namespaces return awaitables."""
 
     def __init__(self, address: str | None = None, token: str | None = None, *,
-                 timeout: float = 120.0, retries: int = 3, session_id: str | None = None) -> None:
-        super().__init__(address, token, timeout, retries, session_id)
+                 timeout: float = 120.0, retries: int = 3, session_id: str | None = None,
+                 on_syscall: SyscallHook | None = None) -> None:
+        super().__init__(address, token, timeout, retries, session_id, on_syscall)
         self._channel = grpc.aio.insecure_channel(self.address, options=_CHANNEL_OPTIONS)
         self.kernel = kpb_grpc.KernelServiceStub(self._channel)
 
     async def close(self) -> None:
-        await self._channel.close()
+        if not self._is_view:
+            await self._channel.close()
 
     async def __aenter__(self) -> "AsyncClient":
         return self
@@ -383,40 +579,62 @@ class AsyncClient(_Base):
         await self.close()
 
     async def _rpc(self, method: str, request, timeout: float | None = None):
+        # Cancelling the task that awaits this cancels the RPC (grpc.aio does).
         try:
             return await getattr(self.kernel, method)(request, timeout=timeout or self.timeout,
                                                       metadata=self._metadata())
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
 
+    async def _then(self, awaitable, fn: Callable):
+        return fn(await awaitable)
+
     async def submit(self, syscall: ks.Syscall, *, timeout: float | None = None) -> ks.SyscallRecord:
+        """Run one syscall; UNAVAILABLE is retried with the same request id
+        (the kernel runs it once), all attempts within one deadline."""
         import asyncio
 
+        end = time.monotonic() + (timeout or self.timeout)
         attempt = 0
         while True:
             try:
-                return (await self._rpc("Submit", kpb.SubmitRequest(syscall=syscall), timeout)).syscall
+                record = (await self._rpc("Submit", kpb.SubmitRequest(syscall=syscall),
+                                          max(0.001, end - time.monotonic()))).syscall
             except AiosError as err:
-                delay = self._backoff(attempt, err)
+                delay = self._backoff(attempt, err, end)
                 if delay is None:
+                    self._notify(syscall, None, err)
                     raise
                 await asyncio.sleep(delay)
                 attempt += 1
+                continue
+            self._notify(syscall, record, None)
+            return record
 
-    async def _call(self, syscall: ks.Syscall, extract: Callable):
-        return extract(await self.submit(syscall))
+    async def _call(self, syscall: ks.Syscall, extract: Callable, timeout: float | None = None):
+        return extract(await self.submit(syscall, timeout=timeout))
 
     async def stream(self, syscall: ks.Syscall, *, timeout: float | None = None) -> AsyncIterator[ks.SyscallEvent]:
+        """Run one syscall, yielding its lifecycle events and token deltas.
+        Leaving the loop early cancels the syscall."""
+        call = self.kernel.SubmitStream(kpb.SubmitRequest(syscall=syscall),
+                                        timeout=timeout or self.timeout, metadata=self._metadata())
         try:
-            async for event in self.kernel.SubmitStream(kpb.SubmitRequest(syscall=syscall),
-                                                        timeout=timeout or self.timeout,
-                                                        metadata=self._metadata()):
+            async for event in call:
+                if event.HasField("finished"):
+                    self._notify(syscall, event.finished, None)
                 yield event
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+            err = from_rpc_error(exc)
+            self._notify(syscall, None, err)
+            raise err from None
+        finally:
+            call.cancel()  # no-op once the stream ended
 
-    async def chat_stream(self, prompt, **kwargs) -> AsyncIterator[str | ChatResult]:
-        async for event in self.stream(self.llm.syscall(prompt, **kwargs)):
+    async def chat_stream(self, prompt, *, timeout: float | None = None,
+                          **kwargs) -> AsyncIterator[str | ChatResult]:
+        """Yield text deltas as they arrive, then the final ChatResult."""
+        async for event in self.stream(self.llm.syscall(prompt, **kwargs), timeout=timeout):
             if event.HasField("delta"):
                 yield event.delta.text
             elif event.HasField("finished"):
@@ -434,10 +652,16 @@ class AsyncClient(_Base):
     async def list_agents(self) -> list[kpb.AgentStats]:
         return list((await self._rpc("ListAgents", kpb.ListAgentsRequest())).agents)
 
+    async def list_tools(self) -> list[kpb.ToolSpec]:
+        return list((await self._rpc("ListTools", kpb.ListToolsRequest())).tools)
+
+    async def get_policy(self) -> kpb.Policy:
+        return (await self._rpc("GetPolicy", kpb.GetPolicyRequest())).policy
+
     async def set_policy(self, kind: str, *, slice_tokens: int = 0) -> kpb.Policy:
         policy = kpb.Policy(kind=kpb.PolicyKind.Value(f"POLICY_KIND_{kind.upper()}"),
                             slice_tokens=slice_tokens)
         return (await self._rpc("SetPolicy", kpb.SetPolicyRequest(policy=policy))).policy
 
 
-__all__ = ["AsyncClient", "ChatResult", "Client", "ToolCall", "chat_result"]
+__all__ = ["AsyncClient", "ChatResult", "Client", "SyscallHook", "ToolCall", "chat_result", "tool_schemas"]

@@ -1,0 +1,115 @@
+"""`aios memory add|search|ls|get|rm`: an agent's memory through the kernel."""
+
+from __future__ import annotations
+
+import sys
+
+_TIER_NAMES = {1: "working", 2: "long_term"}
+
+
+def _client(args):
+    from services.cli.main import client  # late: main imports this package
+
+    return client(args)
+
+
+def _short(text: str, width: int = 72) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[:width - 1] + "…"
+
+
+def _run(fn, args) -> int:
+    from aios.sdk import AiosError
+
+    try:
+        with _client(args) as kernel:
+            fn(kernel, args)
+    except AiosError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _metadata(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"aios memory: --meta expects KEY=VALUE, got {pair!r}")
+        out[key] = value
+    return out
+
+
+def _add(kernel, args) -> None:
+    rec = kernel.memory.add(args.text, tags=args.tag, metadata=_metadata(args.meta), owner=args.agent)
+    print(rec.id)
+
+
+def _search(kernel, args) -> None:
+    results = kernel.memory.search(args.query, k=args.k, filter=args.filter, owner=args.agent,
+                                   score_threshold=args.min_score)
+    for hit in results:
+        print(f"{hit.score:6.3f}  {hit.memory.id}  {_short(hit.memory.content)}")
+    if not results:
+        print("no matching memories", file=sys.stderr)
+
+
+def _ls(kernel, args) -> None:
+    token, shown = "", 0
+    while shown < args.limit:
+        page = kernel.memory.list(filter=args.filter, tier=args.tier, owner=args.agent,
+                                  page_size=min(100, args.limit - shown), page_token=token)
+        for rec in page.memories:
+            tags = ",".join(rec.tags) or "-"
+            print(f"{rec.id}  {_TIER_NAMES.get(rec.tier, '?'):<9}  {tags:<16}  {_short(rec.content, 56)}")
+        shown += len(page.memories)
+        token = page.next_page_token
+        if not token:
+            break
+
+
+def _get(kernel, args) -> None:
+    rec = kernel.memory.get(args.id, owner=args.agent)
+    print(rec.content)
+    print(f"-- id {rec.id}, tier {_TIER_NAMES.get(rec.tier, '?')}, tags {list(rec.tags)}, "
+          f"metadata {dict(rec.metadata)}, accesses {rec.access_count}", file=sys.stderr)
+
+
+def _rm(kernel, args) -> None:
+    kernel.memory.delete(args.id, owner=args.agent)
+    print(f"deleted {args.id}")
+
+
+def register(sub, client_args) -> None:
+    memory = sub.add_parser("memory", help="an agent's memory: add, search, ls, get, rm")
+    verbs = memory.add_subparsers(dest="memory_command", required=True)
+
+    def verb(name: str, fn, help: str):
+        p = verbs.add_parser(name, help=help)
+        p.add_argument("--agent", default="", help="whose memory (default: the calling agent's own)")
+        client_args(p)
+        p.set_defaults(func=lambda args: _run(fn, args))
+        return p
+
+    add = verb("add", _add, "store a memory; prints its id")
+    add.add_argument("text")
+    add.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
+    add.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                     help="a metadata entry (repeatable)")
+
+    search = verb("search", _search, "the memories closest in meaning to a query")
+    search.add_argument("query")
+    search.add_argument("-k", type=int, default=5, help="how many results (default 5)")
+    search.add_argument("--filter", default="", help='e.g. tag:work AND metadata.kind="note"')
+    search.add_argument("--min-score", type=float, default=None, help="drop results scoring lower")
+
+    ls = verb("ls", _ls, "list memories")
+    ls.add_argument("--filter", default="", help='e.g. tag:work AND metadata.kind="note"')
+    ls.add_argument("--tier", choices=["working", "long_term"], default="")
+    ls.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+
+    get = verb("get", _get, "print one memory")
+    get.add_argument("id")
+
+    rm = verb("rm", _rm, "delete a memory")
+    rm.add_argument("id")
