@@ -1,5 +1,6 @@
-"""Child processes for benchmarks: the serving simulator, llm_core and the
-kernel, each on a free loopback port, stopped by PID."""
+"""Child processes for benchmarks: the serving simulator, llm_core, the kernel,
+memory, storage and SeaweedFS, each on a free loopback port, stopped by PID;
+CPU seconds and memory of each read from /proc."""
 
 from __future__ import annotations
 
@@ -15,6 +16,27 @@ from pathlib import Path
 from services.cli.stack import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
+# Each child's stderr goes here (one file per name, overwritten per start).
+LOG_DIR = ROOT / "bench" / "results" / "logs"
+
+
+def _proc_status(pid: int, field: str) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def cpu_seconds_of(pid: int) -> float:
+    """User + system CPU time of a process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -22,19 +44,27 @@ class Child:
     name: str
     proc: subprocess.Popen
     address: str
+    stopper: object = None  # an object with stop() that owns the process, if not us
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the process so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds_of(self.proc.pid)
 
     def rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        return _proc_status(self.proc.pid, "VmRSS")
+
+    def peak_rss_mib(self) -> float:
+        """Peak resident memory since the process started (VmHWM)."""
+        return _proc_status(self.proc.pid, "VmHWM")
 
     def stop(self) -> None:
+        if self.stopper is not None:
+            self.stopper.stop()
+            return
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -45,41 +75,97 @@ class Child:
 
 
 def _env(extra: dict[str, str]) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "AIOS_LOG_LEVEL": "WARNING", **extra}
-    return env
+    return {**os.environ, "PYTHONPATH": str(ROOT), "AIOS_LOG_LEVEL": "WARNING", **extra}
+
+
+def _log(name: str):
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    return open(LOG_DIR / f"{name}.log", "wb")
 
 
 def start_simulator(*args: str, timeout: float = 30) -> tuple[Child, list[str]]:
     """The simulator with CLI knobs; returns the child and its base URLs."""
-    proc = subprocess.Popen([sys.executable, "-m", "bench.simulator", "--port", "0", *args],
-                            stdout=subprocess.PIPE, text=True, env=_env({}), cwd=ROOT)
+    with _log("simulator") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "bench.simulator", "--port", "0", *args],
+                                stdout=subprocess.PIPE, stderr=log, text=True, env=_env({}), cwd=ROOT)
     urls, end = [], time.monotonic() + timeout
     replicas = int(args[args.index("--replicas") + 1]) if "--replicas" in args else 1
     while len(urls) < replicas:
         line = proc.stdout.readline()
         if not line or time.monotonic() > end:
             proc.kill()
-            raise RuntimeError("simulator did not start")
+            raise RuntimeError("simulator did not start (see bench/results/logs/simulator.log)")
         if line.startswith("LISTENING "):
             urls.append(line.split()[1])
     return Child("simulator", proc, urls[0]), urls
 
 
-def start_service(module: str, prefix: str, env: dict[str, str]) -> Child:
+def start_service(module: str, prefix: str, env: dict[str, str], *, name: str | None = None,
+                  python_args: tuple[str, ...] = ()) -> Child:
+    """`python [python_args] -m services.<module>` on a free port, waited for
+    until its health check serves."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", f"services.{module}"], cwd=ROOT,
-                            env=_env({f"{prefix}HOST": "127.0.0.1", f"{prefix}PORT": str(port), **env}),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    name = name or module
+    with _log(name) as log:
+        proc = subprocess.Popen([sys.executable, *python_args, "-m", f"services.{module}"], cwd=ROOT,
+                                env=_env({f"{prefix}HOST": "127.0.0.1", f"{prefix}PORT": str(port), **env}),
+                                stdout=subprocess.DEVNULL, stderr=log)
     address = f"127.0.0.1:{port}"
-    wait_healthy(address, timeout=60, proc=proc)
-    return Child(module, proc, address)
+    try:
+        wait_healthy(address, timeout=90, proc=proc)
+    except BaseException:
+        if proc.poll() is None:
+            proc.kill()
+        raise
+    return Child(name, proc, address)
 
 
-def start_llm_core(endpoints: list[dict]) -> Child:
-    return start_service("llm_core", "AIOS_LLM_", {"AIOS_LLM_ENDPOINTS": json.dumps(endpoints)})
+def start_llm_core(endpoints: list[dict], name: str = "llm_core") -> Child:
+    return start_service("llm_core", "AIOS_LLM_", {"AIOS_LLM_ENDPOINTS": json.dumps(endpoints)}, name=name)
 
 
-def start_kernel(llm_addr: str, **settings: str) -> Child:
+def start_kernel(llm_addr: str, *, memory_addr: str = "", storage_addr: str = "",
+                 cprofile_out: str = "", **settings) -> Child:
+    """The kernel; settings become AIOS_KERNEL_<NAME> (policy, http_port, ...).
+    cprofile_out runs it under cProfile, written there when it stops."""
     env = {"AIOS_LLM_ADDR": llm_addr}
+    if memory_addr:
+        env["AIOS_MEMORY_ADDR"] = memory_addr
+    if storage_addr:
+        env["AIOS_STORAGE_ADDR"] = storage_addr
     env.update({f"AIOS_KERNEL_{k.upper()}": str(v) for k, v in settings.items()})
-    return start_service("scheduler", "AIOS_KERNEL_", env)
+    python_args = ("-m", "cProfile", "-o", cprofile_out) if cprofile_out else ()
+    return start_service("scheduler", "AIOS_KERNEL_", env, name="kernel", python_args=python_args)
+
+
+def start_memory(llm_addr: str, data_dir: Path) -> Child:
+    return start_service("memory", "AIOS_MEMORY_", {
+        "AIOS_LLM_ADDR": llm_addr, "AIOS_MEMORY_QDRANT_PATH": str(data_dir / "memory-qdrant")})
+
+
+def start_seaweed(data_dir: Path) -> Child:
+    from services.storage.seaweed import start_seaweed as start
+
+    sp = start(data_dir / "s3", "127.0.0.1")
+    child = Child("seaweedfs", sp.process, sp.endpoint, stopper=_SeaweedStopper(sp))
+    child.s3 = sp  # type: ignore[attr-defined]
+    return child
+
+
+class _SeaweedStopper:
+    def __init__(self, sp) -> None:
+        self.sp = sp
+
+    def stop(self) -> None:
+        self.sp.stop(timeout=5)
+
+
+def start_storage(llm_addr: str, seaweed: Child, data_dir: Path) -> Child:
+    s3 = seaweed.s3  # type: ignore[attr-defined]
+    return start_service("storage", "AIOS_STORAGE_", {
+        "AIOS_LLM_ADDR": llm_addr,
+        "AIOS_STORAGE_S3_ENDPOINT": s3.endpoint,
+        "AIOS_STORAGE_S3_ACCESS_KEY": s3.access_key,
+        "AIOS_STORAGE_S3_SECRET_KEY": s3.secret_key,
+        "AIOS_STORAGE_QDRANT_PATH": str(data_dir / "storage-index"),
+    })

@@ -66,7 +66,8 @@ def kernel_config(llm_addr: str, **env):
     settings (policy="fair_share") or full variable names (AIOS_MEMORY_ADDR=...)."""
     from services.scheduler.config import Config
 
-    return Config.from_env({"AIOS_LLM_ADDR": llm_addr, **{
+    # Development auth (the token is the agent name) unless a test asks for access.
+    return Config.from_env({"AIOS_LLM_ADDR": llm_addr, "AIOS_KERNEL_AUTH": "dev", **{
         (k if k.startswith("AIOS_") else f"AIOS_KERNEL_{k.upper()}"): str(v) for k, v in env.items()}})
 
 

@@ -78,6 +78,14 @@ def _run(*args, timeout=120):
     return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
 
 
+def _agent_token(stack, name: str) -> str:
+    """A new agent's token, from `aios agent create` with the admin credential."""
+    made = _run(str(BIN / "aios"), "agent", "create", name, "--data", str(stack["data"]),
+                "--access-addr", f"127.0.0.1:{stack['ports']['access']}")
+    assert made.returncode == 0, made.stderr
+    return made.stdout.strip()
+
+
 def test_up_prints_where_each_service_listens(stack):
     text = "".join(stack["output"])
     for svc, port in stack["ports"].items():
@@ -92,7 +100,9 @@ def test_status_exits_zero_when_all_serve(stack):
 
 def test_chat_prints_a_reply_and_timings(stack):
     kernel = f"127.0.0.1:{stack['ports']['scheduler']}"
-    result = _run(str(BIN / "aios"), "chat", "Say hello", "--kernel", kernel, "--max-tokens", "24")
+    # Without --token the CLI uses the admin credential aios up keeps in --data.
+    result = _run(str(BIN / "aios"), "chat", "Say hello", "--kernel", kernel, "--max-tokens", "24",
+                  "--data", str(stack["data"]))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
     assert "waiting" in result.stderr and "turnaround" in result.stderr and "completion" in result.stderr
@@ -109,28 +119,36 @@ def test_grpcurl_lists_checks_health_and_submits(stack):
         assert health.returncode == 0 and '"SERVING"' in health.stdout, (svc, health.stderr)
     body = {"syscall": {"llm": {"model": "smollm2", "max_tokens": 16,
                                 "messages": [{"role": "ROLE_USER", "content": "Say hi"}]}}}
-    submit = _run(GRPCURL, "-plaintext", "-H", "authorization: Bearer grpcurl-agent", "-d",
+    token = _agent_token(stack, "grpcurl-agent")
+    submit = _run(GRPCURL, "-plaintext", "-H", f"authorization: Bearer {token}", "-d",
                   json.dumps(body), kernel, "aios.kernel.v1.KernelService/Submit")
     assert submit.returncode == 0, submit.stderr
     record = json.loads(submit.stdout)["syscall"]
     assert record["state"] == "SYSCALL_STATE_SUCCEEDED" and record["agent"] == "grpcurl-agent"
     assert record["llm"]["text"]
-    bad = _run(GRPCURL, "-plaintext", "-d", '{"syscall": {}}', kernel, "aios.kernel.v1.KernelService/Submit")
+    bad = _run(GRPCURL, "-plaintext", "-H", f"authorization: Bearer {token}", "-d", '{"syscall": {}}',
+               kernel, "aios.kernel.v1.KernelService/Submit")
     assert bad.returncode != 0 and "InvalidArgument" in bad.stdout + bad.stderr
+    anonymous = _run(GRPCURL, "-plaintext", "-d", json.dumps(body), kernel, "aios.kernel.v1.KernelService/Submit")
+    assert anonymous.returncode != 0 and "Unauthenticated" in anonymous.stdout + anonymous.stderr
 
 
 def test_process_table_policy_and_metrics(stack):
     kernel = f"127.0.0.1:{stack['ports']['scheduler']}"
     aios = str(BIN / "aios")
-    chat = _run(aios, "chat", "Say yes", "--kernel", kernel, "--token", "ps-agent", "--max-tokens", "8")
+    token = _agent_token(stack, "ps-agent")
+    chat = _run(aios, "chat", "Say yes", "--kernel", kernel, "--token", token, "--max-tokens", "8")
     assert chat.returncode == 0, chat.stderr
-    ps = _run(aios, "ps", "--kernel", kernel)
+    data = ("--data", str(stack["data"]))  # the admin credential: sees every agent, may switch policy
+    ps = _run(aios, "ps", "--kernel", kernel, *data)
     assert ps.returncode == 0 and "ps-agent" in ps.stdout, ps.stdout + ps.stderr
-    calls = _run(aios, "syscalls", "--kernel", kernel, "--agent", "ps-agent")
+    calls = _run(aios, "syscalls", "--kernel", kernel, "--agent", "ps-agent", *data)
     assert calls.returncode == 0 and "succeeded" in calls.stdout and "llm:smollm2" in calls.stdout
-    switched = _run(aios, "policy", "fair_share", "--kernel", kernel)
+    refused = _run(aios, "policy", "fair_share", "--kernel", kernel, "--token", token)
+    assert refused.returncode != 0 and "PERMISSION_DENIED" in refused.stderr
+    switched = _run(aios, "policy", "fair_share", "--kernel", kernel, *data)
     assert switched.returncode == 0 and "fair_share" in switched.stdout
-    shown = _run(aios, "policy", "--kernel", kernel)
+    shown = _run(aios, "policy", "--kernel", kernel, *data)
     assert "fair_share" in shown.stdout
     import urllib.request
 

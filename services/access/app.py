@@ -1,36 +1,43 @@
-"""Wires the access service onto the shared runtime.
-
-Its RPCs answer UNIMPLEMENTED until the service is built; health and
-reflection already work, so the stack and its tooling can rely on it.
-"""
+"""Wires the access service onto the shared runtime."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from aios.access.v1 import access_service_pb2 as pb
 from aios.access.v1 import access_service_pb2_grpc as pb_grpc
-from services.runtime.config import Env, server_address
+from services.access import callers
+from services.access.config import Config
+from services.access.control import AccessControl
+from services.access.servicer import AccessServicer
+from services.access.store import Store
+from services.runtime import logs, trust
 from services.runtime.server import Service
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AccessService"].full_name
-DEFAULT_PORT = 50055
 
-
-@dataclass(frozen=True)
-class Config:
-    host: str
-    port: int
-
-    @classmethod
-    def from_env(cls, environ=None) -> "Config":
-        host, port = server_address(Env("AIOS_ACCESS_", environ), DEFAULT_PORT)
-        return cls(host=host, port=port)
+log = logs.get("access")
 
 
 async def build(config: Config) -> Service:
-    servicer = pb_grpc.AccessServiceServicer()
+    store = Store(config.db_path, sync_full=config.db_sync_full)
+    control = AccessControl(store, confirmation_ttl=config.confirmation_ttl,
+                            max_confirmation_ttl=config.max_confirmation_ttl)
+    try:
+        if await control.bootstrap(config.admin_name, config.admin_token_file):
+            log.info("wrote the administrator token", path=str(config.admin_token_file))
+    except BaseException:
+        store.close()
+        raise
+    service_trust = trust.Trust.from_tokens(trust.ACCESS, dict(config.service_tokens))
+    if not service_trust.enabled:
+        log.warning("no service credentials configured: service trust is off")
+    servicer = AccessServicer(control)
+
+    async def close() -> None:
+        store.close()
+
     return Service(
         names=[SERVICE_NAME],
         register=lambda server: pb_grpc.add_AccessServiceServicer_to_server(servicer, server),
+        close=close,
+        authorize=callers.make_authorize(service_trust, control.admin_name),
     )

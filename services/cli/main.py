@@ -80,11 +80,24 @@ def cmd_status(args) -> int:
     return 0 if ok else 1
 
 
+def default_token(data: Path | str | None = None) -> str:
+    """$AIOS_TOKEN, else the admin credential `aios up` keeps in the data folder."""
+    token = os.environ.get("AIOS_TOKEN", "")
+    if token:
+        return token
+    path = Path(data or DEFAULT_DATA) / "admin.token"
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
 def client(args):
     """An SDK client from the --kernel/--token/--timeout arguments."""
     from aios.sdk import Client
 
-    return Client(args.kernel, args.token, timeout=args.timeout)
+    token = args.token if args.token is not None else default_token(getattr(args, "data", None))
+    return Client(args.kernel, token, timeout=args.timeout)
 
 
 def cmd_chat(args) -> int:
@@ -143,7 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def client_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--kernel", default=None, help="kernel address (default $AIOS_KERNEL or 127.0.0.1:50051)")
-        p.add_argument("--token", default=None, help="agent token (default $AIOS_TOKEN)")
+        p.add_argument("--token", default=None,
+                       help="agent token (default $AIOS_TOKEN, else the admin token in --data)")
+        p.add_argument("--data", default=str(DEFAULT_DATA), help="data folder of `aios up` (for its admin token)")
         p.add_argument("--timeout", type=float, default=120.0, help="seconds before giving up")
 
     chat = sub.add_parser("chat", help="send one LLM syscall through the kernel")

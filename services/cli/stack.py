@@ -22,6 +22,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.llm_core.local_server import LocalServer, start_local_server
+from services.runtime import trust
 from services.storage.seaweed import SeaweedProcess, start_seaweed
 
 SERVICES = ("access", "llm_core", "memory", "storage", "scheduler")
@@ -84,6 +85,13 @@ class Stack:
         self.procs: dict[str, subprocess.Popen] = {}
         self.logs = config.data_dir / "logs"
 
+    @property
+    def admin_token_file(self) -> Path:
+        return self.config.data_dir / "admin.token"
+
+    def admin_token(self) -> str:
+        return self.admin_token_file.read_text().strip()
+
     def address(self, service: str) -> str:
         return f"{self.config.host}:{self.config.ports[service]}"
 
@@ -106,6 +114,12 @@ class Stack:
         env["AIOS_MEMORY_QDRANT_PATH"] = str(cfg.data_dir / "memory-qdrant")
         env["AIOS_STORAGE_QDRANT_PATH"] = str(cfg.data_dir / "storage-index")
         env["AIOS_ACCESS_DB_PATH"] = str(cfg.data_dir / "access.sqlite3")
+        # Service-to-service credentials, made once (mode 0600) and kept; the
+        # admin credential is written by the access service at first start.
+        tokens_file = cfg.data_dir / "service-tokens.json"
+        trust.ensure_tokens_file(tokens_file)
+        env["AIOS_SERVICE_TOKENS_FILE"] = str(tokens_file)
+        env["AIOS_ACCESS_ADMIN_TOKEN_FILE"] = str(self.admin_token_file)
         if self.s3 is not None:
             env["AIOS_STORAGE_S3_ENDPOINT"] = self.s3.endpoint
             env["AIOS_STORAGE_S3_ACCESS_KEY"] = self.s3.access_key

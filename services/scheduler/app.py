@@ -9,7 +9,8 @@ from aios.kernel.v1 import kernel_service_pb2_grpc as kpb_grpc
 from services.runtime.interceptors import client_interceptors
 from services.runtime import logs
 from services.runtime.server import Service
-from services.scheduler.auth import DevAuthenticator
+from services.access.client import AccessClient
+from services.scheduler.auth import AccessGate, DevGate
 from services.scheduler.catalog import ModelCatalog
 from services.scheduler.config import Config
 from services.scheduler.dispatch import Dispatcher
@@ -33,9 +34,11 @@ def channel(address: str, service_token: str = "") -> grpc.aio.Channel:
 
 
 async def build(config: Config) -> Service:
-    llm_ch = channel(config.llm_addr)
-    mem_ch = channel(config.memory_addr)
-    st_ch = channel(config.storage_addr)
+    # The kernel's own service credential goes with every call it makes.
+    token = config.service_token
+    llm_ch = channel(config.llm_addr, token)
+    mem_ch = channel(config.memory_addr, token)
+    st_ch = channel(config.storage_addr, token)
     catalog = ModelCatalog(llm_ch, config.default_llm_capacity)
 
     def capacity_of(resource: str) -> int:
@@ -66,7 +69,14 @@ async def build(config: Config) -> Service:
     if config.metrics_port >= 0:
         port = metrics.serve(config.host, config.metrics_port)
         log.info("metrics", address=f"http://{config.host}:{port}/metrics")
-    servicer = KernelServicer(kernel, DevAuthenticator(), catalog, config.default_timeout, tools)
+    if config.auth == "dev":
+        gate = DevGate()
+    else:
+        gate = AccessGate(AccessClient(config.access_addr, token, auth_cache_seconds=config.auth_cache_seconds),
+                          irreversible_tools={t.name for t in tools.tools.values() if t.irreversible},
+                          stat_file=dispatcher.exists)
+    dispatcher.share = gate.share
+    servicer = KernelServicer(kernel, gate, catalog, config.default_timeout, tools)
     door = HttpDoor(servicer)
     if config.http_port >= 0:
         port = await door.start(config.host, config.http_port)
@@ -80,6 +90,7 @@ async def build(config: Config) -> Service:
             await ch.close()
         metrics.close()
         await tools.close()
+        await gate.close()
 
     return Service(
         names=[SERVICE_NAME],

@@ -1,15 +1,39 @@
-"""Who is calling: the agent behind a syscall's bearer token.
+"""Who is calling and what they may do.
 
-The body of a request never names the caller; only the credential does.
+The body of a request never names the caller; only its credential does. Two
+gates share one interface:
+
+- `AccessGate` (the default): tokens are authenticated by the access service
+  (cached for a few seconds), and every syscall is Checked before it is
+  queued; irreversible operations wait for a person's confirmation.
+- `DevGate` (development only, AIOS_KERNEL_AUTH=dev): the bearer token is
+  taken as the agent's name, no secret is checked, and an agent may use only
+  its own memory and files.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 
 from services.runtime import errors
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Caller:
+    name: str
+    admin: bool = False
+
+
+@dataclass
+class Pending:
+    """A check that needs a person's confirmation before the call may run."""
+
+    action: str
+    resource: object
+    summary: str
 
 
 def bearer_token(metadata) -> str:
@@ -23,16 +47,118 @@ def bearer_token(metadata) -> str:
     return ""
 
 
-class DevAuthenticator:
-    """Development mode, without the access service: the token is taken as the
-    agent's name (no secret is checked), and a call without one runs as
-    'anonymous'. Never use it where agents are not trusted."""
-
-    async def agent(self, metadata) -> str:
+class DevGate:
+    async def caller(self, metadata) -> Caller:
         token = bearer_token(metadata)
         if not token:
-            return "anonymous"
+            return Caller("anonymous", admin=True)
         if not _NAME.match(token):
             raise errors.Unauthenticated("in development mode the token is the agent name: "
                                          "letters, digits, '_', '.', '-'", reason="MALFORMED_CREDENTIAL")
-        return token
+        return Caller(token, admin=True)
+
+    async def authorize(self, caller: Caller, entry) -> list[Pending]:
+        for owner in _owners(entry.syscall):
+            if owner != caller.name:
+                what = "memory" if entry.kind == "memory" else "files"
+                raise errors.PermissionDenied(
+                    f"agent {caller.name!r} may not access the {what} of {owner!r} "
+                    "(development mode has no grants)", reason="NO_GRANT")
+        return []
+
+    async def overwrites(self, entry) -> bool:
+        return False
+
+    async def confirm(self, caller: Caller, entry, pending: Pending, timeout: float) -> str:
+        raise errors.Internal("development mode asks for no confirmations")
+
+    async def share(self, caller: Caller, request):
+        raise errors.Unimplemented("sharing needs the access service (AIOS_KERNEL_AUTH=access)")
+
+    async def close(self) -> None:
+        return None
+
+
+def _owners(syscall) -> list[str]:
+    call = syscall.WhichOneof("call")
+    if call not in ("memory", "storage"):
+        return []
+    inner = getattr(syscall, call)
+    op = inner.WhichOneof("op")
+    req = getattr(inner, op)
+    if op == "retrieve":
+        return list(req.owners)
+    return [req.owner] if hasattr(req, "owner") else []
+
+
+@dataclass
+class AccessGate:
+    client: object  # services.access.client.AccessClient
+    irreversible_tools: set[str] = field(default_factory=set)
+    stat_file: object = None  # async (owner, path) -> bool: does the file exist?
+
+    async def caller(self, metadata) -> Caller:
+        from services.access import model as m
+
+        token = bearer_token(metadata)
+        if not token:
+            raise errors.Unauthenticated("this call needs 'authorization: Bearer <token>' metadata",
+                                         reason="MISSING_CREDENTIAL")
+        principal = await self.client.authenticate(token)
+        return Caller(principal.name, admin=principal.kind == m.ADMIN)
+
+    async def overwrites(self, entry) -> bool:
+        """Whether a file write replaces an existing file (irreversible)."""
+        call = entry.syscall
+        if call.WhichOneof("call") != "storage" or call.storage.WhichOneof("op") != "write":
+            return False
+        req = call.storage.write
+        if req.if_version_id:
+            return True
+        return await self.stat_file(req.owner, req.path) if self.stat_file else False
+
+    async def authorize(self, caller: Caller, entry) -> list[Pending]:
+        from services.access import model as m
+        from services.access.syscalls import needs
+
+        pending = []
+        overwrite = await self.overwrites(entry)
+        for need in needs(caller.name, entry.syscall, irreversible_tools=self.irreversible_tools,
+                          overwrite=overwrite):
+            decision = await self.client.check(caller.name, need.action, need.resource,
+                                               syscall_id=entry.id, irreversible=need.irreversible)
+            if decision.decision == m.DENY:
+                raise errors.PermissionDenied(decision.reason or "denied by access control",
+                                              reason="ACCESS_DENIED")
+            if decision.decision == m.NEEDS_CONFIRMATION:
+                pending.append(Pending(need.action, need.resource, need.summary))
+        return pending
+
+    async def confirm(self, caller: Caller, entry, pending: Pending, timeout: float) -> str:
+        """Ask for a confirmation; returns its id once created (the caller
+        publishes it), then waits via `wait`."""
+        conf = await self.client.create_confirmation(
+            caller.name, pending.action, pending.resource, summary=pending.summary,
+            syscall_id=entry.id, ttl=max(1.0, timeout))
+        return conf.id
+
+    async def wait(self, confirmation_id: str, timeout: float) -> None:
+        await self.client.wait_approved(confirmation_id, timeout)
+
+    async def share(self, caller: Caller, request):
+        from aios.access.v1 import access_service_pb2 as apb
+
+        grant = apb.Grant(grantor=caller.name, grantee=request.grantee, kind=apb.RESOURCE_KIND_FILES,
+                          path_prefix=request.path, permission=request.permission or apb.PERMISSION_READ)
+        if request.HasField("ttl"):
+            import time
+
+            from google.protobuf import timestamp_pb2
+
+            expire = timestamp_pb2.Timestamp()
+            expire.FromNanoseconds(int((time.time() + request.ttl.ToNanoseconds() / 1e9) * 1e9))
+            grant.expire_time.CopyFrom(expire)
+        return await self.client.create_grant_pb(grant)
+
+    async def close(self) -> None:
+        await self.client.close()

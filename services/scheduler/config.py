@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.runtime import trust
 from services.runtime.config import ConfigError, Env, server_address
 from services.scheduler import queues
 
@@ -21,6 +22,15 @@ class Config:
     storage_addr: str
     access_addr: str
     policy: str = queues.FIFO
+    # "access" (the access service authenticates and authorizes every
+    # syscall) or "dev" (the token is the agent's name; no checks).
+    auth: str = "access"
+    # Seconds an authenticated token is trusted before asking access again
+    # (the longest a revoked token keeps working).
+    auth_cache_seconds: float = 5.0
+    # This kernel's service credential, sent on every call to another service
+    # ("" when service trust is off).
+    service_token: str = ""
     slice_tokens: int = 64
     aging_seconds: float = 5.0
     quantum_tokens: int = 4096
@@ -43,6 +53,9 @@ class Config:
     def from_env(cls, environ=None) -> "Config":
         env = Env("AIOS_KERNEL_", environ)
         host, port = server_address(env, DEFAULT_PORT)
+        auth = env.str("AUTH", "access").lower()
+        if auth not in ("access", "dev"):
+            raise ConfigError(f"AIOS_KERNEL_AUTH={auth!r} is not 'access' or 'dev'")
         policy = env.str("POLICY", queues.FIFO).lower()
         if policy not in queues.POLICIES:
             raise ConfigError(f"AIOS_KERNEL_POLICY={policy!r} is not one of {', '.join(queues.POLICIES)}")
@@ -54,6 +67,9 @@ class Config:
             storage_addr=env.str("AIOS_STORAGE_ADDR", "127.0.0.1:50054"),
             access_addr=env.str("AIOS_ACCESS_ADDR", "127.0.0.1:50055"),
             policy=policy,
+            auth=auth,
+            service_token=trust.Trust.from_env(trust.KERNEL, env.environ).token,
+            auth_cache_seconds=env.float("AUTH_CACHE_SECONDS", 5.0, minimum=0.0),
             slice_tokens=env.int("SLICE_TOKENS", 64, minimum=1),
             aging_seconds=env.float("AGING_SECONDS", 5.0, minimum=0.001),
             quantum_tokens=env.int("AGENT_QUANTUM_TOKENS", 4096, minimum=1),

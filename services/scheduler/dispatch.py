@@ -62,6 +62,9 @@ class Dispatcher:
         self.memory = mem_grpc.MemoryServiceStub(memory_channel)
         self.storage = st_grpc.StorageServiceStub(storage_channel)
         self.tools = tools
+        # async (caller, ShareFileRequest) -> Grant: sharing is the access
+        # service's business (set by the app).
+        self.share = None
 
     async def __call__(self, entry: Entry, slice_tokens: int) -> Outcome:
         try:
@@ -142,12 +145,28 @@ class Dispatcher:
             info, content = await self.read_file(request, timeout, INLINE_READ_LIMIT)
             result.read.info.CopyFrom(info)
             result.read.content = content
+        elif op == "share":
+            from services.scheduler.auth import Caller
+
+            result.share.CopyFrom(await self.share(Caller(entry.agent), request))
         elif op in _STORAGE_UNARY:
             response = await getattr(self.storage, _STORAGE_UNARY[op])(request, timeout=timeout)
             getattr(result, op).CopyFrom(response)
         else:
             raise errors.Unimplemented(f"storage.{op} is not available yet")
         return Outcome(output=result)
+
+    async def exists(self, owner: str, path: str) -> bool:
+        """Whether a file exists (so a write would replace it)."""
+        try:
+            await self.storage.StatFile(st.StatFileRequest(owner=owner, path=path), timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return False
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                return False  # the write itself will be refused with the reason
+            raise from_rpc_error(exc) from None
+        return True
 
     async def read_file(self, request: st.ReadFileRequest, timeout, limit: int):
         info, parts, size = st.FileInfo(), [], 0

@@ -20,6 +20,7 @@ from aios.kernel.v1 import syscall_pb2 as ks
 from aios.llm.v1 import llm_service_pb2 as llm
 from services.runtime import context as rctx
 from services.runtime import errors, logs
+from services.scheduler.servicer import drain
 from services.scheduler.table import Entry
 
 log = logs.get("http")
@@ -129,15 +130,13 @@ class HttpDoor:
         self._runner: web.AppRunner | None = None
         self.port = 0
 
-    async def _agent(self, request: web.Request) -> str:
+    async def _caller(self, request: web.Request):
         header = request.headers.get("Authorization", "")
-        agent = await self.servicer.auth.agent([("authorization", header)] if header else [])
-        rctx.agent.set(agent)
-        return agent
+        return await self.servicer.caller([("authorization", header)] if header else [])
 
     async def models(self, request: web.Request) -> web.Response:
         try:
-            await self._agent(request)
+            await self._caller(request)
             await self.servicer.catalog.refresh()
         except errors.AiosError as err:
             return _error(err)
@@ -149,7 +148,7 @@ class HttpDoor:
     async def chat(self, request: web.Request) -> web.StreamResponse:
         rctx.request_id.set(request.headers.get("X-Request-Id") or uuid.uuid4().hex)
         try:
-            agent = await self._agent(request)
+            caller = await self._caller(request)
             try:
                 body = await request.json()
             except (json.JSONDecodeError, UnicodeDecodeError):
@@ -161,13 +160,9 @@ class HttpDoor:
                 request_id=request.headers.get("Idempotency-Key", ""),
                 session_id=request.headers.get("X-AIOS-Session", "") or str(body.get("user") or ""),
             )
-            new = await self.servicer.build_entry(agent, syscall, None)
             stream = bool(body.get("stream"))
-            new.stream = stream
             events: asyncio.Queue = asyncio.Queue()
-            if stream:
-                new.subscribers.append(events)
-            entry = self.kernel.admit(new)
+            entry = await self.servicer.start(caller, syscall, None, events if stream else None)
         except errors.AiosError as err:
             return _error(err)
         if not stream:
@@ -203,15 +198,7 @@ class HttpDoor:
         waiter = asyncio.ensure_future(self.kernel.wait(entry, entry.deadline))
         try:
             await send({"role": "assistant", "content": ""})
-            while True:
-                getter = asyncio.ensure_future(events.get())
-                await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                if not getter.done():
-                    getter.cancel()
-                    if events.empty():
-                        break
-                    continue
-                kind, payload, _ = getter.result()
+            async for kind, payload, _, _ in drain(events, waiter):
                 if kind == "delta":
                     await send({"content": payload})
                 elif kind == "finished":

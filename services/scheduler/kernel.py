@@ -15,11 +15,12 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from services.runtime import context as rctx
 from services.runtime import errors, logs
 from services.scheduler import queues
 from services.scheduler.queues import PolicySettings
 from services.scheduler.table import (
-    CANCELLED, FAILED, PREEMPTED, QUEUED, RUNNING, SUCCEEDED, Entry, ProcessTable,
+    AWAITING_CONFIRMATION, CANCELLED, FAILED, PREEMPTED, QUEUED, RUNNING, SUCCEEDED, Entry, ProcessTable,
 )
 
 log = logs.get("kernel")
@@ -109,12 +110,30 @@ class Kernel:
 
     # --- admission --------------------------------------------------------
 
-    def admit(self, entry: Entry) -> Entry:
-        """Queue a new entry, or return the first one of a repeated request id."""
+    def park(self, entry: Entry) -> Entry:
+        """Enter an entry in the process table while it waits for a person's
+        confirmation (not queued, but counted against the agent's limit);
+        returns the first entry of a repeated request id instead."""
+        first = self._first(entry)
+        if first is not None:
+            return first
+        self._reserve(entry)
+        entry.state = AWAITING_CONFIRMATION
+        self.table.add(entry)
+        return entry
+
+    def refuse(self, entry: Entry, err: errors.AiosError) -> None:
+        """A parked entry that will not run (denied, expired, cancelled)."""
+        self._complete(entry, None, CANCELLED if isinstance(err, errors.Cancelled) else FAILED, err)
+
+    def _first(self, entry: Entry) -> Entry | None:
         if entry.request_id:
             first = self.table.by_request(entry.agent, entry.request_id)
-            if first is not None:
+            if first is not None and first is not entry:
                 return first
+        return None
+
+    def _reserve(self, entry: Entry) -> None:
         outstanding = self._outstanding.get(entry.agent, 0)
         if outstanding >= self.limits.per_agent_outstanding:
             self._rejected("AGENT_LIMIT")
@@ -123,21 +142,39 @@ class Kernel:
                 f"(limit {self.limits.per_agent_outstanding})",
                 reason="AGENT_LIMIT", retry_after=self._retry_hint(entry.resource),
             )
+        self._outstanding[entry.agent] = outstanding + 1
+
+    def admit(self, entry: Entry) -> Entry:
+        """Queue a new (or parked and now approved) entry, or return the first
+        one of a repeated request id. Past a limit: RESOURCE_EXHAUSTED, and a
+        parked entry is refused (nothing stays half-accepted)."""
+        first = self._first(entry)
+        if first is not None:
+            return first
         res = self.resource(entry.resource)
-        if len(res.queue) >= self.limits.queue_capacity:
-            self._rejected("QUEUE_FULL")
-            raise errors.ResourceExhausted(
-                f"the {entry.resource} queue is full ({self.limits.queue_capacity} waiting)",
-                reason="QUEUE_FULL", retry_after=self._retry_hint(entry.resource),
-            )
+        parked = entry.state == AWAITING_CONFIRMATION
+        try:
+            if len(res.queue) >= self.limits.queue_capacity:
+                self._rejected("QUEUE_FULL")
+                raise errors.ResourceExhausted(
+                    f"the {entry.resource} queue is full ({self.limits.queue_capacity} waiting)",
+                    reason="QUEUE_FULL", retry_after=self._retry_hint(entry.resource),
+                )
+            if not parked:  # a parked entry holds its place against the agent's limit
+                self._reserve(entry)
+        except errors.AiosError as err:
+            if parked:
+                self.refuse(entry, err)
+            raise
+        entry.state = QUEUED
+        if not parked:
+            self.table.add(entry)
         if entry.session_id or entry.agent:
             session = entry.session_id or entry.agent
             if session not in self.attained:
                 self.attained[session] = [0.0, time.monotonic()]
                 while len(self.attained) > SESSIONS_REMEMBERED:
                     self.attained.popitem(last=False)
-        self._outstanding[entry.agent] = outstanding + 1
-        self.table.add(entry)
         self._enqueue(entry, res)
         self._pump(res)
         return entry
@@ -188,6 +225,10 @@ class Kernel:
             entry.task = asyncio.get_running_loop().create_task(self._run(entry, res, slice_tokens))
 
     async def _run(self, entry: Entry, res: Resource, slice_tokens: int) -> None:
+        # This task was started from whichever call freed the slot: act (and
+        # log, and tell other services) as the entry's own agent and request.
+        rctx.agent.set(entry.agent)
+        rctx.request_id.set(entry.request_id or entry.id)
         try:
             outcome = await self.runner(entry, slice_tokens)
         except asyncio.CancelledError:

@@ -15,6 +15,7 @@ from services.runtime import context as rctx
 from services.runtime import errors
 from services.scheduler import queues, records
 from services.scheduler.kernel import Kernel
+from services.scheduler.auth import Caller
 from services.scheduler.queues import PolicySettings
 from services.scheduler.table import SUCCEEDED, Entry
 
@@ -33,15 +34,15 @@ MAX_PAGE = 1000
 class KernelServicer(kpb_grpc.KernelServiceServicer):
     def __init__(self, kernel: Kernel, auth, catalog, default_timeout: float, tools=None) -> None:
         self.kernel = kernel
-        self.auth = auth
+        self.auth = auth  # DevGate or AccessGate
         self.catalog = catalog
         self.default_timeout = default_timeout
         self.tools = tools
 
-    async def _agent(self, context) -> str:
-        agent = await self.auth.agent(context.invocation_metadata())
-        rctx.agent.set(agent)
-        return agent
+    async def caller(self, metadata) -> Caller:
+        caller = await self.auth.caller(metadata)
+        rctx.agent.set(caller.name)
+        return caller
 
     def _deadline(self, syscall: ks.Syscall, remaining: float | None) -> float:
         now_mono, now_wall = time.monotonic(), time.time()
@@ -54,6 +55,7 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
 
     async def build_entry(self, agent: str, syscall: ks.Syscall, remaining: float | None) -> Entry:
         """Validate a syscall and make its process-table entry (not yet queued).
+        An empty owner of a memory or storage call means the caller's own;
         `remaining` is the caller's own deadline in seconds, if any."""
         call = syscall.WhichOneof("call")
         if call is None:
@@ -73,26 +75,18 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
                                              field="syscall.llm.messages")
             await self.catalog.check(copy.llm.model)
             resource = f"llm:{copy.llm.model}"
-        elif call == "memory":
-            op = copy.memory.WhichOneof("op")
+        elif call in ("memory", "storage"):
+            inner = getattr(copy, call)
+            op = inner.WhichOneof("op")
             if op is None:
-                raise errors.InvalidArgument("memory call has no operation", field="syscall.memory")
-            self._own(agent, getattr(copy.memory, op), "memory")
-            resource = "memory"
-        elif call == "storage":
-            op = copy.storage.WhichOneof("op")
-            if op is None:
-                raise errors.InvalidArgument("storage call has no operation", field="syscall.storage")
-            inner = getattr(copy.storage, op)
+                raise errors.InvalidArgument(f"{call} call has no operation", field=f"syscall.{call}")
+            request = getattr(inner, op)
             if op == "retrieve":
-                if not inner.owners:
-                    inner.owners.append(agent)
-                for owner in inner.owners:
-                    if owner != agent:
-                        self._deny_foreign(agent, owner, "files")
-            elif hasattr(inner, "owner"):
-                self._own(agent, inner, "files")
-            resource = "storage"
+                if not request.owners:
+                    request.owners.append(agent)
+            elif hasattr(request, "owner") and not request.owner:
+                request.owner = agent
+            resource = call
         else:
             if not copy.tool.name:
                 raise errors.InvalidArgument("tool.name is required", field="syscall.tool.name")
@@ -107,16 +101,41 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
             priority=copy.priority, deadline=self._deadline(copy, remaining),
         )
 
-    def _own(self, agent: str, request, what: str) -> None:
-        """Address the caller's own space unless another owner is named."""
-        if not request.owner:
-            request.owner = agent
-        elif request.owner != agent:
-            self._deny_foreign(agent, request.owner, what)
-
-    def _deny_foreign(self, agent: str, owner: str, what: str) -> None:
-        raise errors.PermissionDenied(f"agent {agent!r} may not access the {what} of {owner!r}",
-                                      reason="NO_GRANT")
+    async def start(self, caller: Caller, syscall: ks.Syscall, remaining: float | None,
+                    events: asyncio.Queue | None = None) -> Entry:
+        """Validate, authorize, and queue a syscall; an irreversible one first
+        waits (parked in the process table) for a person's confirmation.
+        Returns the entry to wait for: the first one of a repeated request id."""
+        entry = await self.build_entry(caller.name, syscall, remaining)
+        if events is not None:
+            entry.stream = True
+            entry.subscribers.append(events)
+        if entry.request_id:
+            first = self.kernel.table.by_request(entry.agent, entry.request_id)
+            if first is not None:  # a retry: no new checks, no second run
+                if events is not None:
+                    first.subscribers.append(events)
+                    if first.done:
+                        events.put_nowait(("finished", first, time.time(), first.id))
+                return first
+        pending = await self.auth.authorize(caller, entry)
+        if pending:
+            first = self.kernel.park(entry)
+            if first is not entry:
+                return first
+            try:
+                for need in pending:
+                    timeout = max(0.0, entry.deadline - time.monotonic())
+                    confirmation = await self.auth.confirm(caller, entry, need, timeout)
+                    entry.publish("awaiting_confirmation", confirmation)
+                    await self.auth.wait(confirmation, max(0.0, entry.deadline - time.monotonic()))
+            except asyncio.CancelledError:
+                self.kernel.refuse(entry, errors.Cancelled("the caller went away while awaiting confirmation"))
+                raise
+            except errors.AiosError as err:
+                self.kernel.refuse(entry, err)
+                raise
+        return self.kernel.admit(entry)
 
     @staticmethod
     def outcome(entry: Entry) -> ks.SyscallRecord:
@@ -126,80 +145,61 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
         return records.record(entry)
 
     async def Submit(self, request, context):
-        agent = await self._agent(context)
-        entry = self.kernel.admit(await self.build_entry(agent, request.syscall, context.time_remaining()))
+        caller = await self.caller(context.invocation_metadata())
+        entry = await self.start(caller, request.syscall, context.time_remaining())
         await self.kernel.wait(entry, entry.deadline)
         return kpb.SubmitResponse(syscall=self.outcome(entry))
 
     async def SubmitStream(self, request, context):
-        agent = await self._agent(context)
-        new = await self.build_entry(agent, request.syscall, context.time_remaining())
-        new.stream = True
+        caller = await self.caller(context.invocation_metadata())
         events: asyncio.Queue = asyncio.Queue()
-        new.subscribers.append(events)
-        entry = self.kernel.admit(new)
-        if entry is not new:  # a repeated request id: watch the first call
-            entry.subscribers.append(events)
-            if entry.done:
-                events.put_nowait(("finished", entry, time.time()))
-        waiter = asyncio.ensure_future(self.kernel.wait(entry, entry.deadline))
+        # Events flow while the call is still being admitted (a confirmation
+        # request must reach the agent before anybody approves it).
+        starter = asyncio.ensure_future(self.start(caller, request.syscall, context.time_remaining(), events))
+        waiter: asyncio.Future | None = None
+        entry: Entry | None = None
         try:
-            while True:
-                getter = asyncio.ensure_future(events.get())
-                await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                if not getter.done():
-                    getter.cancel()
-                    # Finished without a final event (deadline): drain, then end.
-                    if events.empty():
-                        break
-                    continue
-                kind, payload, when = getter.result()
-                event = ks.SyscallEvent(syscall_id=entry.id, time=records.timestamp(when))
-                if kind == "queued":
-                    event.queued.position = payload
-                elif kind == "started":
-                    event.started.endpoint = payload or ""
-                elif kind == "resumed":
-                    event.resumed.SetInParent()
-                elif kind == "delta":
-                    event.delta.text = payload
-                elif kind == "preempted":
-                    event.preempted.snapshot_tokens = payload
-                elif kind == "awaiting_confirmation":
-                    event.awaiting_confirmation.confirmation_id = payload
-                elif kind == "finished":
+            async for kind, payload, when, eid in drain(events, starter):
+                if kind != "finished":  # the final event comes with the outcome below
+                    yield _event(eid, kind, payload, when)
+            entry = starter.result()
+            waiter = asyncio.ensure_future(self.kernel.wait(entry, entry.deadline))
+            async for kind, payload, when, eid in drain(events, waiter):
+                if kind == "finished":
                     break
-                yield event
+                yield _event(eid, kind, payload, when)
             await waiter
-            record = self.outcome(entry)
             yield ks.SyscallEvent(syscall_id=entry.id, time=records.timestamp(time.time()),
-                                  finished=record)
+                                  finished=self.outcome(entry))
         finally:
-            if events in entry.subscribers:
+            if entry is not None and events in entry.subscribers:
                 entry.subscribers.remove(events)
-            if not waiter.done():
-                waiter.cancel()
+            for task in (starter, waiter):
+                if task is not None and not task.done():
+                    task.cancel()
 
-    def _find(self, agent: str, ident: str) -> Entry:
+    def _find(self, caller: Caller, ident: str) -> Entry:
+        """A syscall by id or request id; an agent sees only its own, an admin any."""
         if not ident:
             raise errors.InvalidArgument("id is required", field="id")
-        entry = self.kernel.table.get(ident) or self.kernel.table.by_request(agent, ident)
-        if entry is None or entry.agent != agent:
-            raise errors.NotFound(f"no syscall {ident!r} of agent {agent!r}", reason="UNKNOWN_SYSCALL")
+        entry = self.kernel.table.get(ident) or self.kernel.table.by_request(caller.name, ident)
+        if entry is None or (entry.agent != caller.name and not caller.admin):
+            raise errors.NotFound(f"no syscall {ident!r} of agent {caller.name!r}", reason="UNKNOWN_SYSCALL")
         return entry
 
     async def Cancel(self, request, context):
-        agent = await self._agent(context)
-        entry = self._find(agent, request.id)
+        caller = await self.caller(context.invocation_metadata())
+        entry = self._find(caller, request.id)
         self.kernel.cancel(entry)
         return kpb.CancelResponse(syscall=records.record(entry, with_output=False))
 
     async def GetSyscall(self, request, context):
-        agent = await self._agent(context)
-        return kpb.GetSyscallResponse(syscall=records.record(self._find(agent, request.id)))
+        caller = await self.caller(context.invocation_metadata())
+        return kpb.GetSyscallResponse(syscall=records.record(self._find(caller, request.id)))
 
     async def ListSyscalls(self, request, context):
-        await self._agent(context)
+        caller = await self.caller(context.invocation_metadata())
+        agent = request.agent if caller.admin else caller.name
         size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
         try:
             offset = int(request.page_token or 0)
@@ -208,7 +208,7 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
         state = records.STATE_NAMES.get(request.state) if request.state else None
         matches = [
             e for e in self.kernel.table.recent()
-            if (not request.agent or e.agent == request.agent)
+            if (not agent or e.agent == agent)
             and (state is None or e.state == state)
             and (not request.session_id or e.session_id == request.session_id)
         ]
@@ -218,11 +218,12 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
             syscalls=[records.record(e, with_output=False) for e in page], next_page_token=next_token)
 
     async def ListAgents(self, request, context):
-        await self._agent(context)
-        return kpb.ListAgentsResponse(agents=[records.agent_stats(s) for s in self.kernel.table.agent_stats()])
+        caller = await self.caller(context.invocation_metadata())
+        stats = [s for s in self.kernel.table.agent_stats() if caller.admin or s.agent == caller.name]
+        return kpb.ListAgentsResponse(agents=[records.agent_stats(s) for s in stats])
 
     async def ListTools(self, request, context):
-        await self._agent(context)
+        await self.caller(context.invocation_metadata())
         return kpb.ListToolsResponse(tools=self.tools.specs() if self.tools is not None else [])
 
     def _policy(self) -> kpb.Policy:
@@ -231,11 +232,14 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
                           aging_interval=records.duration(s.aging_seconds))
 
     async def GetPolicy(self, request, context):
-        await self._agent(context)
+        await self.caller(context.invocation_metadata())
         return kpb.GetPolicyResponse(policy=self._policy())
 
     async def SetPolicy(self, request, context):
-        await self._agent(context)
+        caller = await self.caller(context.invocation_metadata())
+        if not caller.admin:
+            raise errors.PermissionDenied("switching the scheduling policy needs an admin credential",
+                                          reason="ADMIN_ONLY")
         p = request.policy
         if p.kind not in POLICY_NAMES:
             raise errors.InvalidArgument("policy.kind must be set", field="policy.kind")
@@ -250,3 +254,33 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
             quantum_tokens=current.quantum_tokens,
         ))
         return kpb.SetPolicyResponse(policy=self._policy())
+
+
+async def drain(events: asyncio.Queue, until: asyncio.Future):
+    """Yield queued events until `until` is done and the queue is empty."""
+    while True:
+        getter = asyncio.ensure_future(events.get())
+        await asyncio.wait({getter, until}, return_when=asyncio.FIRST_COMPLETED)
+        if getter.done():
+            yield getter.result()
+            continue
+        getter.cancel()
+        if events.empty():
+            return
+
+
+def _event(syscall_id: str, kind: str, payload, when: float) -> ks.SyscallEvent:
+    event = ks.SyscallEvent(syscall_id=syscall_id, time=records.timestamp(when))
+    if kind == "queued":
+        event.queued.position = payload
+    elif kind == "started":
+        event.started.endpoint = payload or ""
+    elif kind == "resumed":
+        event.resumed.SetInParent()
+    elif kind == "delta":
+        event.delta.text = payload
+    elif kind == "preempted":
+        event.preempted.snapshot_tokens = payload
+    elif kind == "awaiting_confirmation":
+        event.awaiting_confirmation.confirmation_id = payload
+    return event

@@ -63,7 +63,7 @@ class Entry:
 
     def publish(self, kind: str, payload: Any = None) -> None:
         for q in self.subscribers:
-            q.put_nowait((kind, payload, time.time()))
+            q.put_nowait((kind, payload, time.time(), self.id))
 
 
 @dataclass

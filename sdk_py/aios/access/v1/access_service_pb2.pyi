@@ -119,16 +119,18 @@ class Resource(_message.Message):
     def __init__(self, kind: _Optional[_Union[ResourceKind, str]] = ..., owner: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class Rule(_message.Message):
-    __slots__ = ("kind", "actions", "name_pattern", "effect")
+    __slots__ = ("kind", "actions", "name_pattern", "effect", "irreversible_only")
     KIND_FIELD_NUMBER: _ClassVar[int]
     ACTIONS_FIELD_NUMBER: _ClassVar[int]
     NAME_PATTERN_FIELD_NUMBER: _ClassVar[int]
     EFFECT_FIELD_NUMBER: _ClassVar[int]
+    IRREVERSIBLE_ONLY_FIELD_NUMBER: _ClassVar[int]
     kind: ResourceKind
     actions: _containers.RepeatedScalarFieldContainer[Action]
     name_pattern: str
     effect: Effect
-    def __init__(self, kind: _Optional[_Union[ResourceKind, str]] = ..., actions: _Optional[_Iterable[_Union[Action, str]]] = ..., name_pattern: _Optional[str] = ..., effect: _Optional[_Union[Effect, str]] = ...) -> None: ...
+    irreversible_only: bool
+    def __init__(self, kind: _Optional[_Union[ResourceKind, str]] = ..., actions: _Optional[_Iterable[_Union[Action, str]]] = ..., name_pattern: _Optional[str] = ..., effect: _Optional[_Union[Effect, str]] = ..., irreversible_only: _Optional[bool] = ...) -> None: ...
 
 class Group(_message.Message):
     __slots__ = ("name", "description", "rules")
@@ -189,16 +191,18 @@ class AuthenticateResponse(_message.Message):
     def __init__(self, principal: _Optional[_Union[Principal, _Mapping]] = ...) -> None: ...
 
 class CheckRequest(_message.Message):
-    __slots__ = ("principal", "action", "resource", "syscall_id")
+    __slots__ = ("principal", "action", "resource", "syscall_id", "irreversible")
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
     SYSCALL_ID_FIELD_NUMBER: _ClassVar[int]
+    IRREVERSIBLE_FIELD_NUMBER: _ClassVar[int]
     principal: Principal
     action: Action
     resource: Resource
     syscall_id: str
-    def __init__(self, principal: _Optional[_Union[Principal, _Mapping]] = ..., action: _Optional[_Union[Action, str]] = ..., resource: _Optional[_Union[Resource, _Mapping]] = ..., syscall_id: _Optional[str] = ...) -> None: ...
+    irreversible: bool
+    def __init__(self, principal: _Optional[_Union[Principal, _Mapping]] = ..., action: _Optional[_Union[Action, str]] = ..., resource: _Optional[_Union[Resource, _Mapping]] = ..., syscall_id: _Optional[str] = ..., irreversible: _Optional[bool] = ...) -> None: ...
 
 class CheckResponse(_message.Message):
     __slots__ = ("decision", "reason")

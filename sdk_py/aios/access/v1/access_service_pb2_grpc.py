@@ -29,8 +29,11 @@ class AccessServiceStub:
     """AccessService owns agent identities and credentials, privilege groups,
     grants between agents, Check decisions, confirmations of irreversible
     operations and the audit log. Callers: the kernel (service credential) for
-    Authenticate, Check and confirmations; operators holding an admin
-    credential for administration. Agents are refused.
+    Authenticate, Check, Create/Get/WaitConfirmation and, for an agent's share
+    syscalls, Create/Revoke/ListGrant(s) limited to the agent named in
+    x-aios-agent; operators holding an admin credential for everything.
+    Agents are refused. Without any service credential configured
+    (development) the kernel's methods admit every caller.
 
     Errors: UNAUTHENTICATED for a missing, malformed or revoked credential;
     PERMISSION_DENIED for a caller that may not administer; NOT_FOUND for an
@@ -141,8 +144,11 @@ class AccessServiceServicer:
     """AccessService owns agent identities and credentials, privilege groups,
     grants between agents, Check decisions, confirmations of irreversible
     operations and the audit log. Callers: the kernel (service credential) for
-    Authenticate, Check and confirmations; operators holding an admin
-    credential for administration. Agents are refused.
+    Authenticate, Check, Create/Get/WaitConfirmation and, for an agent's share
+    syscalls, Create/Revoke/ListGrant(s) limited to the agent named in
+    x-aios-agent; operators holding an admin credential for everything.
+    Agents are refused. Without any service credential configured
+    (development) the kernel's methods admit every caller.
 
     Errors: UNAUTHENTICATED for a missing, malformed or revoked credential;
     PERMISSION_DENIED for a caller that may not administer; NOT_FOUND for an
@@ -374,8 +380,11 @@ class AccessService:
     """AccessService owns agent identities and credentials, privilege groups,
     grants between agents, Check decisions, confirmations of irreversible
     operations and the audit log. Callers: the kernel (service credential) for
-    Authenticate, Check and confirmations; operators holding an admin
-    credential for administration. Agents are refused.
+    Authenticate, Check, Create/Get/WaitConfirmation and, for an agent's share
+    syscalls, Create/Revoke/ListGrant(s) limited to the agent named in
+    x-aios-agent; operators holding an admin credential for everything.
+    Agents are refused. Without any service credential configured
+    (development) the kernel's methods admit every caller.
 
     Errors: UNAUTHENTICATED for a missing, malformed or revoked credential;
     PERMISSION_DENIED for a caller that may not administer; NOT_FOUND for an

@@ -1,0 +1,291 @@
+"""`aios agent|grant|confirm|audit|group`: administration through the access service.
+
+They talk to the access service directly (--access-addr, default
+$AIOS_ACCESS_ADDR or 127.0.0.1:50055) with the administrator token from
+$AIOS_ADMIN_TOKEN or the file <data>/admin.token that the access service
+wrote at its first start (--data, default $AIOS_DATA_DIR or .aios).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+ACCESS_ADDR = "127.0.0.1:50055"
+
+
+class CliError(Exception):
+    pass
+
+
+def admin_token(args) -> str:
+    token = os.environ.get("AIOS_ADMIN_TOKEN", "").strip()
+    if token:
+        return token
+    path = Path(args.admin_token_file) if args.admin_token_file else Path(args.data) / "admin.token"
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise CliError(f"no administrator token: set AIOS_ADMIN_TOKEN or make {path} readable "
+                       f"({exc.strerror}); `aios up` writes it at first start") from None
+
+
+def _stub(args):
+    import grpc
+
+    from aios.access.v1 import access_service_pb2_grpc as pb_grpc
+
+    channel = grpc.insecure_channel(args.access_addr)
+    return channel, pb_grpc.AccessServiceStub(channel)
+
+
+def _call(args, method: str, request):
+    """One admin RPC; returns the reply or raises CliError with the status."""
+    import grpc
+
+    token = admin_token(args)
+    channel, stub = _stub(args)
+    try:
+        return getattr(stub, method)(request, timeout=args.timeout,
+                                     metadata=[("authorization", f"Bearer {token}")])
+    except grpc.RpcError as exc:
+        raise CliError(f"{exc.code().name}: {exc.details()}") from None
+    finally:
+        channel.close()
+
+
+def _run(fn):
+    def wrapped(args) -> int:
+        try:
+            return fn(args) or 0
+        except CliError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+    return wrapped
+
+
+def _when(ts) -> str:
+    if not ts.seconds and not ts.nanos:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts.seconds))
+
+
+def _enum(name: str, prefix: str) -> str:
+    return name.removeprefix(prefix).lower()
+
+
+# -- agents
+@_run
+def cmd_agent_create(args):
+    from aios.access.v1 import access_service_pb2 as pb
+
+    reply = _call(args, "CreateAgent", pb.CreateAgentRequest(name=args.name, groups=args.group or [],
+                                                             tenant=args.tenant))
+    print(f"agent {reply.agent.name!r} created in groups {list(reply.agent.groups)}; "
+          "its token is shown only now:", file=sys.stderr)
+    print(reply.token)
+
+
+@_run
+def cmd_agent_token(args):
+    from aios.access.v1 import access_service_pb2 as pb
+
+    reply = _call(args, "IssueToken", pb.IssueTokenRequest(name=args.name))
+    print(f"new token for {args.name!r} (earlier ones stay valid until `aios agent revoke`):",
+          file=sys.stderr)
+    print(reply.token)
+
+
+@_run
+def cmd_agent_ls(args):
+    from aios.access.v1 import access_service_pb2 as pb
+
+    agents, token = [], ""
+    while True:
+        reply = _call(args, "ListAgents", pb.ListAgentsRequest(page_size=1000, page_token=token))
+        agents += reply.agents
+        token = reply.next_page_token
+        if not token:
+            break
+    print(f"{'AGENT':<24} {'GROUPS':<24} {'TOKENS':>6} {'STATE':<8} CREATED")
+    for a in agents:
+        state = "revoked" if a.revoked else "active"
+        print(f"{a.name:<24} {','.join(a.groups):<24} {a.active_tokens:>6} {state:<8} {_when(a.create_time)}")
+
+
+@_run
+def cmd_agent_revoke(args):
+    from aios.access.v1 import access_service_pb2 as pb
+
+    reply = _call(args, "RevokeAgent", pb.RevokeAgentRequest(name=args.name))
+    print(f"agent {reply.agent.name!r} revoked: every token refused from now "
+          "(kernels may accept a cached one for a few seconds)")
+
+
+# -- grants
+@_run
+def cmd_grant_create(args):
+    from aios.access.v1 import access_service_pb2 as pb
+
+    grant = pb.Grant(grantor=args.grantor, grantee=args.grantee,
+                     kind=pb.RESOURCE_KIND_MEMORY if args.kind == "memory" else pb.RESOURCE_KIND_FILES,
+                     path_prefix=args.path,
+                     permission=pb.PERMISSION_READ_WRITE if args.write else pb.PERMISSION_READ)
+    if args.ttl is not None:
+        grant.expire_time.FromNanoseconds(int((time.time() + args.ttl) * 1e9))
+    reply = _call(args, "CreateGrant", pb.CreateGrantRequest(grant=grant))
+    print(reply.grant.id)
+
+
+@_run
+def cmd_grant_ls(args):
+    from aios.access.v1 import access_service_pb2 as pb
+
+    reply = _call(args, "ListGrants", pb.ListGrantsRequest(grantor=args.grantor, grantee=args.grantee))
+    print(f"{'ID':<15} {'FROM':<16} {'TO':<16} {'KIND':<7} {'PERMISSION':<10} {'PATH':<20} EXPIRES")
+    for g in reply.grants:
+        kind = _enum(pb.ResourceKind.Name(g.kind), "RESOURCE_KIND_")
+        perm = _enum(pb.Permission.Name(g.permission), "PERMISSION_")
+        print(f"{g.id:<15} {g.grantor:<16} {g.grantee:<16} {kind:<7} {perm:<10} "
+              f"{(g.path_prefix or '*'):<20} {_when(g.expire_time) if g.HasField('expire_time') else 'never'}")
+
+
+@_run
+def cmd_grant_revoke(args):
+    from aios.access.v1 import access_service_pb2 as pb
+
+    _call(args, "RevokeGrant", pb.RevokeGrantRequest(id=args.id))
+    print(f"grant {args.id} revoked")
+
+
+# -- confirmations
+def _resource(pb, r) -> str:
+    kind = _enum(pb.ResourceKind.Name(r.kind), "RESOURCE_KIND_")
+    if r.owner:
+        return f"{kind}:{r.owner}:{r.name}" if r.name else f"{kind}:{r.owner}"
+    return f"{kind}:{r.name}"
+
+
+@_run
+def cmd_confirm_ls(args):
+    from aios.access.v1 import access_service_pb2 as pb
+
+    state = pb.ConfirmationState.Value(f"CONFIRMATION_STATE_{args.state.upper()}")
+    reply = _call(args, "ListConfirmations", pb.ListConfirmationsRequest(state=state))
+    print(f"{'ID':<15} {'AGENT':<16} {'ACTION':<8} {'RESOURCE':<32} {'EXPIRES':<19} SUMMARY")
+    for c in reply.confirmations:
+        action = _enum(pb.Action.Name(c.action), "ACTION_")
+        print(f"{c.id:<15} {c.agent:<16} {action:<8} {_resource(pb, c.resource)[:32]:<32} "
+              f"{_when(c.expire_time):<19} {c.summary}")
+
+
+def _resolve(args, approve: bool):
+    from aios.access.v1 import access_service_pb2 as pb
+
+    reply = _call(args, "ResolveConfirmation", pb.ResolveConfirmationRequest(id=args.id, approve=approve))
+    state = _enum(pb.ConfirmationState.Name(reply.confirmation.state), "CONFIRMATION_STATE_")
+    print(f"confirmation {args.id} {state}")
+
+
+@_run
+def cmd_confirm_approve(args):
+    _resolve(args, True)
+
+
+@_run
+def cmd_confirm_deny(args):
+    _resolve(args, False)
+
+
+# -- audit and groups
+@_run
+def cmd_audit(args):
+    from aios.access.v1 import access_service_pb2 as pb
+
+    reply = _call(args, "ListAuditEvents", pb.ListAuditEventsRequest(principal=args.agent,
+                                                                     page_size=args.limit))
+    print(f"{'ID':>6} {'TIME':<19} {'PRINCIPAL':<16} {'ACTION':<8} {'RESOURCE':<32} {'DECISION':<18} REASON")
+    for e in reversed(reply.events):  # oldest first, like a log
+        action = _enum(pb.Action.Name(e.action), "ACTION_") if e.action else "-"
+        decision = _enum(pb.Decision.Name(e.decision), "DECISION_")
+        print(f"{e.id:>6} {_when(e.time):<19} {(e.principal or '?'):<16} {action:<8} "
+              f"{_resource(pb, e.resource)[:32]:<32} {decision:<18} {e.reason}")
+
+
+@_run
+def cmd_group_ls(args):
+    from aios.access.v1 import access_service_pb2 as pb
+
+    reply = _call(args, "ListGroups", pb.ListGroupsRequest())
+    for g in reply.groups:
+        print(f"{g.name}: {g.description}")
+        for r in g.rules:
+            kind = _enum(pb.ResourceKind.Name(r.kind), "RESOURCE_KIND_") if r.kind else "any"
+            actions = ",".join(_enum(pb.Action.Name(a), "ACTION_") for a in r.actions) or "any"
+            effect = _enum(pb.Effect.Name(r.effect), "EFFECT_")
+            only = " (irreversible only)" if r.irreversible_only else ""
+            print(f"  {effect:<8} {actions:<20} {kind:<7} {r.name_pattern or '*'}{only}")
+
+
+def _access_args(p) -> None:
+    p.add_argument("--access-addr", default=os.environ.get("AIOS_ACCESS_ADDR", ACCESS_ADDR),
+                   help=f"access service address (default $AIOS_ACCESS_ADDR or {ACCESS_ADDR})")
+    p.add_argument("--data", default=os.environ.get("AIOS_DATA_DIR", ".aios"),
+                   help="data folder holding admin.token (default $AIOS_DATA_DIR or .aios)")
+    p.add_argument("--admin-token-file", default="", help="administrator token file (default <data>/admin.token)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds before giving up")
+
+
+def _leaf(parent, name: str, func, help_text: str):
+    p = parent.add_parser(name, help=help_text)
+    _access_args(p)
+    p.set_defaults(func=func)
+    return p
+
+
+def register(sub, client_args) -> None:
+    agent = sub.add_parser("agent", help="agent identities and tokens")
+    asub = agent.add_subparsers(dest="agent_command", required=True)
+    p = _leaf(asub, "create", cmd_agent_create, "register an agent and print its token")
+    p.add_argument("name")
+    p.add_argument("--group", action="append", help="privilege group (repeatable; default agents)")
+    p.add_argument("--tenant", default="")
+    _leaf(asub, "ls", cmd_agent_ls, "list agents")
+    p = _leaf(asub, "revoke", cmd_agent_revoke, "revoke every token of an agent")
+    p.add_argument("name")
+    p = _leaf(asub, "token", cmd_agent_token, "issue another token (after a revoke: rotation)")
+    p.add_argument("name")
+
+    grant = sub.add_parser("grant", help="grants between agents on memory or files")
+    gsub = grant.add_subparsers(dest="grant_command", required=True)
+    p = _leaf(gsub, "create", cmd_grant_create, "let one agent use another's memory or files")
+    p.add_argument("--from", dest="grantor", required=True, help="the owner of the space")
+    p.add_argument("--to", dest="grantee", required=True, help="the agent receiving access")
+    p.add_argument("--kind", required=True, choices=["memory", "files"])
+    p.add_argument("--path", default="", help="path or folder prefix (default: everything)")
+    p.add_argument("--write", action="store_true", help="read and write (default read only)")
+    p.add_argument("--ttl", type=float, default=None, help="seconds until it expires (default never)")
+    p = _leaf(gsub, "ls", cmd_grant_ls, "list active grants")
+    p.add_argument("--from", dest="grantor", default="")
+    p.add_argument("--to", dest="grantee", default="")
+    p = _leaf(gsub, "revoke", cmd_grant_revoke, "revoke a grant")
+    p.add_argument("id")
+
+    confirm = sub.add_parser("confirm", help="operations waiting for a person's approval")
+    csub = confirm.add_subparsers(dest="confirm_command", required=True)
+    p = _leaf(csub, "ls", cmd_confirm_ls, "list confirmations (pending by default)")
+    p.add_argument("--state", default="pending", choices=["pending", "approved", "denied", "expired"])
+    p = _leaf(csub, "approve", cmd_confirm_approve, "approve a parked operation")
+    p.add_argument("id")
+    p = _leaf(csub, "deny", cmd_confirm_deny, "deny a parked operation")
+    p.add_argument("id")
+
+    p = _leaf(sub, "audit", cmd_audit, "the audit log, oldest first")
+    p.add_argument("--agent", default="", help="only this principal's events")
+    p.add_argument("--limit", type=int, default=100, help="the most recent N events (default 100)")
+
+    group = sub.add_parser("group", help="privilege groups")
+    grsub = group.add_subparsers(dest="group_command", required=True)
+    _leaf(grsub, "ls", cmd_group_ls, "list groups and their rules")

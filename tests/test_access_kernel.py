@@ -1,0 +1,193 @@
+"""Access control enforced on every syscall, through the real kernel with
+service trust on: identities, grants, forged names, direct calls that bypass
+the kernel, confirmations of irreversible operations, and the audit log."""
+
+from __future__ import annotations
+
+import asyncio
+import grpc
+import pytest
+import pytest_asyncio
+
+from aios.access.v1 import access_service_pb2 as apb
+from aios.access.v1 import access_service_pb2_grpc as apb_grpc
+from aios.kernel.v1 import syscall_pb2 as ks
+from aios.memory.v1 import memory_service_pb2 as mpb
+from aios.memory.v1 import memory_service_pb2_grpc as mpb_grpc
+from aios.sdk import (
+    AsyncClient, DeadlineExceededError, PermissionDeniedError, UnauthenticatedError,
+)
+from services.runtime import trust
+from tests.conftest import kernel_config
+
+
+@pytest_asyncio.fixture(scope="module")
+async def world(tmp_path_factory, llm_core_addr, start_service):
+    from services.access.app import build as access_build
+    from services.access.config import Config as AccessConfig
+    from services.memory.app import build as memory_build
+    from services.memory.config import Config as MemoryConfig
+    from services.scheduler.app import build as kernel_build
+
+    data = tmp_path_factory.mktemp("access-world")
+    tokens_file = data / "service-tokens.json"
+    tokens = trust.ensure_tokens_file(tokens_file)
+    env = {"AIOS_SERVICE_TOKENS_FILE": str(tokens_file), "AIOS_DATA_DIR": str(data)}
+    access = await start_service(access_build, AccessConfig.from_env(env))
+    memory = await start_service(memory_build, MemoryConfig.from_env(
+        {**env, "AIOS_MEMORY_QDRANT_PATH": str(data / "qdrant"), "AIOS_LLM_ADDR": llm_core_addr}))
+    access_addr, memory_addr = f"127.0.0.1:{access.port}", f"127.0.0.1:{memory.port}"
+    kernel = await start_service(kernel_build, kernel_config(
+        llm_core_addr, auth="access", auth_cache_seconds=0, AIOS_ACCESS_ADDR=access_addr,
+        AIOS_MEMORY_ADDR=memory_addr, AIOS_SERVICE_TOKENS_FILE=str(tokens_file)))
+    admin_token = (data / "admin.token").read_text().strip()
+    channel = grpc.aio.insecure_channel(access_addr)
+    admin = apb_grpc.AccessServiceStub(channel)
+    md = [("authorization", f"Bearer {admin_token}")]
+
+    async def create(name: str) -> str:
+        return (await admin.CreateAgent(apb.CreateAgentRequest(name=name, groups=["agents"]), metadata=md)).token
+
+    yield {"kernel": f"127.0.0.1:{kernel.port}", "memory": memory_addr, "admin": admin, "md": md,
+           "create": create, "tokens": tokens, "admin_token": admin_token}
+    await channel.close()
+
+
+def agent(world, token: str) -> AsyncClient:
+    return AsyncClient(world["kernel"], token=token, timeout=30, retries=0)
+
+
+async def test_credentials_are_required_and_checked(world):
+    token = await world["create"]("alice")
+    for bad in ("", "not-a-token", "aios_forged"):
+        async with agent(world, bad) as c:
+            with pytest.raises(UnauthenticatedError):
+                await c.memory.add("x")
+    async with agent(world, token) as c:
+        record = await c.memory.add("alice was here")
+        assert record.owner == "alice"
+    # Revoked: refused at once (the kernel's cache is off in this test; it is
+    # AIOS_KERNEL_AUTH_CACHE_SECONDS, 5 s by default).
+    await world["admin"].RevokeAgent(apb.RevokeAgentRequest(name="alice"), metadata=world["md"])
+    async with agent(world, token) as c:
+        with pytest.raises(UnauthenticatedError) as exc:
+            await c.memory.add("after revocation")
+        assert exc.value.reason == "REVOKED_CREDENTIAL"
+
+
+async def test_other_agents_memory_needs_a_grant_and_revocation_is_immediate(world):
+    a_tok, b_tok = await world["create"]("ann"), await world["create"]("bob")
+    async with agent(world, a_tok) as ann, agent(world, b_tok) as bob:
+        secret = await bob.memory.add("bob's locker code is 4312", tags=["private"])
+        attempts = [
+            lambda: ann.memory.get(secret.id, owner="bob"),
+            lambda: ann.memory.search("locker code", owner="bob"),
+            lambda: ann.memory.list(owner="bob"),
+            lambda: ann.memory.update(secret.id, content="hacked", owner="bob"),
+            lambda: ann.memory.delete(secret.id, owner="bob"),
+            lambda: ann.memory.add("injected into bob", owner="bob"),
+        ]
+        for attempt in attempts:
+            with pytest.raises(PermissionDeniedError):
+                await attempt()
+        # A read grant: reads succeed, writes are still denied.
+        grant = (await world["admin"].CreateGrant(apb.CreateGrantRequest(grant=apb.Grant(
+            grantor="bob", grantee="ann", kind=apb.RESOURCE_KIND_MEMORY, permission=apb.PERMISSION_READ)),
+            metadata=world["md"])).grant
+        assert (await ann.memory.get(secret.id, owner="bob")).content == "bob's locker code is 4312"
+        found = await ann.memory.search("what is the code of the locker", owner="bob")
+        assert found and found[0].memory.id == secret.id
+        for attempt in attempts[3:]:
+            with pytest.raises(PermissionDeniedError):
+                await attempt()
+        await world["admin"].RevokeGrant(apb.RevokeGrantRequest(id=grant.id), metadata=world["md"])
+        with pytest.raises(PermissionDeniedError):
+            await ann.memory.get(secret.id, owner="bob")
+        # bob's record is untouched by all of it.
+        assert (await bob.memory.get(secret.id)).content == "bob's locker code is 4312"
+
+
+async def test_a_forged_name_in_the_body_changes_nothing(world):
+    tok = await world["create"]("mallory")
+    victim = await world["create"]("victim")
+    async with agent(world, tok) as m, agent(world, victim) as v:
+        # The envelope carries no agent; a session id named after the victim
+        # is only a scheduling fact, and the record lands in mallory's space.
+        rec = await m.submit(ks.Syscall(session_id="victim", memory=ks.MemoryCall(
+            add=mpb.AddMemoryRequest(memory=mpb.MemoryInput(content="mallory's note")))))
+        assert rec.agent == "mallory" and rec.memory.add.memory.owner == "mallory"
+        assert all(r.memory.owner == "victim" for r in await v.memory.search("mallory's note"))
+        # The only name a body may carry is an owner, and that is checked.
+        with pytest.raises(PermissionDeniedError):
+            await m.memory.add("pretend to be victim", owner="victim")
+
+
+async def test_services_refuse_calls_that_bypass_the_kernel(world):
+    agent_token = await world["create"]("sneaky")
+    async with grpc.aio.insecure_channel(world["memory"]) as ch:
+        stub = mpb_grpc.MemoryServiceStub(ch)
+        request = mpb.SearchMemoriesRequest(owner="bob", query="locker code", top_k=5)
+        for md in ([], [("authorization", f"Bearer {agent_token}")],
+                   [("authorization", f"Bearer {world['admin_token']}")]):
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                await stub.SearchMemories(request, metadata=md)
+            assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        # Another service's credential is a service, but not one memory accepts.
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await stub.SearchMemories(request, metadata=[("authorization", f"Bearer {world['tokens']['storage']}")])
+        assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def _pending_confirmation(world, agent_name: str) -> apb.Confirmation:
+    for _ in range(200):
+        listing = await world["admin"].ListConfirmations(apb.ListConfirmationsRequest(), metadata=world["md"])
+        mine = [c for c in listing.confirmations if c.agent == agent_name]
+        if mine:
+            return mine[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError("no confirmation was requested")
+
+
+async def test_irreversible_delete_waits_for_a_person(world):
+    tok = await world["create"]("carol")
+    async with agent(world, tok) as c:
+        kept = await c.memory.add("carol's important fact")
+        # Approved: the delete runs.
+        delete = asyncio.create_task(c.memory.delete(kept.id))
+        conf = await _pending_confirmation(world, "carol")
+        assert "delete" in conf.summary and not delete.done()
+        parked = await c.list_syscalls(state=ks.SYSCALL_STATE_AWAITING_CONFIRMATION)
+        assert len(parked.syscalls) == 1
+        await world["admin"].ResolveConfirmation(apb.ResolveConfirmationRequest(id=conf.id, approve=True),
+                                                 metadata=world["md"])
+        await delete
+        with pytest.raises(Exception):
+            await c.memory.get(kept.id)
+        # Denied: PERMISSION_DENIED and the record is untouched.
+        other = await c.memory.add("carol's other fact")
+        delete = asyncio.create_task(c.memory.delete(other.id))
+        conf = await _pending_confirmation(world, "carol")
+        await world["admin"].ResolveConfirmation(apb.ResolveConfirmationRequest(id=conf.id, approve=False),
+                                                 metadata=world["md"])
+        with pytest.raises(PermissionDeniedError) as exc:
+            await delete
+        assert exc.value.reason == "CONFIRMATION_DENIED"
+        assert (await c.memory.get(other.id)).content == "carol's other fact"
+        # Nobody answers before the deadline: DEADLINE_EXCEEDED, untouched.
+        syscall = ks.Syscall(request_id="late", memory=ks.MemoryCall(delete=mpb.DeleteMemoryRequest(id=other.id)))
+        with pytest.raises(DeadlineExceededError):
+            await c.submit(syscall, timeout=1.0)
+        assert (await c.memory.get(other.id)).content == "carol's other fact"
+
+
+async def test_the_audit_log_holds_every_decision(world):
+    tok = await world["create"]("dave")
+    async with agent(world, tok) as d:
+        await d.memory.add("dave's fact")
+        with pytest.raises(PermissionDeniedError):
+            await d.memory.list(owner="bob")
+    events = (await world["admin"].ListAuditEvents(apb.ListAuditEventsRequest(principal="dave", page_size=100),
+                                                   metadata=world["md"])).events
+    decisions = {(apb.Decision.Name(e.decision), e.resource.owner) for e in events}
+    assert ("DECISION_ALLOW", "dave") in decisions and ("DECISION_DENY", "bob") in decisions
+    assert all(e.reason for e in events)
