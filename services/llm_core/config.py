@@ -9,15 +9,21 @@ list; each entry is one OpenAI-compatible endpoint serving one model name:
 
 Several entries may share a model name; the router spreads calls over them.
 `api_key_env` names the environment variable holding the key, so keys never
-sit in configuration files.
+sit in configuration files; it must be set when llm_core starts.
+`native_tools: false` makes llm_core emulate tool calls with a JSON-schema
+constrained answer (see emulated_tools.py) instead of passing `tools` on.
+`kind: "embedding"` entries serve Embed (AIOS_LLM_EMBEDDING_MODEL names one).
 """
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.runtime import trust
 from services.runtime.config import ConfigError, Env, server_address
 
 DEFAULT_PORT = 50052
@@ -33,13 +39,16 @@ class EndpointConfig:
     max_concurrency: int = 8
     native_tools: bool = False
     kind: str = "chat"  # "chat" or "embedding"
+    # The key itself, read from `api_key_env` at start; never printed.
+    api_key: str = field(default="", repr=False, compare=False)
 
     @classmethod
-    def from_dict(cls, raw: dict, index: int) -> "EndpointConfig":
+    def from_dict(cls, raw: dict, index: int, environ: Mapping[str, str] | None = None) -> "EndpointConfig":
         where = f"AIOS_LLM_ENDPOINTS[{index}]"
         if not isinstance(raw, dict):
             raise ConfigError(f"{where} must be an object")
-        unknown = set(raw) - {f.name for f in cls.__dataclass_fields__.values()}
+        # The key itself is never accepted from the file: only its variable's name.
+        unknown = set(raw) - {f.name for f in cls.__dataclass_fields__.values()} | ({"api_key"} & set(raw))
         if unknown:
             raise ConfigError(f"{where} has unknown keys: {sorted(unknown)}")
         for key in ("model", "base_url"):
@@ -53,15 +62,25 @@ class EndpointConfig:
         kind = raw.get("kind", "chat")
         if kind not in ("chat", "embedding"):
             raise ConfigError(f"{where}.kind must be 'chat' or 'embedding'")
+        api_key_env = raw.get("api_key_env", "")
+        if not isinstance(api_key_env, str):
+            raise ConfigError(f"{where}.api_key_env must be the name of an environment variable")
+        api_key = ""
+        if api_key_env:
+            api_key = (os.environ if environ is None else environ).get(api_key_env, "")
+            if not api_key:
+                # Fail at start, not on the first call with a confusing 401.
+                raise ConfigError(f"{where}.api_key_env names {api_key_env}, which is not set")
         return cls(
             name=raw.get("name") or f"{raw['model']}-{index}",
             model=raw["model"],
             base_url=raw["base_url"].rstrip("/"),
             model_id=raw.get("model_id") or raw["model"],
-            api_key_env=raw.get("api_key_env", ""),
+            api_key_env=api_key_env,
             max_concurrency=max_conc,
             native_tools=bool(raw.get("native_tools", False)),
             kind=kind,
+            api_key=api_key,
         )
 
 
@@ -73,8 +92,9 @@ class Config:
     # Embeddings: "local" (all-MiniLM-L6-v2 in process) or the model name of
     # an endpoint entry with kind "embedding".
     embedding_model: str = "local"
-    service_token: str = ""
-    allowed_callers: tuple[str, ...] = field(default_factory=tuple)
+    # Service credentials (services/runtime/trust.py): llm_core admits the
+    # kernel, and memory and storage for Embed.
+    service_tokens: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_env(cls, environ=None) -> "Config":
@@ -88,7 +108,7 @@ class Config:
             raise ConfigError(f"AIOS_LLM_ENDPOINTS is not valid JSON: {exc}") from None
         if not isinstance(items, list):
             raise ConfigError("AIOS_LLM_ENDPOINTS must be a JSON list")
-        endpoints = tuple(EndpointConfig.from_dict(item, i) for i, item in enumerate(items))
+        endpoints = tuple(EndpointConfig.from_dict(item, i, environ) for i, item in enumerate(items))
         names = [e.name for e in endpoints]
         if len(set(names)) != len(names):
             raise ConfigError("AIOS_LLM_ENDPOINTS has duplicate endpoint names")
@@ -97,4 +117,5 @@ class Config:
         if embedding_model != "local" and embedding_model not in embedding_models:
             raise ConfigError(f"AIOS_LLM_EMBEDDING_MODEL={embedding_model!r} is neither 'local' "
                               "nor the model of an endpoint with kind 'embedding'")
-        return cls(host=host, port=port, endpoints=endpoints, embedding_model=embedding_model)
+        return cls(host=host, port=port, endpoints=endpoints, embedding_model=embedding_model,
+                   service_tokens=tuple(sorted(trust.load_tokens(environ).items())))

@@ -55,13 +55,15 @@ def chat_request(req: pb.GenerateRequest) -> ChatRequest:
     tools = [
         {"type": "function", "function": {
             "name": t.name, "description": t.description,
-            "parameters": json_format.MessageToDict(t.parameters) or {"type": "object", "properties": {}},
+            "parameters": schema_dict(t.parameters) or {"type": "object", "properties": {}},
         }}
         for t in req.tools
     ]
     for i, t in enumerate(req.tools):
         if not t.name:
             raise errors.InvalidArgument(f"tools[{i}].name is required", field=f"tools[{i}].name")
+    if len({t.name for t in req.tools}) != len(req.tools):
+        raise errors.InvalidArgument("tool names must be unique", field="tools")
     sampling: dict[str, Any] = {}
     if req.HasField("temperature"):
         sampling["temperature"] = req.temperature
@@ -77,7 +79,7 @@ def chat_request(req: pb.GenerateRequest) -> ChatRequest:
         model=req.model,
         messages=messages,
         tools=tools,
-        tool_choice=_tool_choice(req.tool_choice) if tools else None,
+        tool_choice=_tool_choice(req) if tools else None,
         response_format=_response_format(req.response_format),
         sampling=sampling,
         max_tokens=req.max_tokens if req.HasField("max_tokens") else None,
@@ -88,7 +90,25 @@ def chat_request(req: pb.GenerateRequest) -> ChatRequest:
     )
 
 
-def _tool_choice(choice: pb.ToolChoice) -> Any:
+def schema_dict(struct) -> dict[str, Any]:
+    """A JSON schema from a protobuf Struct. Struct keeps every number as a
+    double; schema keywords such as minLength or maxItems must be integers
+    (llama.cpp refuses 1.0), and 1.0 == 1 in JSON, so whole numbers become ints."""
+    return _whole_numbers(json_format.MessageToDict(struct))
+
+
+def _whole_numbers(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    return value
+
+
+def _tool_choice(req: pb.GenerateRequest) -> Any:
+    choice = req.tool_choice
     mode = choice.mode
     if mode == pb.TOOL_CHOICE_MODE_NONE:
         return "none"
@@ -97,6 +117,9 @@ def _tool_choice(choice: pb.ToolChoice) -> Any:
     if mode == pb.TOOL_CHOICE_MODE_FUNCTION:
         if not choice.name:
             raise errors.InvalidArgument("tool_choice.name is required for mode FUNCTION",
+                                         field="tool_choice.name")
+        if choice.name not in {t.name for t in req.tools}:
+            raise errors.InvalidArgument(f"tool_choice.name {choice.name!r} is not one of the tools",
                                          field="tool_choice.name")
         return {"type": "function", "function": {"name": choice.name}}
     return None  # auto
@@ -111,7 +134,7 @@ def _response_format(fmt: pb.ResponseFormat) -> dict[str, Any] | None:
                                          field="response_format.json_schema")
         return {"type": "json_schema", "json_schema": {
             "name": fmt.schema_name or "response",
-            "schema": json_format.MessageToDict(fmt.json_schema),
+            "schema": schema_dict(fmt.json_schema),
             "strict": fmt.strict,
         }}
     return None

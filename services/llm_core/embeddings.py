@@ -26,7 +26,10 @@ class Embeddings:
         self._lock = asyncio.Lock()
 
     def models(self) -> list[str]:
-        return [LOCAL_MODEL_NAME, *self.remote]
+        return [*self.local_models(), *self.remote]
+
+    def local_models(self) -> list[str]:
+        return [LOCAL_MODEL_NAME]
 
     async def _local_embedder(self):
         async with self._lock:
@@ -36,7 +39,7 @@ class Embeddings:
                 self._local = await asyncio.to_thread(LocalEmbedder)
         return self._local
 
-    async def embed(self, request: pb.EmbedRequest) -> pb.EmbedResponse:
+    async def embed(self, request: pb.EmbedRequest, timeout: float | None = None) -> pb.EmbedResponse:
         if not request.inputs:
             raise errors.InvalidArgument("inputs must not be empty", field="inputs")
         if len(request.inputs) > MAX_INPUTS:
@@ -52,9 +55,13 @@ class Embeddings:
         if ep is None:
             raise errors.NotFound(f"unknown embedding model {model!r}", reason="UNKNOWN_MODEL", field="model")
         try:
-            resp = await ep.client.embeddings.create(model=ep.config.model_id, input=list(request.inputs))
+            resp = await ep.client.embeddings.create(model=ep.config.model_id, input=list(request.inputs),
+                                                     timeout=timeout)
         except openai.APIError as exc:
             raise map_error(exc, ep) from exc
+        if len(resp.data) != len(request.inputs):
+            raise errors.Unavailable(f"endpoint {ep.name} returned {len(resp.data)} vectors "
+                                     f"for {len(request.inputs)} inputs", reason="BACKEND_ERROR")
         data = sorted(resp.data, key=lambda d: d.index)
         dims = len(data[0].embedding) if data else 0
         return pb.EmbedResponse(

@@ -1,31 +1,53 @@
 """Chat generation over OpenAI-compatible endpoints: routing, failover, retries
 of what is safe to retry, streaming, resume from a snapshot and time slices.
 
+- Retried elsewhere (with backoff, inside the deadline): connection failures,
+  429 and 503, i.e. requests the backend did not run or dropped unanswered.
+- A free-text stream the backend drops mid-way continues on another endpoint
+  as a resume of what was already produced.
+- Tool calls on endpoints without native tool calling are emulated
+  (emulated_tools.py); their streams deliver the answer at the end, since the
+  raw JSON is no text to show.
+- Output under a grammar (JSON formats, tools) is never sliced or resumed.
+
 Plain domain code: it speaks `openai` and raises AiosError; no gRPC here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+import contextlib
 import random
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
+import httpx
 import openai
 
+from services.llm_core import emulated_tools
 from services.llm_core.config import EndpointConfig
+from services.llm_core.emulated_tools import ToolPlan
 from services.runtime import errors, logs
 
 log = logs.get("llm_core")
 
-# How long an endpoint that refused a connection is skipped before a retry.
+# How long an endpoint that refused a connection is ranked last.
 DOWN_BACKOFF_SECONDS = 2.0
 # Sessions remembered for cache-affine routing.
 AFFINITY_ENTRIES = 100_000
+# A session stays on its endpoint while that endpoint's load (in flight /
+# max concurrency) is at most this much above the least-loaded one's.
+AFFINITY_SLACK = 0.5
+# Rounds over all endpoints of a model when each fails retryably, with
+# exponential backoff between rounds (0.05 s doubling up to 1 s: ~4.5 s).
+MAX_ROUNDS = 8
+FIRST_BACKOFF_SECONDS = 0.05
+MAX_BACKOFF_SECONDS = 1.0
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -38,13 +60,19 @@ class ChatRequest:
     tool_choice: Any = None
     response_format: dict[str, Any] | None = None
     sampling: dict[str, Any] = field(default_factory=dict)  # temperature, top_p, stop, seed
-    max_tokens: int | None = None
+    max_tokens: int | None = None  # of the whole generation, snapshot included
     session_id: str = ""
     # A snapshot of an interrupted generation to continue.
     resume_text: str = ""
     resume_tokens: int = 0
     # Stop after this many new tokens (the scheduler's time slice); 0 = none.
     slice_tokens: int = 0
+
+    @property
+    def constrained(self) -> bool:
+        """Output under a grammar (JSON formats, tools). Such output is never
+        sliced: a grammar restarts at its root, so it cannot resume mid-way."""
+        return self.response_format is not None or (bool(self.tools) and self.tool_choice != "none")
 
 
 @dataclass
@@ -70,10 +98,9 @@ class Delta:
 class Endpoint:
     def __init__(self, config: EndpointConfig) -> None:
         self.config = config
-        api_key = os.environ.get(config.api_key_env, "") if config.api_key_env else ""
         self.client = openai.AsyncOpenAI(
             base_url=config.base_url,
-            api_key=api_key or "unused",
+            api_key=config.api_key or "unused",
             max_retries=0,  # retries are ours: only the safe ones, inside the deadline
         )
         self.in_flight = 0
@@ -113,6 +140,7 @@ class Router:
         return list(self.by_model)
 
     def candidates(self, model: str, session_id: str = "") -> list[Endpoint]:
+        """Endpoints of `model` in the order to try them."""
         eps = self.by_model.get(model)
         if not eps:
             known = ", ".join(sorted(self.by_model)) or "none"
@@ -124,9 +152,10 @@ class Router:
         # which are still worth a try when nothing else is left.
         ranked = sorted(eps, key=lambda e: (not e.healthy(now), e.load(), random.random()))
         preferred = self._affinity.get(session_id) if session_id else None
-        if preferred:
+        if preferred and preferred != ranked[0].name:
             for i, ep in enumerate(ranked):
-                if ep.name == preferred and ep.healthy(now) and ep.in_flight < ep.config.max_concurrency:
+                if (ep.name == preferred and ep.healthy(now) and ep.in_flight < ep.config.max_concurrency
+                        and ep.load() - ranked[0].load() <= AFFINITY_SLACK):
                     ranked.insert(0, ranked.pop(i))
                     break
         return ranked
@@ -140,48 +169,65 @@ class Router:
             self._affinity.popitem(last=False)
 
 
-def _retryable(exc: Exception) -> bool:
-    if isinstance(exc, (openai.APIConnectionError,)) and not isinstance(exc, openai.APITimeoutError):
+def _retryable(exc: BaseException) -> bool:
+    """Safe to send again elsewhere: the backend did not run it (refused,
+    rate limited, overloaded) or dropped it before answering."""
+    if isinstance(exc, openai.APITimeoutError):
+        return False
+    if isinstance(exc, openai.APIConnectionError):
         return True
     return isinstance(exc, openai.APIStatusError) and exc.status_code in (429, 503)
 
 
-def map_error(exc: Exception, endpoint: Endpoint) -> errors.AiosError:
-    """An openai exception as the status the caller should see."""
+def map_error(exc: BaseException, endpoint: Endpoint) -> errors.AiosError:
+    """An openai (or transport) exception as the status the caller should see."""
+    if isinstance(exc, errors.AiosError):
+        return exc
     name = endpoint.name
     if isinstance(exc, openai.APITimeoutError):
         return errors.DeadlineExceeded(f"endpoint {name} did not answer within the deadline")
-    if isinstance(exc, openai.APIConnectionError):
-        return errors.Unavailable(f"endpoint {name} is unreachable", reason="ENDPOINT_UNREACHABLE")
+    if isinstance(exc, (openai.APIConnectionError, httpx.TransportError)):
+        return errors.Unavailable(f"endpoint {name} is unreachable or dropped the connection",
+                                  reason="ENDPOINT_UNREACHABLE", metadata={"endpoint": name})
     if isinstance(exc, openai.APIStatusError):
-        status, detail = exc.status_code, _backend_message(exc)
+        status, detail = exc.status_code, _scrub(_backend_message(exc), endpoint)
+        meta = {"endpoint": name, "http_status": str(status)}
         if status in (401, 403):
+            where = f" (key from ${endpoint.config.api_key_env})" if endpoint.config.api_key_env else ""
             return errors.FailedPrecondition(
-                f"endpoint {name} refused our credentials (HTTP {status})", reason="BACKEND_AUTH"
-            )
+                f"endpoint {name} refused our credentials{where}: HTTP {status}",
+                reason="BACKEND_AUTH", metadata=meta)
         if status == 404:
-            return errors.NotFound(f"endpoint {name}: {detail}", reason="BACKEND_NOT_FOUND")
+            return errors.NotFound(f"endpoint {name}: {detail}", reason="BACKEND_NOT_FOUND", metadata=meta)
         if status == 429:
-            retry = _retry_after(exc) or 1.0
-            return errors.ResourceExhausted(
-                f"endpoint {name} is rate limited", reason="BACKEND_RATE_LIMITED", retry_after=retry
-            )
+            return errors.ResourceExhausted(f"endpoint {name} is rate limited: {detail}",
+                                            reason="BACKEND_RATE_LIMITED", metadata=meta,
+                                            retry_after=_retry_after(exc) or 1.0)
         if 400 <= status < 500:
             return errors.InvalidArgument(f"endpoint {name} rejected the request: {detail}",
-                                          reason="BACKEND_REJECTED")
+                                          reason="BACKEND_REJECTED", metadata=meta)
         return errors.Unavailable(f"endpoint {name} failed (HTTP {status}): {detail}",
-                                  reason="BACKEND_ERROR")
-    return errors.Internal(f"endpoint {name}: {type(exc).__name__}: {exc}")
+                                  reason="BACKEND_ERROR", metadata=meta)
+    if isinstance(exc, openai.APIError):  # an error event inside a stream
+        return errors.Unavailable(f"endpoint {name} failed: {_scrub(str(exc.message), endpoint)[:500]}",
+                                  reason="BACKEND_ERROR", metadata={"endpoint": name})
+    return errors.Internal(f"endpoint {name}: {type(exc).__name__}")
 
 
 def _backend_message(exc: openai.APIStatusError) -> str:
     body = exc.body
     if isinstance(body, dict):
-        msg = body.get("message") or (body.get("error") or {}).get("message") if isinstance(
-            body.get("error"), dict) else body.get("message")
+        inner = body.get("error")
+        msg = inner.get("message") if isinstance(inner, dict) else body.get("message")
         if msg:
             return str(msg)[:500]
     return str(exc.message)[:500]
+
+
+def _scrub(text: str, endpoint: Endpoint) -> str:
+    """Never let a backend echo our key back to a caller."""
+    key = endpoint.config.api_key
+    return text.replace(key, "***") if key else text
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:
@@ -189,6 +235,39 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
         return float(exc.response.headers.get("retry-after", ""))
     except (TypeError, ValueError):
         return None
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else deadline - time.monotonic()
+
+
+@dataclass
+class _Call:
+    """What one attempt sends to one endpoint, and how to read the answer."""
+
+    params: dict[str, Any]
+    tools: ToolPlan | None  # tool calls emulated with a JSON schema
+    sliceable: bool
+
+
+@dataclass
+class _StreamState:
+    """A streamed generation so far, across failovers."""
+
+    text: str  # snapshot + every new piece yielded
+    new_tokens: int = 0  # new completion tokens in this call
+    buffer: str = ""  # emulated tool-call JSON, not yielded
+    finish_reason: str | None = None
+    usage: Any = None
+    tool_parts: dict[int, dict[str, str]] = field(default_factory=dict)
+
+
+class _StreamBroken(Exception):
+    """The backend dropped a stream it had started."""
+
+    def __init__(self, error: errors.AiosError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 class LlmEngine:
@@ -200,62 +279,81 @@ class LlmEngine:
         for ep in self.endpoints:
             await ep.client.close()
 
-    def _params(self, req: ChatRequest, ep: Endpoint) -> dict[str, Any]:
+    def _call(self, req: ChatRequest, ep: Endpoint) -> _Call:
         messages = list(req.messages)
+        response_format = req.response_format
+        tools: ToolPlan | None = None
+        params: dict[str, Any] = {"model": ep.config.model_id, **req.sampling}
+        if ep.config.native_tools:
+            if req.tools:
+                params["tools"] = req.tools
+                if req.tool_choice is not None:
+                    params["tool_choice"] = req.tool_choice
+        else:
+            messages = emulated_tools.plain_history(messages)
+            tools = emulated_tools.plan(req.tools, req.tool_choice, req.response_format)
+            if tools is not None:
+                messages = emulated_tools.instruct(tools, messages)
+                response_format = emulated_tools.response_format(tools)
         if req.resume_text:
             # Assistant prefill: the engine continues the partial answer.
             messages.append({"role": "assistant", "content": req.resume_text})
-        params: dict[str, Any] = {"model": ep.config.model_id, "messages": messages, **req.sampling}
+        params["messages"] = messages
+        if response_format:
+            params["response_format"] = response_format
         if req.max_tokens is not None:
-            params["max_tokens"] = max(1, req.max_tokens - req.resume_tokens)
-        if req.response_format:
-            params["response_format"] = req.response_format
-        if req.tools:
-            params["tools"] = req.tools
-            if req.tool_choice is not None:
-                params["tool_choice"] = req.tool_choice
-        return params
+            params["max_tokens"] = req.max_tokens - req.resume_tokens
+        return _Call(params=params, tools=tools, sliceable=not req.constrained)
 
-    async def _with_endpoint(self, req: ChatRequest, deadline: float | None, attempt):
+    async def _with_endpoint(self, req: ChatRequest, deadline: float | None,
+                             attempt: Callable[[Endpoint, float | None], Awaitable[T]]) -> T:
         """Run `attempt(endpoint, timeout)` on the best endpoint, failing over
         to the next on what is safe to retry, with backoff inside the deadline."""
         last: errors.AiosError | None = None
-        backoff = 0.05
-        tried = 0
-        while True:
+        backoff = FIRST_BACKOFF_SECONDS
+        for _ in range(MAX_ROUNDS):
             for ep in self.router.candidates(req.model, req.session_id):
-                timeout = None if deadline is None else deadline - time.monotonic()
+                timeout = _remaining(deadline)
                 if timeout is not None and timeout <= 0:
-                    raise last or errors.DeadlineExceeded("deadline passed before the model answered")
+                    raise last or errors.DeadlineExceeded("the deadline passed before a model answered")
                 ep.in_flight += 1
                 try:
-                    result = await attempt(ep, timeout)
+                    async with asyncio.timeout(timeout):
+                        result = await attempt(ep, timeout)
+                except TimeoutError:
+                    raise errors.DeadlineExceeded(
+                        f"endpoint {ep.name} did not answer within the deadline") from None
+                except errors.AiosError:
+                    raise
                 except Exception as exc:  # noqa: BLE001 - mapped below
                     mapped = map_error(exc, ep)
                     if not _retryable(exc):
                         raise mapped from exc
                     if isinstance(exc, openai.APIConnectionError):
-                        ep.mark_down(str(mapped))
-                    log.warning("endpoint failed, trying the next", endpoint=ep.name, error=str(mapped))
+                        ep.mark_down(mapped.message)
+                    log.warning("endpoint failed, trying the next", endpoint=ep.name, error=mapped.message)
                     last = mapped
-                    tried += 1
                     continue
                 finally:
                     ep.in_flight -= 1
                 ep.mark_up()
                 self.router.remember(req.session_id, ep)
                 return result
-            # Every endpoint failed retryably: back off and go round again.
-            if deadline is None and tried >= 3 * len(self.router.by_model[req.model]):
-                raise last  # type: ignore[misc]
-            sleep = min(backoff, max(0.0, (deadline or float("inf")) - time.monotonic()))
-            if deadline is not None and sleep <= 0:
-                raise last  # type: ignore[misc]
-            await asyncio.sleep(sleep)
-            backoff = min(backoff * 2, 1.0)
+            # Every endpoint failed retryably: back off and go round again,
+            # unless the wait would not fit before the deadline.
+            timeout = _remaining(deadline)
+            if timeout is not None and timeout <= backoff:
+                break
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+        assert last is not None
+        raise last
 
     async def generate(self, req: ChatRequest, deadline: float | None = None) -> Completion:
-        if req.slice_tokens:
+        _validate(req)
+        if (done := _nothing_left(req)) is not None:
+            return done
+        if req.slice_tokens and not req.constrained:
             # A time slice needs to watch tokens as they come.
             final = None
             async for delta in self.stream(req, deadline):
@@ -264,103 +362,197 @@ class LlmEngine:
             return final
 
         async def attempt(ep: Endpoint, timeout: float | None) -> Completion:
-            resp = await ep.client.chat.completions.create(**self._params(req, ep), timeout=timeout)
+            call = self._call(req, ep)
+            resp = await ep.client.chat.completions.create(**call.params, timeout=timeout)
+            if not resp.choices:
+                raise errors.Unavailable(f"endpoint {ep.name} answered without a choice",
+                                         reason="BACKEND_ERROR", metadata={"endpoint": ep.name})
             choice = resp.choices[0]
-            usage = resp.usage
             content = choice.message.content or ""
             if req.resume_text and content.startswith(req.resume_text):
                 # Some engines (llama.cpp) echo the prefilled part in a
                 # non-streamed reply; streamed replies carry only new text.
                 content = content[len(req.resume_text):]
-            out = Completion(
-                text=req.resume_text + content,
-                tool_calls=[
-                    {"id": tc.id, "name": tc.function.name, "arguments": tc.function.arguments}
-                    for tc in (choice.message.tool_calls or [])
-                ],
-                finish_reason=choice.finish_reason or "stop",
-                model=resp.model or ep.config.model_id,
-                endpoint=ep.name,
-            )
-            _account(out, req, usage)
+            finish = choice.finish_reason or "stop"
+            if call.tools is not None:
+                content, calls, finish = emulated_tools.parse(call.tools, content, finish, ep.name)
+            else:
+                calls = [_tool_call(tc.id, tc.function.name, tc.function.arguments)
+                         for tc in (choice.message.tool_calls or [])]
+            out = Completion(text=req.resume_text + content, tool_calls=calls, finish_reason=finish,
+                             model=resp.model or ep.config.model_id, endpoint=ep.name)
+            _account(out, req, resp.usage)
             return out
 
         return await self._with_endpoint(req, deadline, attempt)
 
     async def stream(self, req: ChatRequest, deadline: float | None = None) -> AsyncIterator[Delta]:
-        # Open the stream with failover; once tokens flow, no retry (they were seen).
+        """Token deltas, then a Delta with `final`. A stream the backend drops
+        after tokens went out continues on another endpoint from what was
+        already produced (free text), so the caller sees one generation."""
+        _validate(req)
+        if (done := _nothing_left(req)) is not None:
+            yield Delta(final=done)
+            return
+        st = _StreamState(text=req.resume_text)
+        failovers = 0
+        sub = req
+        while True:
+            ep, call, stream = await self._with_endpoint(sub, deadline, self._opener(sub))
+            try:
+                async with contextlib.aclosing(self._read(ep, call, stream, sub, deadline, st)) as pieces:
+                    async for text in pieces:
+                        yield Delta(text=text)
+            except _StreamBroken as broken:
+                # Free text continues from what went out; a buffered answer
+                # (emulated tools) starts over; other constrained output cannot.
+                if call.tools is not None:
+                    st.new_tokens, st.buffer = 0, ""
+                if (failovers >= len(self.router.by_model[req.model])
+                        or (req.constrained and st.new_tokens) or st.tool_parts):
+                    raise broken.error from None
+                ep.mark_down(broken.error.message)
+                failovers += 1
+                st.finish_reason, st.usage = None, None
+                log.warning("stream dropped, continuing on another endpoint",
+                            endpoint=ep.name, error=broken.error.message)
+                if st.new_tokens:
+                    sub = replace(req, resume_text=st.text, resume_tokens=req.resume_tokens + st.new_tokens,
+                                  slice_tokens=req.slice_tokens - st.new_tokens if req.slice_tokens else 0)
+                    if (done := _nothing_left(sub)) is not None:
+                        done.endpoint = ep.name
+                        yield Delta(final=done)
+                        return
+                continue
+            yield Delta(final=self._finish(ep, call, sub, req, st))
+            return
+
+    def _opener(self, req: ChatRequest):
         async def attempt(ep: Endpoint, timeout: float | None):
-            ep.in_flight += 1  # held until the stream ends (released below)
+            call = self._call(req, ep)
+            ep.in_flight += 1  # held while the stream is read (released in _read)
             try:
                 stream = await ep.client.chat.completions.create(
-                    **self._params(req, ep), stream=True,
-                    stream_options={"include_usage": True}, timeout=timeout,
-                )
+                    **call.params, stream=True, stream_options={"include_usage": True}, timeout=timeout)
             except BaseException:
                 ep.in_flight -= 1
                 raise
-            return ep, stream
+            return ep, call, stream
+        return attempt
 
-        ep, stream = await self._with_endpoint(req, deadline, attempt)
-        out = Completion(text=req.resume_text, model=ep.config.model_id, endpoint=ep.name)
-        new_tokens = 0
-        usage = None
-        tool_parts: dict[int, dict[str, str]] = {}
+    async def _read(self, ep: Endpoint, call: _Call, stream, req: ChatRequest, deadline: float | None,
+                    st: _StreamState) -> AsyncIterator[str]:
+        """Read one backend stream into `st`, yielding text as it comes."""
+        slice_left = req.slice_tokens if call.sliceable else 0
+        chunks = aiter(stream)
+        loop_deadline = None if deadline is None else asyncio.get_running_loop().time() + _remaining(deadline)
         try:
-            async with asyncio.timeout_at(_loop_deadline(deadline)):
-                async for chunk in stream:
-                    if chunk.usage is not None:
-                        usage = chunk.usage
-                    if not chunk.choices:
-                        continue
-                    choice = chunk.choices[0]
-                    delta = choice.delta
-                    for tc in delta.tool_calls or []:
-                        part = tool_parts.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
-                        part["id"] = tc.id or part["id"]
-                        if tc.function is not None:
-                            part["name"] += tc.function.name or ""
-                            part["arguments"] += tc.function.arguments or ""
-                    if delta.content:
-                        out.text += delta.content
-                        new_tokens += 1
-                        yield Delta(text=delta.content)
-                    if choice.finish_reason:
-                        out.finish_reason = choice.finish_reason
-                    at_limit = req.max_tokens is not None and req.resume_tokens + new_tokens >= req.max_tokens
-                    if (req.slice_tokens and new_tokens >= req.slice_tokens and not choice.finish_reason
-                            and not at_limit):
-                        # At the limit the engine is about to finish on its own
-                        # (and report usage): let it, rather than preempt.
-                        out.finish_reason = "preempted"
-                        break
-        except TimeoutError:
+            while True:
+                # The deadline bounds each wait, never a yield (a timeout
+                # spanning a yield would cancel the consumer instead).
+                try:
+                    async with asyncio.timeout_at(loop_deadline):
+                        chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    break
+                if chunk.usage is not None:
+                    st.usage = chunk.usage
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                delta = choice.delta
+                for tc in delta.tool_calls or []:
+                    part = st.tool_parts.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
+                    part["id"] = tc.id or part["id"]
+                    if tc.function is not None:
+                        part["name"] += tc.function.name or ""
+                        part["arguments"] += tc.function.arguments or ""
+                if delta.content:
+                    st.new_tokens += 1
+                    if call.tools is not None:
+                        st.buffer += delta.content
+                    else:
+                        st.text += delta.content
+                        yield delta.content
+                    if slice_left:
+                        slice_left -= 1
+                        if slice_left == 0 and not choice.finish_reason:
+                            st.finish_reason = "preempted"
+                            return
+                if choice.finish_reason:
+                    st.finish_reason = choice.finish_reason
+        except (TimeoutError, httpx.TimeoutException, openai.APITimeoutError):
             raise errors.DeadlineExceeded(f"endpoint {ep.name} did not finish within the deadline") from None
+        except (openai.APIConnectionError, httpx.TransportError) as exc:
+            raise _StreamBroken(map_error(exc, ep)) from exc
         except openai.APIError as exc:
             raise map_error(exc, ep) from exc
         finally:
             # Closing the response aborts the HTTP request, freeing the engine's slot.
             await stream.close()
             ep.in_flight -= 1
-        out.tool_calls = [tool_parts[i] for i in sorted(tool_parts)]
-        if usage is None:
-            out.completion_tokens = req.resume_tokens + new_tokens
-        _account(out, req, usage)
-        yield Delta(final=out)
+        if st.finish_reason is None:
+            raise _StreamBroken(errors.Unavailable(f"endpoint {ep.name} ended the stream before the model finished",
+                                                   reason="BACKEND_ERROR", metadata={"endpoint": ep.name}))
+
+    def _finish(self, ep: Endpoint, call: _Call, sub: ChatRequest, req: ChatRequest,
+                st: _StreamState) -> Completion:
+        out = Completion(text=st.text, finish_reason=st.finish_reason or "stop",
+                         model=call.params["model"], endpoint=ep.name)
+        if call.tools is not None:
+            content, out.tool_calls, out.finish_reason = emulated_tools.parse(
+                call.tools, st.buffer, out.finish_reason, ep.name)
+            out.text += content
+        else:
+            out.tool_calls = [_tool_call(p["id"], p["name"], p["arguments"])
+                              for _, p in sorted(st.tool_parts.items())]
+        if out.finish_reason == "preempted" or st.usage is None:
+            # The backend reports usage only at the end of a stream; a slice
+            # stops before it. Prompt tokens come with the run that finishes.
+            out.completion_tokens = req.resume_tokens + st.new_tokens
+        else:
+            _account(out, sub, st.usage)
+        return out
 
     async def probe(self, ep: Endpoint, timeout: float = 2.0) -> bool:
-        """Whether an endpoint answers /models now."""
-        try:
-            await ep.client.models.list(timeout=timeout)
-        except openai.APIStatusError as exc:
-            # It answered; an auth failure still means reachable but unusable.
-            ep.last_error = str(map_error(exc, ep))
-            return exc.status_code not in (401, 403)
-        except Exception as exc:  # noqa: BLE001 - any failure means unreachable
-            ep.mark_down(f"unreachable: {type(exc).__name__}")
-            return False
-        ep.mark_up()
-        return True
+        return await probe(ep, timeout)
+
+
+async def probe(ep: Endpoint, timeout: float = 2.0) -> bool:
+    """Whether an endpoint answers /models with our credentials now; the
+    reason it does not lands in `ep.last_error`."""
+    try:
+        await asyncio.wait_for(ep.client.models.list(timeout=timeout), timeout)
+    except openai.APIStatusError as exc:
+        ep.last_error = map_error(exc, ep).message
+        # It answered: reachable. Only an auth failure makes it unusable.
+        return exc.status_code not in (401, 403)
+    except Exception as exc:  # noqa: BLE001 - any other failure means unreachable
+        ep.mark_down(f"unreachable: {type(exc).__name__}: {_scrub(str(exc), ep)[:200]}")
+        return False
+    ep.mark_up()
+    return True
+
+
+def _validate(req: ChatRequest) -> None:
+    if req.resume_text and req.constrained:
+        raise errors.InvalidArgument(
+            "resume applies to free text only: output under response_format or tools starts over",
+            field="resume")
+    if req.resume_tokens < 0:
+        raise errors.InvalidArgument("resume.completion_tokens must not be negative",
+                                     field="resume.completion_tokens")
+
+
+def _nothing_left(req: ChatRequest) -> Completion | None:
+    """A resumed generation whose snapshot already used up max_tokens."""
+    if req.max_tokens is None or req.resume_tokens < req.max_tokens:
+        return None
+    return Completion(text=req.resume_text, finish_reason="length", completion_tokens=req.resume_tokens)
+
+
+def _tool_call(call_id: str | None, name: str, arguments: str | None) -> dict[str, str]:
+    return {"id": call_id or emulated_tools.new_call_id(), "name": name, "arguments": arguments or "{}"}
 
 
 def _account(out: Completion, req: ChatRequest, usage) -> None:
@@ -373,9 +565,3 @@ def _account(out: Completion, req: ChatRequest, usage) -> None:
     out.prompt_tokens = max(0, (usage.prompt_tokens or 0) - req.resume_tokens)
     details = getattr(usage, "prompt_tokens_details", None)
     out.cached_tokens = (getattr(details, "cached_tokens", 0) or 0) if details else 0
-
-
-def _loop_deadline(deadline: float | None) -> float | None:
-    if deadline is None:
-        return None
-    return asyncio.get_running_loop().time() + (deadline - time.monotonic())

@@ -1,0 +1,526 @@
+"""llm_core over the serving simulator: resume and time slices (exactly, the
+simulator is deterministic), routing, failover, affinity, retries, deadlines,
+cancellation and the error mapping.
+
+Simulators run in-process (bench/simulator SimulatorServer) on free ports with
+small time scales; llm_core runs in-process on port 0 and is called over gRPC.
+Conditions are polled with a deadline, never slept on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import grpc
+import pytest
+from aiohttp import web
+from google.rpc import error_details_pb2, status_pb2
+
+from aios.llm.v1 import llm_service_pb2 as pb
+from aios.llm.v1 import llm_service_pb2_grpc as pb_grpc
+from bench.simulator.engine import EngineConfig
+from bench.simulator.server import SimulatorServer
+from services.llm_core import emulated_tools
+from services.llm_core.app import build
+from services.llm_core.config import Config, EndpointConfig
+from services.llm_core.engine import ChatRequest, LlmEngine
+from services.runtime import errors
+from services.runtime.server import start_server
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "sim"
+USER = [pb.Message(role=pb.ROLE_USER, content="Tell me about continuous batching.")]
+
+
+def endpoint(srv_or_url, name: str, concurrency: int = 8, **extra) -> dict:
+    url = srv_or_url if isinstance(srv_or_url, str) else srv_or_url.url
+    return {"name": name, "model": MODEL, "base_url": url, "model_id": "sim-model",
+            "max_concurrency": concurrency, **extra}
+
+
+@contextlib.asynccontextmanager
+async def llm_core(endpoints: list[dict], **env):
+    """llm_core over `endpoints` on a free port; yields a stub."""
+    config = Config.from_env({"AIOS_LLM_ENDPOINTS": json.dumps(endpoints), **env})
+    server = await start_server(await build(config), "127.0.0.1", 0)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            yield pb_grpc.LlmServiceStub(channel)
+    finally:
+        await server.stop(grace=0)
+
+
+@contextlib.asynccontextmanager
+async def simulators(*configs: EngineConfig):
+    servers = [SimulatorServer(c) for c in configs]
+    try:
+        for s in servers:
+            await s.start()
+        yield servers
+    finally:
+        for s in servers:
+            await s.stop()
+
+
+async def wait_until(pred, timeout: float = 10.0, what: str = "condition"):
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+def request(max_tokens: int | None = 40, content: str | None = None, **kw) -> pb.GenerateRequest:
+    messages = USER if content is None else [pb.Message(role=pb.ROLE_USER, content=content)]
+    return pb.GenerateRequest(model=MODEL, messages=messages, max_tokens=max_tokens, **kw)
+
+
+def details(exc: grpc.aio.AioRpcError) -> tuple[str, dict, float | None]:
+    """(ErrorInfo reason, its metadata, RetryInfo seconds) of a status."""
+    raw = dict(exc.trailing_metadata() or ()).get("grpc-status-details-bin")
+    status = status_pb2.Status.FromString(raw)
+    reason, meta, retry = "", {}, None
+    for d in status.details:
+        if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            d.Unpack(info)
+            reason, meta = info.reason, dict(info.metadata)
+        if d.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            ri = error_details_pb2.RetryInfo()
+            d.Unpack(ri)
+            retry = ri.retry_delay.ToMilliseconds() / 1000
+    return reason, meta, retry
+
+
+FAST = EngineConfig(time_scale=0.01)
+
+
+# ------------------------------------------------------- resume and slices
+
+
+async def test_slices_and_resume_give_the_uninterrupted_text_and_count_tokens_once():
+    async with simulators(FAST) as (sim,), llm_core([endpoint(sim, "a")]) as stub:
+        full = await stub.Generate(request(40))
+        assert full.finish_reason == pb.FINISH_REASON_LENGTH and full.usage.completion_tokens == 40
+
+        # Preempt every 15 tokens and resume from the snapshot until done.
+        snapshot, tokens, rounds = "", 0, 0
+        while True:
+            req = request(40, slice_tokens=15)
+            if rounds:
+                req.resume.text, req.resume.completion_tokens = snapshot, tokens
+            part = await stub.Generate(req)
+            rounds += 1
+            assert part.text.startswith(snapshot)
+            snapshot, tokens = part.text, part.usage.completion_tokens
+            if part.finish_reason != pb.FINISH_REASON_PREEMPTED:
+                break
+            assert tokens == 15 * rounds and len(snapshot.split()) == tokens
+            assert part.usage.prompt_tokens == 0  # reported by the run that finishes
+        assert rounds == 3
+        assert snapshot == full.text
+        assert tokens == 40  # the snapshot counted once, not again as new output
+        assert part.finish_reason == pb.FINISH_REASON_LENGTH
+        assert part.usage.prompt_tokens > 0
+
+        # The same through GenerateStream: the deltas of a slice are the snapshot.
+        deltas, final = [], None
+        async for chunk in stub.GenerateStream(request(40, slice_tokens=15)):
+            deltas.append(chunk.delta)
+            final = chunk
+        assert final.finish_reason == pb.FINISH_REASON_PREEMPTED
+        assert "".join(deltas) == " ".join(full.text.split()[:15]) and final.usage.completion_tokens == 15
+        resumed = request(40)
+        resumed.resume.text, resumed.resume.completion_tokens = "".join(deltas), 15
+        rest = [c async for c in stub.GenerateStream(resumed)]
+        assert "".join(deltas) + "".join(c.delta for c in rest) == full.text
+        assert rest[-1].usage.completion_tokens == 40
+
+        # A snapshot that already used up max_tokens is done without a backend call.
+        received = sim.engine.metrics()["requests_received"]
+        done = request(40)
+        done.resume.text, done.resume.completion_tokens = full.text, 40
+        out = await stub.Generate(done)
+        assert out.text == full.text and out.finish_reason == pb.FINISH_REASON_LENGTH
+        assert out.usage.completion_tokens == 40
+        assert sim.engine.metrics()["requests_received"] == received
+
+
+async def test_constrained_output_is_not_sliced_and_cannot_resume():
+    async with simulators(FAST) as (sim,), llm_core([endpoint(sim, "a")]) as stub:
+        req = request(20, slice_tokens=5)
+        req.response_format.type = pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT
+        out = await stub.Generate(req)  # the simulator ignores the format; what matters is no slice
+        assert out.finish_reason == pb.FINISH_REASON_LENGTH and out.usage.completion_tokens == 20
+        req = request(20)
+        req.response_format.type = pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT
+        req.resume.text, req.resume.completion_tokens = '{"a": ', 3
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await stub.Generate(req)
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "resume" in exc.value.details()
+
+
+# ---------------------------------------------------------------- routing
+
+
+@contextlib.asynccontextmanager
+async def simulator_process(*args: str):
+    """The simulator as its own process (so it can be killed); yields (proc, base_url)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.simulator", "--port", "0", *args,
+        stdout=asyncio.subprocess.PIPE, cwd=str(REPO))
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        assert line.startswith("LISTENING "), line
+        yield proc, line.split()[1]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+async def running_of(url: str) -> int:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url.removesuffix("/v1") + "/metrics") as r:
+            return (await r.json())["running"]
+
+
+async def test_one_endpoint_killed_mid_run_then_both_down():
+    async with simulator_process("--time-scale", "0.2") as (proc, a_url), \
+            simulators(EngineConfig(time_scale=0.2)) as (b,), \
+            llm_core([endpoint(a_url, "a"), endpoint(b, "b")]) as stub:
+        # A 40-token call takes ~80 ms on either.
+        calls = [asyncio.ensure_future(stub.Generate(request(40, content=f"question {i}"), timeout=30))
+                 for i in range(12)]
+        streams = [stub.GenerateStream(request(40, content=f"story {i}"), timeout=30) for i in range(4)]
+        stream_tasks = [asyncio.ensure_future(_collect(s)) for s in streams]
+        # Kill `a` while it is generating for some of them.
+        end = time.monotonic() + 10
+        while (on_a := await running_of(a_url)) < 2 or b.engine.metrics()["running"] < 2:
+            assert time.monotonic() < end, "both endpoints never got busy"
+            await asyncio.sleep(0.005)
+        proc.kill()
+        b_before = b.engine.metrics()["requests_received"]
+        results = await asyncio.gather(*calls)
+        streamed = await asyncio.gather(*stream_tasks)
+        assert all(r.usage.completion_tokens == 40 for r in results)
+        assert {r.endpoint for r in results} <= {"a", "b"}
+        # What `a` was running when killed was redone (or continued) on `b`.
+        assert b.engine.metrics()["requests_received"] - b_before >= on_a
+        # Streams cut on `a` continued on `b` from what they had produced.
+        for i, (text, final) in enumerate(streamed):
+            expected = await stub.Generate(request(40, content=f"story {i}"))
+            assert text == expected.text and final.usage.completion_tokens == 40
+        # New calls all land on the survivor.
+        later = await asyncio.gather(*(stub.Generate(request(10, content=f"after {i}")) for i in range(6)))
+        assert {r.endpoint for r in later} == {"b"}
+
+        await b.stop()
+        started = time.monotonic()
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await stub.Generate(request(10), timeout=3)
+        assert exc.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert time.monotonic() - started < 3
+        assert details(exc.value)[0] == "ENDPOINT_UNREACHABLE"
+        # ListModels says so too.
+        models = await stub.ListModels(pb.ListModelsRequest())
+        (sim_model,) = [m for m in models.models if m.name == MODEL]
+        assert [e.healthy for e in sim_model.endpoints] == [False, False]
+        assert all(e.last_error for e in sim_model.endpoints)
+
+
+async def test_stream_cut_mid_way_continues_on_another_endpoint():
+    b_port = _free_port()  # `b` listens only once the stream runs on `a`
+    async with simulator_process("--time-scale", "0.2") as (proc, a_url), \
+            llm_core([endpoint(a_url, "a"), endpoint(f"http://127.0.0.1:{b_port}/v1", "b")]) as stub:
+        call = stub.GenerateStream(request(200), timeout=30)
+        text = "".join([(await call.read()).delta for _ in range(5)])
+        b = SimulatorServer(EngineConfig(time_scale=0.2), port=b_port)
+        await b.start()
+        try:
+            proc.kill()
+            while (chunk := await call.read()) is not grpc.aio.EOF:
+                text += chunk.delta
+                final = chunk
+            assert final.endpoint == "b" and final.usage.completion_tokens == 200
+            # `b` was asked only for the rest: the snapshot went as a prefill.
+            assert 0 < b.engine.metrics()["generation_tokens_total"] < 200
+            uninterrupted = await stub.Generate(request(200))
+            assert text == uninterrupted.text
+        finally:
+            await b.stop()
+
+
+async def _collect(call) -> tuple[str, pb.GenerateStreamResponse]:
+    text, last = "", None
+    async for chunk in call:
+        text += chunk.delta
+        last = chunk
+    return text, last
+
+
+async def test_session_affinity_holds_while_load_allows():
+    slow = EngineConfig(time_scale=1.0)  # 10 ms a token: calls below stay in flight
+    async with simulators(slow, slow) as sims, \
+            llm_core([endpoint(sims[0], "a", 4), endpoint(sims[1], "b", 4)]) as stub:
+        first = await stub.Generate(request(2, session_id="run-1"))
+        same = [await stub.Generate(request(2, content=f"turn {i}", session_id="run-1")) for i in range(6)]
+        assert {r.endpoint for r in same} == {first.endpoint}
+        # Fill the preferred endpoint: the session stays while its load is
+        # within AFFINITY_SLACK (0.5) of the other's, then spills over.
+        long_calls, placed = [], []
+        for i in range(4):
+            call = stub.GenerateStream(request(1000, content=f"long {i}", session_id="run-1"), timeout=30)
+            await call.read()  # first token: the call holds its endpoint now
+            long_calls.append(call)
+            placed.append([s.engine.metrics()["running"] for s in sims])
+        preferred = 0 if first.endpoint == "a" else 1
+        assert placed[2][preferred] == 3 and placed[2][1 - preferred] == 0
+        assert placed[3][preferred] == 3 and placed[3][1 - preferred] == 1
+        for call in long_calls:
+            call.cancel()
+        await wait_until(lambda: all(s.engine.metrics()["running"] == 0 for s in sims), what="slots freed")
+
+
+async def test_overloaded_backend_503_is_retried():
+    # One sequence at a time and one waiting: concurrent calls past that get 503.
+    cfg = EngineConfig(time_scale=0.1, max_num_seqs=1, max_waiting=1)
+    async with simulators(cfg) as (sim,), llm_core([endpoint(sim, "a")]) as stub:
+        results = await asyncio.gather(*(stub.Generate(request(10, content=f"q{i}"), timeout=20)
+                                         for i in range(6)))
+        assert all(r.usage.completion_tokens == 10 for r in results)
+        assert sim.engine.metrics()["requests_rejected_503"] > 0
+
+
+# --------------------------------------------- deadlines and cancellation
+
+
+async def test_deadline_aborts_the_backend_request():
+    slow = EngineConfig(time_scale=1.0)  # 2000 tokens would take 20 s
+    async with simulators(slow) as (sim,), llm_core([endpoint(sim, "a")]) as stub:
+        m = sim.engine.metrics
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await stub.Generate(request(2000), timeout=0.5)
+        assert exc.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        await wait_until(lambda: m()["running"] == 0 and m()["requests_aborted"] == 1, what="request aborted")
+
+        call = stub.GenerateStream(request(2000), timeout=0.5)
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            async for _ in call:
+                pass
+        assert exc.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        await wait_until(lambda: m()["running"] == 0 and m()["requests_aborted"] == 2, what="stream aborted")
+
+    # The engine itself maps its own deadline (not only gRPC's) to DEADLINE_EXCEEDED.
+    async with simulators(slow) as (sim,):
+        engine = LlmEngine([EndpointConfig(**endpoint(sim, "a"))])
+        req = ChatRequest(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2000)
+        for run in (engine.generate, lambda r, d: _drain(engine.stream(r, d))):
+            with pytest.raises(errors.DeadlineExceeded):
+                await run(req, time.monotonic() + 0.3)
+        await wait_until(lambda: sim.engine.metrics()["requests_aborted"] == 2, what="engine aborted both")
+        await engine.close()
+
+
+async def _drain(stream):
+    async for _ in stream:
+        pass
+
+
+async def test_cancelling_a_stream_frees_the_backend_slot():
+    slow = EngineConfig(time_scale=1.0)
+    async with simulators(slow) as (sim,), llm_core([endpoint(sim, "a")]) as stub:
+        call = stub.GenerateStream(request(2000), timeout=30)
+        for _ in range(3):
+            assert (await call.read()).delta
+        assert sim.engine.metrics()["running"] == 1
+        call.cancel()
+        await wait_until(lambda: sim.engine.metrics()["running"] == 0, what="slot freed")
+        assert sim.engine.metrics()["requests_aborted"] == 1
+
+
+# --------------------------------------------------------------- errors
+
+
+class FakeBackend:
+    """A fake OpenAI-compatible server answering every chat call with one
+    HTTP status: for faults no real local server produces (429 with
+    Retry-After, 500, a 404 for an unknown model id)."""
+
+    def __init__(self, status: int, body: dict, headers: dict | None = None) -> None:
+        self.status, self.body, self.headers, self.hits = status, body, headers or {}, 0
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> "FakeBackend":
+        async def chat(_request):
+            self.hits += 1
+            return web.json_response(self.body, status=self.status, headers=self.headers)
+
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", chat)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/v1"
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self._runner.cleanup()
+
+
+def _err(message: str, type_: str) -> dict:
+    return {"error": {"message": message, "type": type_, "code": None}}
+
+
+async def test_backend_statuses_map_to_grpc_codes():
+    async with FakeBackend(429, _err("slow down", "rate_limit_error"), {"Retry-After": "7"}) as f429, \
+            FakeBackend(500, _err("boom", "server_error")) as f500, \
+            FakeBackend(404, _err("model 'x' not found", "not_found_error")) as f404, \
+            simulators(EngineConfig(time_scale=0.01, max_model_len=64)) as (small,):
+        closed = f"http://127.0.0.1:{_free_port()}/v1"
+        eps = [{**endpoint(f429, "limited"), "model": "limited"},
+               {**endpoint(f500, "broken"), "model": "broken"},
+               {**endpoint(f404, "missing"), "model": "missing"},
+               {**endpoint(small, "small"), "model": "small"},
+               {**endpoint(closed, "closed"), "model": "closed"}]
+        async with llm_core(eps) as stub:
+            async def fails(model: str, timeout: float = 5, max_tokens: int = 10):
+                req = pb.GenerateRequest(model=model, messages=USER, max_tokens=max_tokens)
+                with pytest.raises(grpc.aio.AioRpcError) as exc:
+                    await stub.Generate(req, timeout=timeout)
+                return exc.value
+
+            started = time.monotonic()
+            e = await fails("limited", timeout=1.0)
+            assert time.monotonic() - started < 1.0
+            assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            reason, meta, retry = details(e)
+            assert reason == "BACKEND_RATE_LIMITED" and retry == 7.0 and meta["endpoint"] == "limited"
+            assert f429.hits > 1  # retried with backoff inside the deadline
+
+            e = await fails("broken")
+            assert e.code() == grpc.StatusCode.UNAVAILABLE and details(e)[0] == "BACKEND_ERROR"
+            assert f500.hits == 1  # a 500 may have run: not retried
+
+            e = await fails("missing")
+            assert e.code() == grpc.StatusCode.NOT_FOUND and "not found" in e.details()
+
+            e = await fails("small", max_tokens=100)  # past the simulator's max_model_len: HTTP 400
+            assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and details(e)[0] == "BACKEND_REJECTED"
+
+            e = await fails("closed", timeout=1.0)
+            assert e.code() == grpc.StatusCode.UNAVAILABLE and "closed" in e.details()
+
+            e = await fails("no-such-model")
+            assert e.code() == grpc.StatusCode.NOT_FOUND and details(e)[0] == "UNKNOWN_MODEL"
+
+            models = {m.name: m for m in (await stub.ListModels(pb.ListModelsRequest())).models}
+            assert models["small"].endpoints[0].healthy
+            closed_ep = models["closed"].endpoints[0]
+            assert not closed_ep.healthy and "unreachable" in closed_ep.last_error
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_malformed_tool_call_is_a_clear_error():
+    # The simulator ignores response_format, so its words are no tool-call JSON.
+    async with simulators(FAST) as (sim,), llm_core([endpoint(sim, "a")]) as stub:
+        req = request(20, tools=[pb.Tool(name="lookup", description="Look a word up")])
+        for run in (stub.Generate(req), _collect(stub.GenerateStream(req))):
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                await run
+            assert exc.value.code() == grpc.StatusCode.INTERNAL
+            reason, meta, _ = details(exc.value)
+            assert reason == "MALFORMED_TOOL_CALL" and meta["endpoint"] == "a"
+            assert "not JSON" in exc.value.details()
+        assert (await stub.Generate(request(5))).usage.completion_tokens == 5  # still serving
+
+
+# ----------------------------------------------- tool emulation (plain code)
+
+
+def test_tool_plan_schema_and_parse():
+    import jsonschema
+
+    tools = [{"type": "function", "function": {"name": "add", "description": "Add", "parameters": {
+        "type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
+        "required": ["a", "b"]}}},
+             {"type": "function", "function": {"name": "now", "parameters": {}}}]
+    auto = emulated_tools.plan(tools, None, None)
+    schema = emulated_tools.schema(auto)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    ok = {"tool_calls": [{"name": "add", "arguments": {"a": 1, "b": 2}}, {"name": "now", "arguments": {}}]}
+    jsonschema.validate(ok, schema)
+    jsonschema.validate({"content": "hello"}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"tool_calls": [{"name": "add", "arguments": {"a": "x"}}]}, schema)
+
+    content, calls, finish = emulated_tools.parse(auto, json.dumps(ok), "stop", "ep")
+    assert content == "" and finish == "tool_calls"
+    assert [c["name"] for c in calls] == ["add", "now"] and json.loads(calls[0]["arguments"]) == {"a": 1, "b": 2}
+    assert len({c["id"] for c in calls}) == 2
+    assert emulated_tools.parse(auto, '{"content": "hi"}', "stop", "ep") == ("hi", [], "stop")
+
+    forced = emulated_tools.plan(tools, {"type": "function", "function": {"name": "now"}}, None)
+    assert forced.required and "anyOf" not in json.dumps(emulated_tools.schema(forced))
+    bad = [("words", "not JSON"), ('{"content": "x"}', "neither"),
+           ('{"tool_calls": [{"name": "add", "arguments": {}}]}', "offered"),
+           ('{"tool_calls": [{"name": "now", "arguments": []}]}', "not a JSON object")]
+    for text, why in bad:
+        with pytest.raises(errors.Internal) as exc:
+            emulated_tools.parse(forced, text, "stop", "ep")
+        assert exc.value.reason == "MALFORMED_TOOL_CALL" and why in exc.value.message
+    with pytest.raises(errors.Internal) as exc:
+        emulated_tools.parse(auto, '{"tool_calls": [{"name": "add", "arguments": {"a": 1}}]}', "stop", "ep")
+    assert "do not match its schema" in exc.value.message
+    with pytest.raises(errors.Internal) as exc:
+        emulated_tools.parse(auto, '{"tool_calls": [{"na', "length", "ep")
+    assert "max_tokens" in exc.value.message
+    assert emulated_tools.plan(tools, "none", None) is None
+
+    history = emulated_tools.plain_history([
+        {"role": "user", "content": "1+2 and the time?"},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "add", "arguments": '{"a":1,"b":2}'}},
+            {"id": "c2", "type": "function", "function": {"name": "now", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "3"},
+        {"role": "tool", "tool_call_id": "c2", "content": "noon"}])
+    assert [m["role"] for m in history] == ["user", "assistant", "user"]
+    assert json.loads(history[1]["content"])["tool_calls"][0] == {"name": "add", "arguments": {"a": 1, "b": 2}}
+    assert "add (c1)" in history[2]["content"] and "noon" in history[2]["content"]
+
+
+def test_native_tool_endpoints_get_tools_passed_through():
+    tools = [{"type": "function", "function": {"name": "now", "parameters": {"type": "object"}}}]
+    native = EndpointConfig(name="n", model=MODEL, base_url="http://127.0.0.1:9/v1", model_id="m",
+                            native_tools=True)
+    engine = LlmEngine([native])
+    req = ChatRequest(model=MODEL, messages=[{"role": "user", "content": "time?"}], tools=tools,
+                      tool_choice="required")
+    call = engine._call(req, engine.endpoints[0])
+    assert call.params["tools"] == tools and call.params["tool_choice"] == "required"
+    assert "response_format" not in call.params and call.tools is None
+
+
+def test_api_key_env_is_read_at_start_and_never_printed():
+    raw = [{"name": "k", "model": "m", "base_url": "http://127.0.0.1:9/v1", "api_key_env": "MY_KEY"}]
+    with pytest.raises(Exception) as exc:
+        Config.from_env({"AIOS_LLM_ENDPOINTS": json.dumps(raw)})
+    assert "MY_KEY" in str(exc.value) and "not set" in str(exc.value)
+    config = Config.from_env({"AIOS_LLM_ENDPOINTS": json.dumps(raw), "MY_KEY": "sk-secret-123"})
+    assert config.endpoints[0].api_key == "sk-secret-123"
+    assert "sk-secret-123" not in repr(config)
