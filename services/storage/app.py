@@ -1,36 +1,59 @@
-"""Wires the storage service onto the shared runtime.
-
-Its RPCs answer UNIMPLEMENTED until the service is built; health and
-reflection already work, so the stack and its tooling can rely on it.
-"""
+"""Wires the storage service onto the shared runtime: the S3 store (bucket
+created with versioning at start), the Qdrant index, embeddings from
+llm_core, and the servicer over them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from aios.storage.v1 import storage_service_pb2 as pb
 from aios.storage.v1 import storage_service_pb2_grpc as pb_grpc
-from services.runtime.config import Env, server_address
+from services.runtime import logs, trust
 from services.runtime.server import Service
+from services.storage.config import DEFAULT_PORT, Config
+from services.storage.embeddings import LlmEmbedder
+from services.storage.files import FileStore
+from services.storage.index import FileIndex
+from services.storage.objects import ObjectStore
+from services.storage.servicer import StorageServicer
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StorageService"].full_name
-DEFAULT_PORT = 50054
 
+__all__ = ["DEFAULT_PORT", "SERVICE_NAME", "Config", "build"]
 
-@dataclass(frozen=True)
-class Config:
-    host: str
-    port: int
-
-    @classmethod
-    def from_env(cls, environ=None) -> "Config":
-        host, port = server_address(Env("AIOS_STORAGE_", environ), DEFAULT_PORT)
-        return cls(host=host, port=port)
+log = logs.get("storage")
 
 
 async def build(config: Config) -> Service:
-    servicer = pb_grpc.StorageServiceServicer()
+    service_trust = trust.Trust.from_tokens(trust.STORAGE, dict(config.service_tokens))
+    if not service_trust.enabled:
+        log.warning("no service credentials configured: service trust is off")
+    objects = ObjectStore(config.s3_endpoint, config.s3_access_key, config.s3_secret_key, config.bucket,
+                          secure=config.s3_secure, region=config.s3_region,
+                          public_endpoint=config.s3_public_endpoint)
+    index = embedder = None
+    if config.index_enabled:
+        index = FileIndex(config.qdrant_path, config.qdrant_url)
+        embedder = LlmEmbedder(config.llm_addr, config.embedding_model,
+                               config.service_token or service_trust.token)
+    files = FileStore(objects, index, embedder, max_versions=config.max_versions,
+                      quota_bytes=config.quota_bytes, quota_files=config.quota_files,
+                      index_max_bytes=config.index_max_bytes)
+    try:
+        await files.start()
+    except BaseException:
+        await files.close()
+        if embedder is not None:
+            await embedder.close()
+        raise
+    servicer = StorageServicer(files)
+
+    async def close() -> None:
+        await files.close()
+        if embedder is not None:
+            await embedder.close()
+
     return Service(
         names=[SERVICE_NAME],
         register=lambda server: pb_grpc.add_StorageServiceServicer_to_server(servicer, server),
+        close=close,
+        authorize=service_trust.authorize(trust.ACCEPTS[trust.STORAGE]),
     )

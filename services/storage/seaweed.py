@@ -471,6 +471,29 @@ def _launch_once(
     return sp
 
 
+def _unregistered_volumes(sp: SeaweedProcess) -> set[int]:
+    """Ids of the volumes on disk that the master cannot locate yet."""
+    import urllib.error
+    import urllib.request
+
+    ids = set()
+    for dat in (sp.data_dir / "volumes").glob("*.dat"):
+        number = dat.stem.rsplit("_", 1)[-1]
+        if number.isdigit():
+            ids.add(int(number))
+    missing = set()
+    for vid in ids:
+        url = f"http://{sp.endpoint.rsplit(':', 1)[0]}:{sp.ports['master']}/dir/lookup?volumeId={vid}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                found = json.loads(resp.read() or b"{}").get("locations")
+        except (urllib.error.URLError, OSError, ValueError):
+            found = None
+        if not found:
+            missing.add(vid)
+    return missing
+
+
 def _wait_ready(sp: SeaweedProcess, timeout: float) -> None:
     client = _s3_client(sp.endpoint, sp.access_key, sp.secret_key, probe=True)
     deadline = time.monotonic() + timeout
@@ -484,7 +507,13 @@ def _wait_ready(sp: SeaweedProcess, timeout: float) -> None:
             )
         try:
             client.list_buckets()
-            return
+            # S3 answers before the volume server has told the master about
+            # the volumes already on disk; until then reads of existing
+            # objects fail with InternalError ("volume N not found").
+            missing = _unregistered_volumes(sp)
+            if not missing:
+                return
+            last_err = SeaweedError(f"volumes {sorted(missing)} not registered with the master yet")
         except Exception as exc:  # not up yet: connection refused, 5xx, ...
             last_err = exc
         if time.monotonic() >= deadline:

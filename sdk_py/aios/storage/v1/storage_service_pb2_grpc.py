@@ -30,6 +30,12 @@ class StorageServiceStub:
     rollback and semantic retrieval. Its only caller is the kernel, which has
     checked that the caller may act on `owner`'s files.
 
+    Paths are relative to the owner's space, "/"-separated; empty and "."
+    segments are dropped ("a//./b" is "a/b"). Refused with INVALID_ARGUMENT
+    (reason INVALID_PATH, naming the field), nothing read or written: ".."
+    segments, absolute paths (a leading "/"), backslashes, control characters
+    (NUL included), over-long paths or segments.
+
     Errors: INVALID_ARGUMENT for paths that are not normalised, escape the
     agent's space or hold control characters; NOT_FOUND for a missing file or
     version; RESOURCE_EXHAUSTED for a quota (bytes or files) that would be
@@ -94,6 +100,12 @@ class StorageServiceServicer:
     """StorageService keeps per-agent files on S3 object storage with versions,
     rollback and semantic retrieval. Its only caller is the kernel, which has
     checked that the caller may act on `owner`'s files.
+
+    Paths are relative to the owner's space, "/"-separated; empty and "."
+    segments are dropped ("a//./b" is "a/b"). Refused with INVALID_ARGUMENT
+    (reason INVALID_PATH, naming the field), nothing read or written: ".."
+    segments, absolute paths (a leading "/"), backslashes, control characters
+    (NUL included), over-long paths or segments.
 
     Errors: INVALID_ARGUMENT for paths that are not normalised, escape the
     agent's space or hold control characters; NOT_FOUND for a missing file or
@@ -224,6 +236,12 @@ class StorageService:
     """StorageService keeps per-agent files on S3 object storage with versions,
     rollback and semantic retrieval. Its only caller is the kernel, which has
     checked that the caller may act on `owner`'s files.
+
+    Paths are relative to the owner's space, "/"-separated; empty and "."
+    segments are dropped ("a//./b" is "a/b"). Refused with INVALID_ARGUMENT
+    (reason INVALID_PATH, naming the field), nothing read or written: ".."
+    segments, absolute paths (a leading "/"), backslashes, control characters
+    (NUL included), over-long paths or segments.
 
     Errors: INVALID_ARGUMENT for paths that are not normalised, escape the
     agent's space or hold control characters; NOT_FOUND for a missing file or

@@ -1,0 +1,294 @@
+"""The S3 object store behind the storage service, through the `minio` client.
+
+Synchronous (minio is); the domain calls it from worker threads. Every
+method turns S3 and network failures into AiosErrors: a missing object or
+version becomes `Missing` (the caller knows which path it was), an
+unreachable store Unavailable.
+
+The bucket keeps S3 versions. Each object this service writes carries two
+metadata fields: its sha256 and the write time with sub-second precision,
+because S3 listings stamp versions only to the second on some servers
+(SeaweedFS), too coarse to order versions or to roll back to a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from email.utils import parsedate_to_datetime
+from typing import BinaryIO
+
+import urllib3
+from minio import Minio
+from minio.commonconfig import REPLACE, CopySource
+from minio.datatypes import parse_list_objects
+from minio.error import MinioException, S3Error, ServerError
+from minio.versioningconfig import ENABLED, VersioningConfig
+
+from services.runtime import errors
+
+SHA256_META = "sha256"
+TIME_META = "aios-time"
+PART_SIZE = 8 * 1024 * 1024
+_MISSING_CODES = {"NoSuchKey", "NoSuchVersion", "MethodNotAllowed"}
+# 5xx answers with an S3 error body: worth retrying, not the caller's fault.
+_BUSY_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"}
+
+
+class Missing(Exception):
+    """The object (or the version asked for) does not exist."""
+
+
+@dataclass
+class ObjectMeta:
+    key: str
+    size: int
+    sha256: str
+    content_type: str
+    modified: float  # Unix seconds
+    version_id: str
+
+
+@dataclass
+class Version:
+    version_id: str
+    size: int
+    modified: float
+    is_latest: bool
+    is_delete_marker: bool
+    sha256: str = ""
+    content_type: str = ""
+
+
+@dataclass
+class Entry:
+    """One listing entry: an object, or a folder (a common prefix ending in "/")."""
+
+    key: str
+    size: int
+    modified: float | None
+    is_folder: bool
+
+
+@contextlib.contextmanager
+def _mapped(version_id: str | None = None):
+    try:
+        yield
+    except S3Error as exc:
+        # A malformed version id is a version that does not exist.
+        if exc.code in _MISSING_CODES or (version_id and exc.code == "InvalidArgument"):
+            raise Missing(exc.code) from None
+        if exc.code in _BUSY_CODES:
+            raise errors.Unavailable(f"object store unavailable: {exc.code}",
+                                     reason="OBJECT_STORE_UNAVAILABLE", retry_after=1.0) from None
+        if exc.code == "NoSuchBucket":
+            raise errors.Unavailable("the storage bucket is missing", reason="BUCKET_MISSING") from None
+        raise errors.Internal(f"object store refused the request: {exc.code}",
+                              reason="OBJECT_STORE_ERROR") from None
+    except (ServerError, urllib3.exceptions.HTTPError, MinioException, ConnectionError) as exc:
+        raise errors.Unavailable(f"object store unavailable: {type(exc).__name__}: {exc}",
+                                 reason="OBJECT_STORE_UNAVAILABLE", retry_after=1.0) from None
+
+
+def _header_time(headers, fallback: str = "") -> float:
+    precise = headers.get(f"x-amz-meta-{TIME_META}")
+    if precise:
+        with contextlib.suppress(ValueError):
+            return float(precise)
+    stamp = headers.get("last-modified") or fallback
+    return parsedate_to_datetime(stamp).timestamp() if stamp else 0.0
+
+
+def _is_true(value) -> bool:
+    return str(value).lower() == "true"
+
+
+class ObjectStore:
+    def __init__(self, endpoint: str, access_key: str, secret_key: str, bucket: str, *,
+                 secure: bool = False, region: str = "us-east-1", public_endpoint: str = "",
+                 pool_size: int = 16) -> None:
+        http = urllib3.PoolManager(
+            maxsize=pool_size,
+            timeout=urllib3.Timeout(connect=5.0, read=60.0),
+            retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[502, 503, 504],
+                                  allowed_methods=None),
+        )
+        self.bucket = bucket
+        self._http = http
+        self.client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure,
+                            region=region, http_client=http)
+        # Presigning is local computation (the region is fixed), so a second
+        # client for the public name never talks to the network.
+        self.presigner = (Minio(public_endpoint, access_key=access_key, secret_key=secret_key,
+                                secure=secure, region=region) if public_endpoint else self.client)
+
+    def ensure_bucket(self, timeout: float = 30.0) -> None:
+        """Create the bucket with versioning on; wait up to `timeout` for the store."""
+        deadline = time.monotonic() + timeout
+        delay = 0.1
+        while True:
+            try:
+                with _mapped():
+                    if not self.client.bucket_exists(self.bucket):
+                        with contextlib.suppress(S3Error):  # another replica made it
+                            self.client.make_bucket(self.bucket)
+                    if self.client.get_bucket_versioning(self.bucket).status != ENABLED:
+                        self.client.set_bucket_versioning(self.bucket, VersioningConfig(ENABLED))
+                return
+            except errors.Unavailable:
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def close(self) -> None:
+        self._http.clear()
+
+    # -- objects ---------------------------------------------------------
+
+    def stat(self, key: str, version_id: str = "") -> ObjectMeta:
+        with _mapped(version_id):
+            st = self.client.stat_object(self.bucket, key, version_id=version_id or None)
+        meta = st.metadata
+        return ObjectMeta(key=key, size=st.size or 0, sha256=meta.get(f"x-amz-meta-{SHA256_META}", ""),
+                          content_type=st.content_type or "", modified=_header_time(meta),
+                          version_id=st.version_id or "")
+
+    def put(self, key: str, data: BinaryIO, length: int, *, content_type: str, sha256: str) -> ObjectMeta:
+        modified = time.time()
+        data.seek(0)
+        with _mapped():
+            result = self.client.put_object(
+                self.bucket, key, data, length, content_type=content_type or "application/octet-stream",
+                metadata={SHA256_META: sha256, TIME_META: f"{modified:.6f}"},
+                part_size=PART_SIZE, num_parallel_uploads=2)
+        return ObjectMeta(key=key, size=length, sha256=sha256,
+                          content_type=content_type or "application/octet-stream",
+                          modified=modified, version_id=result.version_id or "")
+
+    def restore(self, key: str, version: Version) -> ObjectMeta:
+        """Copy an earlier version on top, as a new version with a fresh time."""
+        modified = time.time()
+        with _mapped():
+            result = self.client.copy_object(
+                self.bucket, key, CopySource(self.bucket, key, version_id=version.version_id),
+                metadata={SHA256_META: version.sha256, TIME_META: f"{modified:.6f}",
+                          "Content-Type": version.content_type or "application/octet-stream"},
+                metadata_directive=REPLACE)
+        return ObjectMeta(key=key, size=version.size, sha256=version.sha256,
+                          content_type=version.content_type, modified=modified,
+                          version_id=result.version_id or "")
+
+    def open(self, key: str, version_id: str = ""):
+        """(meta, response) of a streaming GET; the caller closes the response."""
+        with _mapped(version_id):
+            resp = self.client.get_object(self.bucket, key, version_id=version_id or None)
+        h = resp.headers
+        meta = ObjectMeta(key=key, size=int(h.get("content-length") or 0),
+                          sha256=h.get(f"x-amz-meta-{SHA256_META}", ""),
+                          content_type=h.get("content-type", ""), modified=_header_time(h),
+                          version_id=h.get("x-amz-version-id", ""))
+        return meta, resp
+
+    @staticmethod
+    def read_chunk(resp, size: int) -> bytes:
+        with _mapped():
+            return resp.read(size)
+
+    @staticmethod
+    def close_response(resp) -> None:
+        with contextlib.suppress(Exception):
+            resp.close()
+            resp.release_conn()
+
+    def delete(self, key: str) -> None:
+        """Hide the current version behind a delete marker (versions stay)."""
+        with _mapped():
+            self.client.remove_object(self.bucket, key)
+
+    def delete_version(self, key: str, version_id: str) -> None:
+        with _mapped(version_id):
+            self.client.remove_object(self.bucket, key, version_id=version_id)
+
+    def presign(self, key: str, version_id: str, expires: timedelta) -> str:
+        with _mapped():
+            return self.presigner.presigned_get_object(self.bucket, key, expires=expires,
+                                                       version_id=version_id or None)
+
+    # -- listings --------------------------------------------------------
+
+    def list(self, prefix: str, *, recursive: bool, start_after: str = "") -> Iterator[Entry]:
+        """Current objects (and folders) under prefix, in key order, lazily."""
+        it = self.client.list_objects(self.bucket, prefix=prefix, recursive=recursive,
+                                      start_after=start_after or None)
+        while True:
+            with _mapped():
+                obj = next(it, None)
+            if obj is None:
+                return
+            yield Entry(key=obj.object_name, size=obj.size or 0,
+                        modified=obj.last_modified.timestamp() if obj.last_modified else None,
+                        is_folder=bool(obj.is_dir))
+
+    def list_page(self, prefix: str, *, recursive: bool, max_keys: int,
+                  cursor: str = "") -> tuple[list[Entry], str]:
+        """One ListObjectsV2 response: up to max_keys entries and the store's
+        continuation token ("" at the end).
+
+        Paging is left to the store's own cursor because stores disagree on
+        key order (SeaweedFS lists a folder "a/" before "a-b.txt", by its
+        directory order), so no cursor computed here could be exact. minio
+        has no public call that exposes the token, hence its internals.
+        """
+        query = {"list-type": "2", "delimiter": "" if recursive else "/", "encoding-type": "url",
+                 "max-keys": str(max_keys), "prefix": prefix}
+        if cursor:
+            query["continuation-token"] = cursor
+        with _mapped():
+            response = self.client._execute("GET", self.bucket, query_params=query)
+            objects, truncated, token, _ = parse_list_objects(response)
+        entries = [Entry(key=o.object_name, size=o.size or 0,
+                         modified=o.last_modified.timestamp() if o.last_modified else None,
+                         is_folder=bool(o.is_dir)) for o in objects]
+        entries.sort(key=lambda e: e.key)
+        return entries, (token or "") if truncated else ""
+
+    def has_children(self, folder: str) -> bool:
+        return next(self.list(folder, recursive=True), None) is not None
+
+    def usage(self, space: str) -> tuple[int, int, dict[str, int]]:
+        """(files, bytes) of the current objects under space, and their sizes by key."""
+        sizes = {e.key: e.size for e in self.list(space, recursive=True)}
+        return len(sizes), sum(sizes.values()), sizes
+
+    def versions(self, key: str, *, detailed: bool = True) -> list[Version]:
+        """Every version of key (delete markers included), newest first.
+
+        `detailed` reads each version's metadata (sha256, precise time), one
+        HEAD per version; without it, the order is only as good as the
+        listing's timestamps.
+        """
+        out = []
+        with _mapped():
+            for obj in self.client.list_objects(self.bucket, prefix=key, include_version=True):
+                if obj.object_name != key:
+                    continue
+                out.append(Version(
+                    version_id=obj.version_id or "", size=obj.size or 0,
+                    modified=obj.last_modified.timestamp() if obj.last_modified else 0.0,
+                    is_latest=_is_true(obj.is_latest), is_delete_marker=bool(obj.is_delete_marker)))
+        if detailed:
+            for v in list(out):
+                if v.is_delete_marker:
+                    continue
+                try:
+                    st = self.stat(key, v.version_id)
+                except Missing:  # pruned meanwhile
+                    out.remove(v)
+                    continue
+                v.sha256, v.content_type, v.modified = st.sha256, st.content_type, st.modified
+        out.sort(key=lambda v: (v.is_latest, v.modified), reverse=True)
+        return out
