@@ -28,6 +28,9 @@ async def world(tmp_path_factory, llm_core_addr, start_service):
     from services.memory.app import build as memory_build
     from services.memory.config import Config as MemoryConfig
     from services.scheduler.app import build as kernel_build
+    from services.storage.app import build as storage_build
+    from services.storage.config import Config as StorageConfig
+    from services.storage.seaweed import start_seaweed
 
     data = tmp_path_factory.mktemp("access-world")
     tokens_file = data / "service-tokens.json"
@@ -36,10 +39,16 @@ async def world(tmp_path_factory, llm_core_addr, start_service):
     access = await start_service(access_build, AccessConfig.from_env(env))
     memory = await start_service(memory_build, MemoryConfig.from_env(
         {**env, "AIOS_MEMORY_QDRANT_PATH": str(data / "qdrant"), "AIOS_LLM_ADDR": llm_core_addr}))
+    s3 = start_seaweed(data / "s3")
+    storage = await start_service(storage_build, StorageConfig.from_env({
+        **env, "AIOS_STORAGE_S3_ENDPOINT": s3.endpoint, "AIOS_STORAGE_S3_ACCESS_KEY": s3.access_key,
+        "AIOS_STORAGE_S3_SECRET_KEY": s3.secret_key, "AIOS_STORAGE_QDRANT_PATH": str(data / "index"),
+        "AIOS_LLM_ADDR": llm_core_addr}))
     access_addr, memory_addr = f"127.0.0.1:{access.port}", f"127.0.0.1:{memory.port}"
     kernel = await start_service(kernel_build, kernel_config(
         llm_core_addr, auth="access", auth_cache_seconds=0, AIOS_ACCESS_ADDR=access_addr,
-        AIOS_MEMORY_ADDR=memory_addr, AIOS_SERVICE_TOKENS_FILE=str(tokens_file)))
+        AIOS_MEMORY_ADDR=memory_addr, AIOS_STORAGE_ADDR=f"127.0.0.1:{storage.port}",
+        AIOS_SERVICE_TOKENS_FILE=str(tokens_file)))
     admin_token = (data / "admin.token").read_text().strip()
     channel = grpc.aio.insecure_channel(access_addr)
     admin = apb_grpc.AccessServiceStub(channel)
@@ -49,8 +58,10 @@ async def world(tmp_path_factory, llm_core_addr, start_service):
         return (await admin.CreateAgent(apb.CreateAgentRequest(name=name, groups=["agents"]), metadata=md)).token
 
     yield {"kernel": f"127.0.0.1:{kernel.port}", "memory": memory_addr, "admin": admin, "md": md,
-           "create": create, "tokens": tokens, "admin_token": admin_token}
+           "create": create, "tokens": tokens, "admin_token": admin_token,
+           "storage": f"127.0.0.1:{storage.port}"}
     await channel.close()
+    s3.stop(graceful=False)
 
 
 def agent(world, token: str) -> AsyncClient:
@@ -191,3 +202,82 @@ async def test_the_audit_log_holds_every_decision(world):
     decisions = {(apb.Decision.Name(e.decision), e.resource.owner) for e in events}
     assert ("DECISION_ALLOW", "dave") in decisions and ("DECISION_DENY", "bob") in decisions
     assert all(e.reason for e in events)
+
+
+async def test_other_agents_files_need_a_grant_and_sharing_grants_it(world):
+    a_tok, b_tok = await world["create"]("fay"), await world["create"]("gus")
+    async with agent(world, a_tok) as fay, agent(world, b_tok) as gus:
+        await gus.files.write("plans/secret.txt", "gus plans to sail on Monday")
+        for attempt in (lambda: fay.files.read("plans/secret.txt", owner="gus"),
+                        lambda: fay.files.list("plans/", owner="gus"),
+                        lambda: fay.files.search("when does gus sail", owners=["gus"]),
+                        lambda: fay.files.write("plans/secret.txt", "overwritten", owner="gus"),
+                        lambda: fay.files.delete("plans/secret.txt", owner="gus")):
+            with pytest.raises(PermissionDeniedError):
+                await attempt()
+        # gus shares his plans folder, read-only, through a syscall of his own.
+        share = ks.Syscall(storage=ks.StorageCall(share=ks.ShareFileRequest(
+            path="plans/", grantee="fay", permission=apb.PERMISSION_READ)))
+        grant = (await gus.submit(share)).storage.share
+        assert grant.grantor == "gus" and grant.grantee == "fay"
+        assert await fay.files.read("plans/secret.txt", owner="gus") == b"gus plans to sail on Monday"
+        with pytest.raises(PermissionDeniedError):
+            await fay.files.write("plans/secret.txt", "overwritten", owner="gus")
+        await world["admin"].RevokeGrant(apb.RevokeGrantRequest(id=grant.id), metadata=world["md"])
+        with pytest.raises(PermissionDeniedError):
+            await fay.files.read("plans/secret.txt", owner="gus")
+        assert await gus.files.read("plans/secret.txt") == b"gus plans to sail on Monday"
+
+
+async def test_services_refuse_storage_calls_that_bypass_the_kernel(world):
+    from aios.storage.v1 import storage_service_pb2 as spb
+    from aios.storage.v1 import storage_service_pb2_grpc as spb_grpc
+
+    agent_token = await world["create"]("sneaky-files")
+    async with grpc.aio.insecure_channel(world["storage"]) as ch:
+        stub = spb_grpc.StorageServiceStub(ch)
+        for md in ([], [("authorization", f"Bearer {agent_token}")]):
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                await stub.StatFile(spb.StatFileRequest(owner="gus", path="plans/secret.txt"), metadata=md)
+            assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_irreversible_file_delete_waits_for_a_person(world):
+    tok = await world["create"]("hal")
+    async with agent(world, tok) as hal:
+        await hal.files.write("report.txt", "quarterly numbers")
+        # Denied: the file is untouched.
+        delete = asyncio.create_task(hal.files.delete("report.txt"))
+        conf = await _pending_confirmation(world, "hal")
+        await world["admin"].ResolveConfirmation(apb.ResolveConfirmationRequest(id=conf.id, approve=False),
+                                                 metadata=world["md"])
+        with pytest.raises(PermissionDeniedError):
+            await delete
+        assert await hal.files.read("report.txt") == b"quarterly numbers"
+        # Unanswered before the deadline: untouched.
+        syscall = ks.Syscall(storage=ks.StorageCall(delete=spb_delete("report.txt")))
+        with pytest.raises(DeadlineExceededError):
+            await hal.submit(syscall, timeout=1.0)
+        assert await hal.files.read("report.txt") == b"quarterly numbers"
+        # Overwriting waits too; approved, it happens.
+        overwrite = asyncio.create_task(hal.files.write("report.txt", "revised numbers"))
+        conf = await _pending_confirmation(world, "hal")
+        assert "overwrite" in conf.summary
+        await world["admin"].ResolveConfirmation(apb.ResolveConfirmationRequest(id=conf.id, approve=True),
+                                                 metadata=world["md"])
+        await overwrite
+        assert await hal.files.read("report.txt") == b"revised numbers"
+        # Approved delete: gone.
+        delete = asyncio.create_task(hal.files.delete("report.txt"))
+        conf = await _pending_confirmation(world, "hal")
+        await world["admin"].ResolveConfirmation(apb.ResolveConfirmationRequest(id=conf.id, approve=True),
+                                                 metadata=world["md"])
+        assert await delete == 1
+        with pytest.raises(Exception):
+            await hal.files.read("report.txt")
+
+
+def spb_delete(path: str):
+    from aios.storage.v1 import storage_service_pb2 as spb
+
+    return spb.DeleteFileRequest(path=path)
