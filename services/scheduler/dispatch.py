@@ -11,6 +11,7 @@ import time
 
 import grpc
 
+from aios.kernel.v1 import kernel_service_pb2 as kpb
 from aios.kernel.v1 import syscall_pb2 as ks
 from aios.llm.v1 import llm_service_pb2 as llm
 from aios.llm.v1 import llm_service_pb2_grpc as llm_grpc
@@ -139,8 +140,18 @@ class Dispatcher:
         result = ks.StorageResult()
         timeout = _timeout(entry)
         if op == "write":
-            response = await self.storage.WriteFile(_write_parts(request), timeout=timeout)
+            parts = _write_parts(request) if entry.body is None else _upload_parts(request, entry.body)
+            response = await self.storage.WriteFile(parts, timeout=timeout)
             result.write.CopyFrom(response)
+        elif op == "read" and entry.body is not None:
+            # A download: parts go to the caller's queue as they come.
+            async for part in self.storage.ReadFile(request, timeout=timeout):
+                if part.HasField("info"):
+                    result.read.info.CopyFrom(part.info)
+                    await entry.body.put(kpb.DownloadFileResponse(info=part.info))
+                else:
+                    await entry.body.put(kpb.DownloadFileResponse(chunk=part.chunk))
+            await entry.body.put(None)
         elif op == "read":
             info, content = await self.read_file(request, timeout, INLINE_READ_LIMIT)
             result.read.info.CopyFrom(info)
@@ -181,6 +192,14 @@ class Dispatcher:
                 size += len(part.chunk)
                 parts.append(part.chunk)
         return info, b"".join(parts)
+
+
+async def _upload_parts(req: ks.WriteFileInline, chunks):
+    """An upload's header, then its chunks as the caller sends them."""
+    yield st.WriteFileRequest(header=st.WriteFileHeader(
+        owner=req.owner, path=req.path, content_type=req.content_type, if_version_id=req.if_version_id))
+    async for chunk in chunks:
+        yield st.WriteFileRequest(chunk=chunk)
 
 
 def _write_parts(req: ks.WriteFileInline):

@@ -11,6 +11,7 @@ from google.protobuf import json_format
 from aios.kernel.v1 import kernel_service_pb2 as kpb
 from aios.kernel.v1 import kernel_service_pb2_grpc as kpb_grpc
 from aios.kernel.v1 import syscall_pb2 as ks
+from aios.storage.v1 import storage_service_pb2 as st
 from services.runtime import context as rctx
 from services.runtime import errors
 from services.scheduler import queues, records
@@ -102,11 +103,12 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
         )
 
     async def start(self, caller: Caller, syscall: ks.Syscall, remaining: float | None,
-                    events: asyncio.Queue | None = None) -> Entry:
+                    events: asyncio.Queue | None = None, body=None) -> Entry:
         """Validate, authorize, and queue a syscall; an irreversible one first
         waits (parked in the process table) for a person's confirmation.
         Returns the entry to wait for: the first one of a repeated request id."""
         entry = await self.build_entry(caller.name, syscall, remaining)
+        entry.body = body
         if events is not None:
             entry.stream = True
             entry.subscribers.append(events)
@@ -177,6 +179,47 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
             for task in (starter, waiter):
                 if task is not None and not task.done():
                     task.cancel()
+
+    async def UploadFile(self, request_iterator, context):
+        caller = await self.caller(context.invocation_metadata())
+        first = await anext(request_iterator, None)
+        if first is None or not first.HasField("header"):
+            raise errors.InvalidArgument("the first message must be the header", field="header")
+        h = first.header
+        syscall = ks.Syscall(request_id=h.request_id, session_id=h.session_id, priority=h.priority,
+                             storage=ks.StorageCall(write=ks.WriteFileInline(
+                                 owner=h.owner, path=h.path, content_type=h.content_type,
+                                 if_version_id=h.if_version_id)))
+
+        async def chunks():
+            async for part in request_iterator:
+                if not part.HasField("chunk"):
+                    raise errors.InvalidArgument("only the first message may be a header", field="header")
+                yield part.chunk
+
+        entry = await self.start(caller, syscall, context.time_remaining(), body=chunks())
+        await self.kernel.wait(entry, entry.deadline)
+        return kpb.UploadFileResponse(syscall=self.outcome(entry))
+
+    async def DownloadFile(self, request, context):
+        caller = await self.caller(context.invocation_metadata())
+        syscall = ks.Syscall(request_id=request.request_id, session_id=request.session_id,
+                             priority=request.priority, storage=ks.StorageCall(read=st.ReadFileRequest(
+                                 owner=request.owner, path=request.path, version_id=request.version_id)))
+        # A few parts in flight: the storage stream waits for a slow reader.
+        parts: asyncio.Queue = asyncio.Queue(maxsize=4)
+        entry = await self.start(caller, syscall, context.time_remaining(), body=parts)
+        waiter = asyncio.ensure_future(self.kernel.wait(entry, entry.deadline))
+        try:
+            async for part in drain(parts, waiter):
+                if part is None:
+                    break
+                yield part
+            await waiter
+            self.outcome(entry)  # raises the syscall's error, if any
+        finally:
+            if not waiter.done():
+                waiter.cancel()
 
     def _find(self, caller: Caller, ident: str) -> Entry:
         """A syscall by id or request id; an agent sees only its own, an admin any."""

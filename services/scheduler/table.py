@@ -56,6 +56,9 @@ class Entry:
     endpoint: str = ""
     # Set by SubmitStream: token deltas are wanted.
     stream: bool = False
+    # A streamed file body: the upload's chunks (async iterator of bytes), or
+    # the queue a download's parts go to.
+    body: Any = None
     waiters: int = 0
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     subscribers: list[asyncio.Queue] = field(default_factory=list)

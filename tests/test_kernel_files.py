@@ -1,0 +1,86 @@
+"""Files of any size through the kernel: UploadFile and DownloadFile stream
+in chunks end to end (agent -> kernel -> storage -> S3) as storage syscalls."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import grpc
+import pytest
+import pytest_asyncio
+
+from aios.kernel.v1 import kernel_service_pb2 as kpb
+from aios.kernel.v1 import kernel_service_pb2_grpc as kpb_grpc
+from aios.kernel.v1 import syscall_pb2 as ks
+from tests.conftest import kernel_config
+
+CHUNK = 1024 * 1024
+
+
+@pytest_asyncio.fixture(scope="module")
+async def kernel(tmp_path_factory, llm_core_addr, start_service):
+    from services.scheduler.app import build as kernel_build
+    from services.storage.app import build as storage_build
+    from services.storage.config import Config as StorageConfig
+    from services.storage.seaweed import start_seaweed
+
+    data = tmp_path_factory.mktemp("kernel-files")
+    s3 = start_seaweed(data / "s3")
+    storage = await start_service(storage_build, StorageConfig.from_env({
+        "AIOS_STORAGE_S3_ENDPOINT": s3.endpoint, "AIOS_STORAGE_S3_ACCESS_KEY": s3.access_key,
+        "AIOS_STORAGE_S3_SECRET_KEY": s3.secret_key, "AIOS_STORAGE_QDRANT_PATH": str(data / "index"),
+        "AIOS_LLM_ADDR": llm_core_addr}))
+    server = await start_service(kernel_build, kernel_config(
+        llm_core_addr, AIOS_STORAGE_ADDR=f"127.0.0.1:{storage.port}"))
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    yield kpb_grpc.KernelServiceStub(channel)
+    await channel.close()
+    s3.stop(graceful=False)
+
+
+MD = [("authorization", "Bearer uploader")]
+
+
+async def upload(stub, path: str, data: bytes, header: bool = True):
+    async def parts():
+        if header:
+            yield kpb.UploadFileRequest(header=kpb.UploadFileHeader(path=path, request_id=f"up-{path}"))
+        for i in range(0, len(data), CHUNK):
+            yield kpb.UploadFileRequest(chunk=data[i:i + CHUNK])
+
+    return await stub.UploadFile(parts(), metadata=MD, timeout=120)
+
+
+async def test_a_20_mib_file_round_trips_through_the_kernel(kernel):
+    data = os.urandom(20 * CHUNK + 12345)
+    reply = await upload(kernel, "big/blob.bin", data)
+    record = reply.syscall
+    assert record.kind == ks.SYSCALL_KIND_STORAGE and record.state == ks.SYSCALL_STATE_SUCCEEDED
+    assert record.storage.write.file.size == len(data)
+    assert record.storage.write.file.sha256 == hashlib.sha256(data).hexdigest()
+
+    info, received, biggest = None, bytearray(), 0
+    async for part in kernel.DownloadFile(kpb.DownloadFileRequest(path="big/blob.bin"), metadata=MD, timeout=120):
+        if part.HasField("info"):
+            info = part.info
+        else:
+            biggest = max(biggest, len(part.chunk))
+            received += part.chunk
+    assert info is not None and info.size == len(data)
+    assert hashlib.sha256(received).hexdigest() == hashlib.sha256(data).hexdigest()
+    assert biggest <= CHUNK  # streamed, never one huge message
+
+
+async def test_upload_without_header_and_missing_download_are_refused(kernel):
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await upload(kernel, "x.bin", b"abc", header=False)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        async for _ in kernel.DownloadFile(kpb.DownloadFileRequest(path="no/such.bin"), metadata=MD, timeout=30):
+            pass
+    assert exc.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        async for _ in kernel.DownloadFile(kpb.DownloadFileRequest(path="../etc/passwd"), metadata=MD, timeout=30):
+            pass
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
