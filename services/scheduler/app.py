@@ -29,7 +29,14 @@ def channel(address: str, service_token: str = "") -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(
         address,
         interceptors=client_interceptors(service_token),
-        options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
+        options=[
+            ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+            # A restarted service is found again within a fraction of a
+            # second, not after gRPC's default backoff of up to two minutes.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+        ],
     )
 
 

@@ -104,8 +104,14 @@ class ProcessTable:
         return stats
 
     def by_request(self, agent: str, request_id: str) -> Entry | None:
+        """The syscall an agent's request id names. One that failed because a
+        service was unavailable did nothing: a retry with its id runs anew."""
         eid = self._by_request.get((agent, request_id))
-        return self.get(eid) if eid else None
+        entry = self.get(eid) if eid else None
+        if entry is not None and entry.state == FAILED and entry.error is not None \
+                and entry.error.code == "UNAVAILABLE":
+            return None
+        return entry
 
     def get(self, eid: str) -> Entry | None:
         return self.live.get(eid) or self.finished.get(eid)

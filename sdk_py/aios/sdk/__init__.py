@@ -1,16 +1,17 @@
 """The friendly Python client of the AIOS kernel."""
 
-from aios.sdk.client import AsyncClient, ChatResult, Client, ToolCall, chat_result
+from aios.sdk.client import AsyncClient, ChatResult, Client, ToolCall, chat_result, tool_schemas
 from aios.sdk.errors import (
-    AbortedError, AiosError, AlreadyExistsError, CancelledError, DeadlineExceededError,
-    FailedPreconditionError, InternalError, InvalidArgumentError, NotFoundError,
+    AbortedError, AiosError, AlreadyExistsError, CancelledError, DataLossError, DeadlineExceededError,
+    FailedPreconditionError, InternalError, InvalidArgumentError, NotFoundError, OutOfRangeError,
     PermissionDeniedError, ResourceExhaustedError, UnauthenticatedError, UnavailableError,
     UnimplementedError,
 )
 
 __all__ = [
     "AbortedError", "AiosError", "AlreadyExistsError", "AsyncClient", "CancelledError", "ChatResult",
-    "Client", "DeadlineExceededError", "FailedPreconditionError", "InternalError",
-    "InvalidArgumentError", "NotFoundError", "PermissionDeniedError", "ResourceExhaustedError",
-    "ToolCall", "UnauthenticatedError", "UnavailableError", "UnimplementedError", "chat_result",
+    "Client", "DataLossError", "DeadlineExceededError", "FailedPreconditionError", "InternalError",
+    "InvalidArgumentError", "NotFoundError", "OutOfRangeError", "PermissionDeniedError",
+    "ResourceExhaustedError", "ToolCall", "UnauthenticatedError", "UnavailableError",
+    "UnimplementedError", "chat_result", "tool_schemas",
 ]

@@ -27,6 +27,9 @@ class AiosError(Exception):
         extra = f" [{self.reason}]" if self.reason else ""
         return f"{self.code.name}: {self.message}{extra}"
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, reason={self.reason!r})"
+
 
 class InvalidArgumentError(AiosError):
     code = grpc.StatusCode.INVALID_ARGUMENT
@@ -78,6 +81,14 @@ class UnimplementedError(AiosError):
 
 class InternalError(AiosError):
     code = grpc.StatusCode.INTERNAL
+
+
+class OutOfRangeError(AiosError):
+    code = grpc.StatusCode.OUT_OF_RANGE
+
+
+class DataLossError(AiosError):
+    code = grpc.StatusCode.DATA_LOSS
 
 
 _BY_CODE = {cls.code: cls for cls in AiosError.__subclasses__()}
