@@ -281,3 +281,24 @@ def spb_delete(path: str):
     from aios.storage.v1 import storage_service_pb2 as spb
 
     return spb.DeleteFileRequest(path=path)
+
+
+async def test_cancelling_a_parked_call_ends_it_and_approval_comes_too_late(world):
+    from aios.sdk import CancelledError
+
+    tok = await world["create"]("ivy")
+    async with agent(world, tok) as ivy:
+        kept = await ivy.memory.add("ivy keeps this")
+        syscall = ks.Syscall(request_id="parked-delete",
+                             memory=ks.MemoryCall(delete=mpb.DeleteMemoryRequest(id=kept.id)))
+        call = asyncio.create_task(ivy.submit(syscall))
+        conf = await _pending_confirmation(world, "ivy")
+        cancelled = await ivy.cancel("parked-delete")
+        assert cancelled.state == ks.SYSCALL_STATE_CANCELLED
+        with pytest.raises(CancelledError):
+            await call
+        # Approving afterwards runs nothing.
+        await world["admin"].ResolveConfirmation(apb.ResolveConfirmationRequest(id=conf.id, approve=True),
+                                                 metadata=world["md"])
+        assert (await ivy.memory.get(kept.id)).content == "ivy keeps this"
+        assert (await ivy.get_syscall("parked-delete")).state == ks.SYSCALL_STATE_CANCELLED

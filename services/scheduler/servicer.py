@@ -130,7 +130,7 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
                     timeout = max(0.0, entry.deadline - time.monotonic())
                     confirmation = await self.auth.confirm(caller, entry, need, timeout)
                     entry.publish("awaiting_confirmation", confirmation)
-                    await self.auth.wait(confirmation, max(0.0, entry.deadline - time.monotonic()))
+                    await self._confirmed(entry, confirmation)
             except asyncio.CancelledError:
                 self.kernel.refuse(entry, errors.Cancelled("the caller went away while awaiting confirmation"))
                 raise
@@ -138,6 +138,22 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
                 self.kernel.refuse(entry, err)
                 raise
         return self.kernel.admit(entry)
+
+    async def _confirmed(self, entry: Entry, confirmation: str) -> None:
+        """Wait for a person's approval, unless the parked call is cancelled
+        (Cancel) first."""
+        approval = asyncio.ensure_future(
+            self.auth.wait(confirmation, max(0.0, entry.deadline - time.monotonic())))
+        finished = asyncio.ensure_future(entry.finished.wait())
+        try:
+            await asyncio.wait({approval, finished}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            finished.cancel()
+            if not approval.done():
+                approval.cancel()
+        if entry.done:
+            raise entry.error or errors.Cancelled("the syscall was cancelled")
+        approval.result()
 
     @staticmethod
     def outcome(entry: Entry) -> ks.SyscallRecord:
