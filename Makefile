@@ -35,5 +35,16 @@ test: install
 	$(VENV)/bin/buf lint
 	$(PY) -m pytest -q
 
+# Benchmarks (bench/): `make bench` is the full run (about an hour, report in
+# docs/benchmarks.md); `make bench-quick` or `make bench QUICK=1` a smoke run
+# under five minutes (report in bench/results/quick/). py-spy profiles the kernel.
+bench: install
+	$(PIP) install -q -e '.[bench]'
+	$(PY) -m bench $(if $(QUICK),--quick,)
+
+bench-quick: install
+	$(PIP) install -q -e '.[bench]'
+	$(PY) -m bench --quick
+
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache

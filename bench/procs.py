@@ -101,13 +101,13 @@ def start_simulator(*args: str, timeout: float = 30) -> tuple[Child, list[str]]:
 
 
 def start_service(module: str, prefix: str, env: dict[str, str], *, name: str | None = None,
-                  python_args: tuple[str, ...] = ()) -> Child:
-    """`python [python_args] -m services.<module>` on a free port, waited for
-    until its health check serves."""
+                  python_args: tuple[str, ...] = (), entry: str = "") -> Child:
+    """`python [python_args] -m services.<module>` (or -m entry) on a free
+    port, waited for until its health check serves."""
     port = free_port()
     name = name or module
     with _log(name) as log:
-        proc = subprocess.Popen([sys.executable, *python_args, "-m", f"services.{module}"], cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, *python_args, "-m", entry or f"services.{module}"], cwd=ROOT,
                                 env=_env({f"{prefix}HOST": "127.0.0.1", f"{prefix}PORT": str(port), **env}),
                                 stdout=subprocess.DEVNULL, stderr=log)
     address = f"127.0.0.1:{port}"
@@ -120,22 +120,35 @@ def start_service(module: str, prefix: str, env: dict[str, str], *, name: str | 
     return Child(name, proc, address)
 
 
+# NumPy's BLAS threads spin while they wait; on two shared cores the local
+# embedder does better on one thread than fighting every other process.
+ONE_BLAS_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def start_llm_core(endpoints: list[dict], name: str = "llm_core") -> Child:
-    return start_service("llm_core", "AIOS_LLM_", {"AIOS_LLM_ENDPOINTS": json.dumps(endpoints)}, name=name)
+    return start_service("llm_core", "AIOS_LLM_", {"AIOS_LLM_ENDPOINTS": json.dumps(endpoints), **ONE_BLAS_THREAD},
+                         name=name)
 
 
 def start_kernel(llm_addr: str, *, memory_addr: str = "", storage_addr: str = "",
-                 cprofile_out: str = "", **settings) -> Child:
+                 cprofile_out: str = "", variant: str = "", **settings) -> Child:
     """The kernel; settings become AIOS_KERNEL_<NAME> (policy, http_port, ...).
-    cprofile_out runs it under cProfile, written there when it stops."""
+    cprofile_out runs it under cProfile, written there when it stops;
+    variant runs it with a proposed change (bench/kernel_variant.py)."""
+    # Development authentication (the token is the agent's name) unless told
+    # otherwise: the benchmark measures scheduling, not the access service.
+    settings.setdefault("auth", "dev")
     env = {"AIOS_LLM_ADDR": llm_addr}
     if memory_addr:
         env["AIOS_MEMORY_ADDR"] = memory_addr
     if storage_addr:
         env["AIOS_STORAGE_ADDR"] = storage_addr
     env.update({f"AIOS_KERNEL_{k.upper()}": str(v) for k, v in settings.items()})
+    if variant:
+        env["AIOS_BENCH_KERNEL_VARIANT"] = variant
     python_args = ("-m", "cProfile", "-o", cprofile_out) if cprofile_out else ()
-    return start_service("scheduler", "AIOS_KERNEL_", env, name="kernel", python_args=python_args)
+    return start_service("scheduler", "AIOS_KERNEL_", env, name="kernel", python_args=python_args,
+                         entry="bench.kernel_variant" if variant else "")
 
 
 def start_memory(llm_addr: str, data_dir: Path) -> Child:

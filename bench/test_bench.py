@@ -1,0 +1,103 @@
+"""Checks of the benchmark's own measuring tools (not part of `make test`):
+
+    .venv/bin/python -m pytest -q bench/test_bench.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bench.backends import Backend, ideal_bound, system_prompt_tokens
+from bench.profiling import summarize_raw
+from bench.simulator import EngineConfig, SimulatorServer
+from bench.stats import jain, pct, summary
+from bench.ways import DirectWay
+from bench.workload import Call, Workload, run_agent
+
+
+def test_jain_index_bounds():
+    assert jain([3.0, 3.0, 3.0]) == pytest.approx(1.0)
+    assert jain([1.0, 0.0, 0.0, 0.0]) == pytest.approx(0.25)
+    assert 0.25 < jain([4.0, 1.0, 1.0, 1.0]) < 1.0
+
+
+def test_percentiles_are_nearest_rank():
+    values = list(range(1, 101))
+    assert pct(values, 0.5) == 50
+    assert pct(values, 0.99) == 99
+    assert pct(values, 1.0) == 100
+    assert summary([1.0, 2.0, 3.0])["mean"] == 2.0
+
+
+def test_agents_are_deterministic_and_mixed():
+    w = Workload(agents=64)
+    assert w.agent(5) == w.agent(5)
+    assert w.agent(5).task != w.agent(6).task
+    specs = [w.agent(i) for i in range(64)]
+    assert sum(s.uses_tools for s in specs) == 8
+    assert sum(s.priority for s in specs) == 8
+    assert all(32 <= t <= 64 for s in specs for t in s.output_tokens)
+
+
+def _calls(agents: int, steps: int, prompt0: int, growth: int, out: int) -> list[Call]:
+    return [Call(agent=a, step=k, start=0, end=0, prompt_tokens=prompt0 + k * growth, completion_tokens=out)
+            for a in range(agents) for k in range(steps)]
+
+
+def test_ideal_bound_single_agent_is_its_critical_path():
+    b = Backend("t", time_scale=1.0)
+    bound = ideal_bound(b, _calls(1, 2, 100, 150, 10), agents=1)
+    cfg = EngineConfig()
+    step = cfg.base_step_ms + cfg.per_seq_ms  # batch of one
+    expected = ((100 + 250) * cfg.prefill_ms_per_token + 20 * step) / 1000
+    assert bound["critical_path_s"] == pytest.approx(expected, abs=1e-3)
+    assert bound["ideal_s"] == pytest.approx(expected, abs=1e-3)
+
+
+def test_ideal_bound_grows_with_agents_and_shrinks_with_cache_and_replicas():
+    calls = _calls(512, 4, 300, 200, 48)
+    one = ideal_bound(Backend("one"), calls, agents=512)
+    four = ideal_bound(Backend("four", replicas=4), calls, agents=512)
+    cached = ideal_bound(Backend("cached", replicas=4, prefix_cache=True), calls, agents=512, system_tokens=100)
+    assert one["throughput_bound_s"] > one["critical_path_s"]
+    assert four["throughput_bound_s"] == pytest.approx(one["throughput_bound_s"] / 4, abs=1e-3)
+    assert cached["prefill_tokens"] < four["prefill_tokens"]
+    assert cached["ideal_s"] < four["ideal_s"]
+
+
+async def test_no_run_beats_the_ideal_bound():
+    """Agents calling the simulator directly never finish before the bound."""
+    backend = Backend("t", time_scale=0.05, max_num_seqs=8)
+    async with SimulatorServer(backend.engine_config()) as srv:
+        way = DirectWay([srv.url], "sim", 16, "t")
+        gate = asyncio.Event()
+        workload = Workload(agents=16, steps=2, tool_every=0)
+        loop = asyncio.get_running_loop()
+        tasks = [asyncio.create_task(run_agent(workload.agent(i), way, gate)) for i in range(16)]
+        t0 = loop.time()
+        gate.set()
+        results = await asyncio.gather(*tasks)
+        makespan = loop.time() - t0
+        await way.close()
+    assert not any(r.failed or r.errors for r in results)
+    calls = [c for r in results for c in r.calls]
+    assert len(calls) == 32
+    bound = ideal_bound(backend, calls, agents=16, system_tokens=system_prompt_tokens())
+    assert makespan >= bound["ideal_s"]
+
+
+def test_profile_summary_groups_samples():
+    raw = "\n".join([
+        "run (services/runtime/server.py:127);Kernel._run (services/scheduler/kernel.py:256);"
+        "record (services/scheduler/records.py:60) 3",
+        "run (services/runtime/server.py:127);UnaryUnaryCall._invoke (grpc/aio/_call.py:595) 1",
+    ])
+    s = summarize_raw(raw)
+    assert s["samples"] == 4
+    areas = dict(s["by_area_self"])
+    assert areas["kernel: services/scheduler"] == pytest.approx(0.75)
+    assert areas["grpc (Python layer)"] == pytest.approx(0.25)
+    inclusive = dict(s["top_inclusive_kernel_code"])
+    assert inclusive["Kernel._run (services/scheduler/kernel.py)"] == pytest.approx(0.75)
