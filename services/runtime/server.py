@@ -73,6 +73,11 @@ async def start_server(service: Service, host: str = "127.0.0.1", port: int = 0)
             # connection); the grace outlives the longest syscall deadline.
             ("grpc.max_connection_age_ms", 5 * 60 * 1000),
             ("grpc.max_connection_age_grace_ms", 15 * 60 * 1000),
+            # gRPC core cancels calls past 1000 waiting to be picked up, which a
+            # burst of 2,000 agents exceeds; admission and backpressure are the
+            # kernel's queue limits (RESOURCE_EXHAUSTED), not silent CANCELLED.
+            ("grpc.server.max_pending_requests", 100_000),
+            ("grpc.server.max_pending_requests_hard_limit", 100_000),
         ],
     )
     service.register(server)
