@@ -100,6 +100,20 @@ def client(args):
     return Client(args.kernel, token, timeout=args.timeout)
 
 
+def with_client(fn, args) -> int:
+    """Run fn(kernel, args) with an SDK client; a kernel error (or a local
+    file error) is printed and exits 1."""
+    from aios.sdk import AiosError
+
+    try:
+        with client(args) as kernel:
+            fn(kernel, args)
+    except (AiosError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_chat(args) -> int:
     from aios.sdk import AiosError, ChatResult
 

@@ -15,27 +15,6 @@ from pathlib import Path
 INLINE_LIMIT = 4 * 1024 * 1024
 
 
-def _client(args):
-    from services.cli.main import client  # late: main imports this package
-
-    return client(args)
-
-
-def _run(fn, args) -> int:
-    from aios.sdk import AiosError
-
-    try:
-        with _client(args) as kernel:
-            fn(kernel, args)
-    except AiosError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
 def _when(ts) -> str:
     if not ts.seconds and not ts.nanos:
         return "-"
@@ -133,7 +112,7 @@ def register(sub, client_args) -> None:
         client_args(p)
         if owner:
             p.add_argument("--agent", default="", help="another agent's space (needs a grant)")
-        p.set_defaults(func=lambda args: _run(fn, args))
+        p.set_defaults(func=lambda args, fn=fn: _with_client(fn, args))
         return p
 
     p = command("put", _put, "upload a local file (at most 4 MiB) to REMOTE")
@@ -171,3 +150,9 @@ def register(sub, client_args) -> None:
     p = command("presign", _presign, "a time-limited URL reading a file from the object store")
     p.add_argument("path")
     p.add_argument("--expires", type=float, default=3600, help="seconds the URL is valid (max 7 days)")
+
+
+def _with_client(fn, args) -> int:
+    from services.cli.main import with_client  # late: main imports this package
+
+    return with_client(fn, args)

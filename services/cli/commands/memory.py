@@ -7,27 +7,9 @@ import sys
 _TIER_NAMES = {1: "working", 2: "long_term"}
 
 
-def _client(args):
-    from services.cli.main import client  # late: main imports this package
-
-    return client(args)
-
-
 def _short(text: str, width: int = 72) -> str:
     line = " ".join(text.split())
     return line if len(line) <= width else line[:width - 1] + "…"
-
-
-def _run(fn, args) -> int:
-    from aios.sdk import AiosError
-
-    try:
-        with _client(args) as kernel:
-            fn(kernel, args)
-    except AiosError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
 
 
 def _metadata(pairs: list[str]) -> dict[str, str]:
@@ -88,7 +70,7 @@ def register(sub, client_args) -> None:
         p = verbs.add_parser(name, help=help)
         p.add_argument("--agent", default="", help="whose memory (default: the calling agent's own)")
         client_args(p)
-        p.set_defaults(func=lambda args: _run(fn, args))
+        p.set_defaults(func=lambda args, fn=fn: _with_client(fn, args))
         return p
 
     add = verb("add", _add, "store a memory; prints its id")
@@ -113,3 +95,9 @@ def register(sub, client_args) -> None:
 
     rm = verb("rm", _rm, "delete a memory")
     rm.add_argument("id")
+
+
+def _with_client(fn, args) -> int:
+    from services.cli.main import with_client  # late: main imports this package
+
+    return with_client(fn, args)
