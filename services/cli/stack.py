@@ -100,6 +100,9 @@ class Stack:
         env = {**os.environ, **cfg.extra_env}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
         env["AIOS_DATA_DIR"] = str(cfg.data_dir)
+        # The local embedder's BLAS threads spin while they wait; on a small
+        # machine shared by every service one thread does better.
+        env.setdefault("OPENBLAS_NUM_THREADS", "1")
         for svc in SERVICES:
             env[f"{ENV_PREFIX[svc]}HOST"] = cfg.host
             env[f"{ENV_PREFIX[svc]}PORT"] = str(cfg.ports[svc])

@@ -6,6 +6,7 @@ refresh (at most every REFRESH_SECONDS) before it is refused with NOT_FOUND.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import grpc
@@ -24,6 +25,7 @@ class ModelCatalog:
         self._default = default_capacity
         self.capacity: dict[str, int] = {}
         self._refreshed = 0.0
+        self._lock = asyncio.Lock()
 
     async def refresh(self) -> None:
         try:
@@ -39,8 +41,12 @@ class ModelCatalog:
     async def check(self, model: str) -> None:
         if model in self.capacity:
             return
-        if time.monotonic() - self._refreshed >= REFRESH_SECONDS or not self.capacity:
-            await self.refresh()
+        # One refresh at a time: a burst of agents at a cold kernel must not
+        # each ask llm_core (which probes every endpoint) at once.
+        async with self._lock:
+            if model not in self.capacity and (
+                    time.monotonic() - self._refreshed >= REFRESH_SECONDS or not self.capacity):
+                await self.refresh()
         if model not in self.capacity:
             known = ", ".join(sorted(self.capacity)) or "none"
             raise errors.NotFound(f"unknown model {model!r} (served: {known})",

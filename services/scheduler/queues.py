@@ -127,18 +127,26 @@ class FairShareQueue:
     def pop(self):
         while self._live > 0:
             best_agent, best = None, None
-            for agent, q in self._per_agent.items():
+            for agent, q in list(self._per_agent.items()):
                 while q and (q[0].done or not getattr(q[0], "queued", True)):
                     q.popleft()
-                if q:
-                    c = self._counters.get(agent, 0.0)
-                    if best is None or c < best:
-                        best_agent, best = agent, c
+                if not q:
+                    # Only backlogged agents stay: the scan is over them, not
+                    # over every agent ever seen.
+                    del self._per_agent[agent]
+                    continue
+                c = self._counters.get(agent, 0.0)
+                if best is None or c < best:
+                    best_agent, best = agent, c
             if best_agent is None:
                 self._live = 0
                 return None
             self._live -= 1
-            return self._per_agent[best_agent].popleft()
+            q = self._per_agent[best_agent]
+            entry = q.popleft()
+            if not q:
+                del self._per_agent[best_agent]
+            return entry
         return None
 
     def discard(self, entry) -> None:
