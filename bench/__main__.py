@@ -67,7 +67,10 @@ def full_plan(url_backend: Backend | None) -> tuple[Plan, Workload]:
           Scenario(gpu1, "kernel", 2000, "fair_share", variant="pending_requests", note=PENDING),
           # Twice the batch in flight: the engine's own queue holds a full batch.
           Scenario(Backend("gpu1-headroom", max_waiting=256, kernel_capacity=512), "kernel", 1000, "fifo",
-                   note="kernel capacity 512")]
+                   note="kernel capacity 512"),
+          # Fair share again after its queue stopped scanning idle agents (commit 4cb2c2f).
+          Scenario(gpu1, "kernel", 2000, "fair_share", variant="pending_requests",
+                   note="pending limit raised, fair-share fix")]
     if url_backend is not None:
         s += [Scenario(url_backend, "direct", 64), Scenario(url_backend, "kernel", 64, "fifo"),
               Scenario(url_backend, "kernel", 64, "agent_aware")]
