@@ -56,6 +56,10 @@ class _HttpCounter:
     def total(self) -> int:
         return sum(self.by_status.values())
 
+    def summary(self) -> dict:
+        return {"http_error_responses": self.total,
+                "http_error_statuses": {str(k): v for k, v in sorted(self.by_status.items())}}
+
 
 def _http_client(concurrency: int, counter: _HttpCounter):
     limits = httpx.Limits(max_connections=concurrency + 16, max_keepalive_connections=KEEPALIVE)
@@ -118,8 +122,7 @@ class DirectWay:
         return _openai_kind(exc)
 
     def counters(self) -> dict:
-        return {"http_error_responses": self.counter.total,
-                "http_error_statuses": {str(k): v for k, v in sorted(self.counter.by_status.items())}}
+        return self.counter.summary()
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -233,8 +236,7 @@ class DoorWay:
         return _openai_kind(exc)
 
     def counters(self) -> dict:
-        return {"http_error_responses": self.counter.total,
-                "http_error_statuses": {str(k): v for k, v in sorted(self.counter.by_status.items())}}
+        return self.counter.summary()
 
     async def close(self) -> None:
         await self._http.aclose()
