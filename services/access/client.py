@@ -78,6 +78,10 @@ class AccessClient:
                 self._auth_cache.popitem(last=False)
         return principal
 
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        return self._channel
+
     def forget(self, token: str | None = None) -> None:
         """Drop one cached authentication (or all)."""
         if token is None:

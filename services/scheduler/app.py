@@ -46,7 +46,7 @@ async def build(config: Config) -> Service:
     llm_ch = channel(config.llm_addr, token)
     mem_ch = channel(config.memory_addr, token)
     st_ch = channel(config.storage_addr, token)
-    catalog = ModelCatalog(llm_ch, config.default_llm_capacity)
+    catalog = ModelCatalog(llm_ch, config.default_llm_capacity, config.default_model)
 
     def capacity_of(resource: str) -> int:
         if resource.startswith("llm:"):
@@ -83,7 +83,12 @@ async def build(config: Config) -> Service:
                           irreversible_tools={t.name for t in tools.tools.values() if t.irreversible},
                           stat_file=dispatcher.exists)
     dispatcher.share = gate.share
-    servicer = KernelServicer(kernel, gate, catalog, config.default_timeout, tools)
+    # The services GetStatus probes (access is not called in development mode).
+    services = {"llm_core": (config.llm_addr, llm_ch), "memory": (config.memory_addr, mem_ch),
+                "storage": (config.storage_addr, st_ch),
+                "access": (config.access_addr, gate.client.channel if config.auth == "access" else None)}
+    servicer = KernelServicer(kernel, gate, catalog, config.default_timeout, tools,
+                              services=services, auth_mode=config.auth)
     door = HttpDoor(servicer)
     if config.http_port >= 0:
         port = await door.start(config.host, config.http_port)

@@ -69,6 +69,9 @@ class DevGate:
     async def overwrites(self, entry) -> bool:
         return False
 
+    async def may_use_model(self, caller: Caller, model: str) -> bool:
+        return True
+
     async def confirm(self, caller: Caller, entry, pending: Pending, timeout: float) -> str:
         raise errors.Internal("development mode asks for no confirmations")
 
@@ -106,6 +109,15 @@ class AccessGate:
                                          reason="MISSING_CREDENTIAL")
         principal = await self.client.authenticate(token)
         return Caller(principal.name, admin=principal.kind == m.ADMIN)
+
+    async def may_use_model(self, caller: Caller, model: str) -> bool:
+        """Whether LLM syscalls of the caller on this model would be allowed."""
+        from services.access import model as m
+
+        if caller.admin:
+            return True
+        decision = await self.client.check(caller.name, m.EXECUTE, m.Resource(m.LLM, "", model))
+        return decision.decision != m.DENY
 
     async def overwrites(self, entry) -> bool:
         """Whether a file write replaces an existing file (irreversible)."""

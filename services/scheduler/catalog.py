@@ -1,7 +1,10 @@
-"""The models llm_core serves and how many calls each takes at once.
+"""The models llm_core serves, how many calls each takes at once, and the
+kernel's default model.
 
 Asked of llm_core's ListModels and cached; an unknown model triggers a
 refresh (at most every REFRESH_SECONDS) before it is refused with NOT_FOUND.
+The default model is the configured one, else the first chat model llm_core
+lists (its first configured endpoint's).
 """
 
 from __future__ import annotations
@@ -20,10 +23,13 @@ REFRESH_SECONDS = 2.0
 
 
 class ModelCatalog:
-    def __init__(self, channel: grpc.aio.Channel, default_capacity: int) -> None:
+    def __init__(self, channel: grpc.aio.Channel, default_capacity: int, default_model: str = "") -> None:
         self._stub = llm_grpc.LlmServiceStub(channel)
         self._default = default_capacity
+        self._default_model = default_model
         self.capacity: dict[str, int] = {}
+        # The chat models as llm_core last listed them, in its order.
+        self.models: list[llm.Model] = []
         self._refreshed = 0.0
         self._lock = asyncio.Lock()
 
@@ -33,10 +39,28 @@ class ModelCatalog:
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
         self._refreshed = time.monotonic()
-        self.capacity = {
-            m.name: sum(e.max_concurrency for e in m.endpoints) or self._default
-            for m in resp.models if m.kind != llm.MODEL_KIND_EMBEDDING
-        }
+        self.models = [m for m in resp.models if m.kind != llm.MODEL_KIND_EMBEDDING]
+        self.capacity = {m.name: sum(e.max_concurrency for e in m.endpoints) or self._default
+                         for m in self.models}
+
+    async def listing(self) -> list[llm.Model]:
+        """The chat models with their endpoints' health as of now."""
+        await self.refresh()
+        return self.models
+
+    async def default_model(self) -> str:
+        """The model an LLM syscall without one gets; NOT_FOUND when llm_core
+        serves no chat model."""
+        if self._default_model:
+            return self._default_model
+        if not self.models:
+            async with self._lock:
+                if not self.models:
+                    await self.refresh()
+        if not self.models:
+            raise errors.NotFound("llm_core serves no chat model, so there is no default model",
+                                  reason="NO_DEFAULT_MODEL", field="syscall.llm.model")
+        return self.models[0].name
 
     async def check(self, model: str) -> None:
         if model in self.capacity:

@@ -43,6 +43,9 @@ class Config:
     history: int = 10_000
     # Seconds a syscall may take when neither it nor its gRPC call set a deadline.
     default_timeout: float = 600.0
+    # The model of LLM syscalls that name none; "" = the first chat model
+    # llm_core lists.
+    default_model: str = ""
     metrics_port: int = -1
     # The OpenAI-compatible HTTP door; -1 = off, 0 = any free port.
     http_port: int = -1
@@ -79,6 +82,7 @@ class Config:
             default_llm_capacity=env.int("DEFAULT_LLM_CAPACITY", 8, minimum=1),
             history=env.int("HISTORY", 10_000, minimum=10),
             default_timeout=env.float("DEFAULT_TIMEOUT", 600.0, minimum=0.1),
+            default_model=env.str("DEFAULT_MODEL", ""),
             metrics_port=env.int("METRICS_PORT", -1),
             http_port=env.int("HTTP_PORT", -1),
             tools_json=_tools_json(env),

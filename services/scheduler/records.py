@@ -62,6 +62,7 @@ def record(entry: Entry, *, with_output: bool = True) -> ks.SyscallRecord:
         state=STATES[entry.state],
         priority=entry.priority,
         preemptions=entry.preemptions,
+        confirmation_id=entry.confirmation_id,
         usage=llm.Usage(
             prompt_tokens=entry.prompt_tokens,
             completion_tokens=entry.completion_tokens,

@@ -30,15 +30,21 @@ POLICY_KINDS = {
 POLICY_NAMES = {v: k for k, v in POLICY_KINDS.items()}
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
+# Seconds before a call's deadline at which waiting for a confirmation ends.
+CONFIRM_MARGIN = 1.0
 
 
 class KernelServicer(kpb_grpc.KernelServiceServicer):
-    def __init__(self, kernel: Kernel, auth, catalog, default_timeout: float, tools=None) -> None:
+    def __init__(self, kernel: Kernel, auth, catalog, default_timeout: float, tools=None,
+                 services: dict[str, tuple[str, object]] | None = None, auth_mode: str = "access") -> None:
         self.kernel = kernel
         self.auth = auth  # DevGate or AccessGate
         self.catalog = catalog
         self.default_timeout = default_timeout
         self.tools = tools
+        # name -> (address, grpc.aio channel or None when unused), for GetStatus.
+        self.services = services or {}
+        self.auth_mode = auth_mode
 
     async def caller(self, metadata) -> Caller:
         caller = await self.auth.caller(metadata)
@@ -70,7 +76,7 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
         copy.CopyFrom(syscall)
         if call == "llm":
             if not copy.llm.model:
-                raise errors.InvalidArgument("llm.model is required", field="syscall.llm.model")
+                copy.llm.model = await self.catalog.default_model()
             if not copy.llm.messages:
                 raise errors.InvalidArgument("llm.messages must not be empty",
                                              field="syscall.llm.messages")
@@ -129,8 +135,10 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
                 for need in pending:
                     timeout = max(0.0, entry.deadline - time.monotonic())
                     confirmation = await self.auth.confirm(caller, entry, need, timeout)
+                    entry.confirmation_id = confirmation
                     entry.publish("awaiting_confirmation", confirmation)
                     await self._confirmed(entry, confirmation)
+                    entry.confirmation_id = ""
             except asyncio.CancelledError:
                 self.kernel.refuse(entry, errors.Cancelled("the caller went away while awaiting confirmation"))
                 raise
@@ -141,9 +149,12 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
 
     async def _confirmed(self, entry: Entry, confirmation: str) -> None:
         """Wait for a person's approval, unless the parked call is cancelled
-        (Cancel) first."""
+        (Cancel) first. Nobody answering ends the wait a little before the
+        call's deadline, so the caller hears which confirmation timed out
+        rather than a bare deadline of its own."""
+        remaining = max(0.0, entry.deadline - time.monotonic())
         approval = asyncio.ensure_future(
-            self.auth.wait(confirmation, max(0.0, entry.deadline - time.monotonic())))
+            self.auth.wait(confirmation, remaining - min(CONFIRM_MARGIN, remaining / 10)))
         finished = asyncio.ensure_future(entry.finished.wait())
         try:
             await asyncio.wait({approval, finished}, return_when=asyncio.FIRST_COMPLETED)
@@ -153,7 +164,15 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
                 approval.cancel()
         if entry.done:
             raise entry.error or errors.Cancelled("the syscall was cancelled")
-        approval.result()
+        try:
+            approval.result()
+        except errors.DeadlineExceeded:
+            raise errors.DeadlineExceeded(
+                f"nobody approved confirmation {confirmation} before the call's deadline "
+                f"(a person approves it with `aios confirm approve {confirmation}`; "
+                "give the call a longer timeout to leave more time)",
+                reason="CONFIRMATION_TIMEOUT",
+                metadata={"confirmation_id": confirmation, "syscall_id": entry.id}) from None
 
     @staticmethod
     def outcome(entry: Entry) -> ks.SyscallRecord:
@@ -258,6 +277,10 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
 
     async def ListSyscalls(self, request, context):
         caller = await self.caller(context.invocation_metadata())
+        if request.agent and request.agent != caller.name and not caller.admin:
+            raise errors.PermissionDenied(
+                f"agent {caller.name!r} may list only its own syscalls, not those of {request.agent!r} "
+                "(an admin credential lists every agent's)", reason="ADMIN_ONLY")
         agent = request.agent if caller.admin else caller.name
         size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
         try:
@@ -284,6 +307,32 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
     async def ListTools(self, request, context):
         await self.caller(context.invocation_metadata())
         return kpb.ListToolsResponse(tools=self.tools.specs() if self.tools is not None else [])
+
+    async def ListModels(self, request, context):
+        caller = await self.caller(context.invocation_metadata())
+        models = await self.catalog.listing()
+        default = await self.catalog.default_model()
+        out = kpb.ListModelsResponse(default_model=default)
+        for model in models:
+            if not await self.auth.may_use_model(caller, model.name):
+                continue
+            info = out.models.add(name=model.name, is_default=model.name == default)
+            for ep in model.endpoints:
+                info.endpoints.add(name=ep.name, healthy=ep.healthy, last_error=ep.last_error,
+                                   in_flight=ep.in_flight, max_concurrency=ep.max_concurrency,
+                                   base_url=ep.base_url if caller.admin else "")
+        return out
+
+    async def GetStatus(self, request, context):
+        await self.caller(context.invocation_metadata())
+        out = kpb.GetStatusResponse(policy=self._policy(), auth=self.auth_mode)
+        probes = [probe(name, address, ch) for name, (address, ch) in self.services.items()]
+        out.services.extend(await asyncio.gather(*probes))
+        try:
+            out.default_model = await self.catalog.default_model()
+        except errors.AiosError:
+            pass  # llm_core's own row says why
+        return out
 
     def _policy(self) -> kpb.Policy:
         s = self.kernel.settings
@@ -313,6 +362,23 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
             quantum_tokens=current.quantum_tokens,
         ))
         return kpb.SetPolicyResponse(policy=self._policy())
+
+
+async def probe(name: str, address: str, channel, timeout: float = 2.0) -> kpb.ServiceHealth:
+    """One service's grpc.health.v1 status as the kernel sees it."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    row = kpb.ServiceHealth(name=name, address=address)
+    if channel is None:
+        row.status, row.detail = "NOT_USED", "development mode (AIOS_KERNEL_AUTH=dev)"
+        return row
+    try:
+        resp = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        row.status = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+    except grpc.aio.AioRpcError as exc:
+        row.status, row.detail = "UNREACHABLE", f"{exc.code().name}: {exc.details() or ''}".rstrip(": ")
+    return row
 
 
 async def drain(events: asyncio.Queue, until: asyncio.Future):

@@ -54,6 +54,8 @@ class Entry:
     output: Any = None
     error: errors.AiosError | None = None
     endpoint: str = ""
+    # While parked: the confirmation a person must approve.
+    confirmation_id: str = ""
     # Set by SubmitStream: token deltas are wanted.
     stream: bool = False
     # A streamed file body: the upload's chunks (async iterator of bytes), or

@@ -240,3 +240,69 @@ class SetPolicyResponse(_message.Message):
     POLICY_FIELD_NUMBER: _ClassVar[int]
     policy: Policy
     def __init__(self, policy: _Optional[_Union[Policy, _Mapping]] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelEndpoint(_message.Message):
+    __slots__ = ("name", "healthy", "last_error", "in_flight", "max_concurrency", "base_url")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    BASE_URL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    healthy: bool
+    last_error: str
+    in_flight: int
+    max_concurrency: int
+    base_url: str
+    def __init__(self, name: _Optional[str] = ..., healthy: _Optional[bool] = ..., last_error: _Optional[str] = ..., in_flight: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., base_url: _Optional[str] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("name", "is_default", "endpoints")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    is_default: bool
+    endpoints: _containers.RepeatedCompositeFieldContainer[ModelEndpoint]
+    def __init__(self, name: _Optional[str] = ..., is_default: _Optional[bool] = ..., endpoints: _Optional[_Iterable[_Union[ModelEndpoint, _Mapping]]] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models", "default_model")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_MODEL_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    default_model: str
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., default_model: _Optional[str] = ...) -> None: ...
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServiceHealth(_message.Message):
+    __slots__ = ("name", "address", "status", "detail")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    address: str
+    status: str
+    detail: str
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., status: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class GetStatusResponse(_message.Message):
+    __slots__ = ("services", "default_model", "policy", "auth")
+    SERVICES_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_MODEL_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    services: _containers.RepeatedCompositeFieldContainer[ServiceHealth]
+    default_model: str
+    policy: Policy
+    auth: str
+    def __init__(self, services: _Optional[_Iterable[_Union[ServiceHealth, _Mapping]]] = ..., default_model: _Optional[str] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., auth: _Optional[str] = ...) -> None: ...

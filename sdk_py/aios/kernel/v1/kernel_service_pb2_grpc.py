@@ -99,6 +99,16 @@ class KernelServiceStub:
                 request_serializer=aios_dot_kernel_dot_v1_dot_kernel__service__pb2.SetPolicyRequest.SerializeToString,
                 response_deserializer=aios_dot_kernel_dot_v1_dot_kernel__service__pb2.SetPolicyResponse.FromString,
                 _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/aios.kernel.v1.KernelService/ListModels',
+                request_serializer=aios_dot_kernel_dot_v1_dot_kernel__service__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=aios_dot_kernel_dot_v1_dot_kernel__service__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
+        self.GetStatus = channel.unary_unary(
+                '/aios.kernel.v1.KernelService/GetStatus',
+                request_serializer=aios_dot_kernel_dot_v1_dot_kernel__service__pb2.GetStatusRequest.SerializeToString,
+                response_deserializer=aios_dot_kernel_dot_v1_dot_kernel__service__pb2.GetStatusResponse.FromString,
+                _registered_method=True)
 
 
 class KernelServiceServicer:
@@ -189,6 +199,24 @@ class KernelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListModels(self, request, context):
+        """ListModels lists the chat models the caller may use in LLM syscalls,
+        the health of each model's endpoints and the kernel's default model
+        (the one an LLM syscall without a model gets). Fails with UNAVAILABLE
+        when llm_core cannot be reached.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStatus(self, request, context):
+        """GetStatus reports the kernel and the health of every service it calls,
+        as the kernel sees them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KernelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -246,6 +274,16 @@ def add_KernelServiceServicer_to_server(servicer, server):
                     servicer.SetPolicy,
                     request_deserializer=aios_dot_kernel_dot_v1_dot_kernel__service__pb2.SetPolicyRequest.FromString,
                     response_serializer=aios_dot_kernel_dot_v1_dot_kernel__service__pb2.SetPolicyResponse.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=aios_dot_kernel_dot_v1_dot_kernel__service__pb2.ListModelsRequest.FromString,
+                    response_serializer=aios_dot_kernel_dot_v1_dot_kernel__service__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'GetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatus,
+                    request_deserializer=aios_dot_kernel_dot_v1_dot_kernel__service__pb2.GetStatusRequest.FromString,
+                    response_serializer=aios_dot_kernel_dot_v1_dot_kernel__service__pb2.GetStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -554,6 +592,60 @@ class KernelService:
             '/aios.kernel.v1.KernelService/SetPolicy',
             aios_dot_kernel_dot_v1_dot_kernel__service__pb2.SetPolicyRequest.SerializeToString,
             aios_dot_kernel_dot_v1_dot_kernel__service__pb2.SetPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aios.kernel.v1.KernelService/ListModels',
+            aios_dot_kernel_dot_v1_dot_kernel__service__pb2.ListModelsRequest.SerializeToString,
+            aios_dot_kernel_dot_v1_dot_kernel__service__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aios.kernel.v1.KernelService/GetStatus',
+            aios_dot_kernel_dot_v1_dot_kernel__service__pb2.GetStatusRequest.SerializeToString,
+            aios_dot_kernel_dot_v1_dot_kernel__service__pb2.GetStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
