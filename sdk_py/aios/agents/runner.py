@@ -125,7 +125,9 @@ def describe(syscall: ks.Syscall, record: ks.SyscallRecord | None) -> tuple[str,
     """(kind, action, detail) of a syscall and, when it succeeded, its result."""
     kind = syscall.WhichOneof("call") or "?"
     if kind == "llm":
-        action = f"llm.chat {syscall.llm.model}"
+        # An empty model is the kernel's default: its record names the one used.
+        model = syscall.llm.model or (record.resource.removeprefix("llm:") if record is not None else "")
+        action = f"llm.chat {model or '(default)'}"
         if record is None:
             return kind, action, _short(syscall.llm.messages[-1].content) if syscall.llm.messages else ""
         calls = record.llm.tool_calls

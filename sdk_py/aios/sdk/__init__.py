@@ -1,8 +1,11 @@
 """The friendly Python client of the AIOS kernel."""
 
-from aios.sdk.client import AsyncClient, ChatResult, Client, ToolCall, chat_result, tool_schemas
+from aios.sdk.client import (
+    AsyncClient, ChatResult, Client, PendingConfirmation, ToolCall, chat_result, tool_schemas,
+)
 from aios.sdk.errors import (
-    AbortedError, AiosError, AlreadyExistsError, CancelledError, DataLossError, DeadlineExceededError,
+    AbortedError, AiosError, AlreadyExistsError, CancelledError, ConfirmationTimeoutError, DataLossError,
+    DeadlineExceededError,
     FailedPreconditionError, InternalError, InvalidArgumentError, NotFoundError, OutOfRangeError,
     PermissionDeniedError, ResourceExhaustedError, UnauthenticatedError, UnavailableError,
     UnimplementedError,
@@ -10,8 +13,8 @@ from aios.sdk.errors import (
 
 __all__ = [
     "AbortedError", "AiosError", "AlreadyExistsError", "AsyncClient", "CancelledError", "ChatResult",
-    "Client", "DataLossError", "DeadlineExceededError", "FailedPreconditionError", "InternalError",
-    "InvalidArgumentError", "NotFoundError", "OutOfRangeError", "PermissionDeniedError",
-    "ResourceExhaustedError", "ToolCall", "UnauthenticatedError", "UnavailableError",
-    "UnimplementedError", "chat_result", "tool_schemas",
+    "Client", "ConfirmationTimeoutError", "DataLossError", "DeadlineExceededError",
+    "FailedPreconditionError", "InternalError", "InvalidArgumentError", "NotFoundError", "OutOfRangeError",
+    "PendingConfirmation", "PermissionDeniedError", "ResourceExhaustedError", "ToolCall",
+    "UnauthenticatedError", "UnavailableError", "UnimplementedError", "chat_result", "tool_schemas",
 ]

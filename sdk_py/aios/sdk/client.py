@@ -3,7 +3,7 @@
 
     from aios.sdk import Client
     with Client() as aios:                       # AIOS_KERNEL, AIOS_TOKEN
-        reply = aios.llm.chat("Say hello", model="smollm2")
+        reply = aios.llm.chat("Say hello")       # the kernel's default model
         print(reply.text, reply.usage)
 
 The helper namespaces (`llm`, `memory`, `files`, `tools`) only build
@@ -17,7 +17,11 @@ kernel then cancels the syscall.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import inspect
+import io
+import logging
 import os
 import time
 import uuid
@@ -34,10 +38,18 @@ from aios.kernel.v1 import syscall_pb2 as ks
 from aios.llm.v1 import llm_service_pb2 as llm
 from aios.memory.v1 import memory_service_pb2 as mem
 from aios.storage.v1 import storage_service_pb2 as st
-from aios.sdk.errors import AiosError, NotFoundError, UnavailableError, from_rpc_error
+from aios.sdk.errors import (
+    AiosError, ConfirmationTimeoutError, DeadlineExceededError, NotFoundError, UnavailableError, from_rpc_error,
+)
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
-DEFAULT_MODEL = "smollm2"
+# The model of an LLM syscall that names none: "" lets the kernel choose its
+# default (`aios models` shows which).
+DEFAULT_MODEL = ""
+# A call that can be parked for confirmation and has not answered after this
+# many seconds is looked up, so the caller hears at once that it waits.
+CONFIRMATION_POLL = 0.5
+log = logging.getLogger("aios.sdk")
 _ROLES = {"system": llm.ROLE_SYSTEM, "user": llm.ROLE_USER,
           "assistant": llm.ROLE_ASSISTANT, "tool": llm.ROLE_TOOL}
 _FINISH = {v: k.removeprefix("FINISH_REASON_").lower() for k, v in llm.FinishReason.items()}
@@ -166,13 +178,15 @@ class _Llm:
     def __init__(self, client) -> None:
         self._c = client
 
-    def syscall(self, prompt, *, model: str = DEFAULT_MODEL, system: str | None = None,
-                tools: list[dict[str, Any]] | None = None, tool_choice: str | None = None,
+    def syscall(self, prompt: str | list[dict[str, Any]], *, model: str | None = None,
+                system: str | None = None, tools: list[Any] | None = None, tool_choice: str | None = None,
                 json_schema: dict[str, Any] | None = None, json_object: bool = False,
                 temperature: float | None = None, top_p: float | None = None,
                 max_tokens: int | None = None, stop: list[str] | None = None, seed: int | None = None,
                 priority: int = 0, request_id: str | None = None) -> ks.Syscall:
-        req = llm.GenerateRequest(model=model, messages=_messages(prompt, system), stop=stop or [])
+        """The LLM syscall `chat` sends (see there), without sending it."""
+        req = llm.GenerateRequest(model=model or DEFAULT_MODEL, messages=_messages(prompt, system),
+                                  stop=stop or [])
         for t in tools or []:
             req.tools.append(_tool(t))
         if tool_choice in ("auto", "none", "required"):
@@ -192,13 +206,29 @@ class _Llm:
                 setattr(req, name, value)
         return self._c._syscall(llm=req, priority=priority, request_id=request_id)
 
-    def chat(self, prompt, *, timeout: float | None = None, **kwargs):
+    def chat(self, prompt: str | list[dict[str, Any]], *, model: str | None = None,
+             system: str | None = None, tools: list[Any] | None = None, tool_choice: str | None = None,
+             json_schema: dict[str, Any] | None = None, json_object: bool = False,
+             temperature: float | None = None, top_p: float | None = None,
+             max_tokens: int | None = None, stop: list[str] | None = None, seed: int | None = None,
+             priority: int = 0, request_id: str | None = None, timeout: float | None = None):
         """One LLM syscall; returns a ChatResult (awaitable with AsyncClient).
+
         prompt: a string or OpenAI-style messages (role, content, tool_calls,
-        tool_call_id); tools: dicts {name, description, parameters} or
-        ToolSpecs from list_tools(); tool_choice: "auto", "none", "required"
-        or a tool name."""
-        return self._c._call(self.syscall(prompt, **kwargs), chat_result, timeout)
+        tool_call_id). model: None for the kernel's default model. system: a
+        system message put first. tools: dicts {name, description,
+        parameters}, OpenAI-style function tools or ToolSpecs from
+        list_tools(); tool_choice: "auto", "none", "required" or a tool name.
+        json_schema: the reply is JSON valid against it (json_object: any
+        JSON object). temperature, top_p, max_tokens, stop, seed: sampling.
+        priority: higher runs earlier under the priority policy. request_id:
+        an idempotency key (default: a new one). timeout: seconds (default:
+        the client's)."""
+        syscall = self.syscall(prompt, model=model, system=system, tools=tools, tool_choice=tool_choice,
+                               json_schema=json_schema, json_object=json_object, temperature=temperature,
+                               top_p=top_p, max_tokens=max_tokens, stop=stop, seed=seed, priority=priority,
+                               request_id=request_id)
+        return self._c._call(syscall, chat_result, timeout)
 
 
 class _Memory:
@@ -273,13 +303,82 @@ class _Memory:
             tier=self._TIERS[tier]), lambda r: r)
 
 
+_UPLOAD_CHUNK = 1024 * 1024  # UploadFile's largest chunk
+
+
+@contextlib.contextmanager
+def _readable(source):
+    """An upload's source as a readable binary file: a local path is opened
+    here (so a missing file fails before the RPC), bytes are wrapped."""
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as file:
+            yield file
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        yield io.BytesIO(source)
+    elif callable(getattr(source, "read", None)):
+        yield source
+    else:
+        raise TypeError(f"upload source must be a path, bytes or a binary file, not {type(source).__name__}")
+
+
+class _UploadParts:
+    """UploadFile's messages: the header, then the file in chunks. grpc turns
+    a failing request iterator into UNKNOWN, so the read error is kept."""
+
+    def __init__(self, header: kpb.UploadFileHeader, file) -> None:
+        self.header, self.file = header, file
+        self.error: Exception | None = None
+
+    def __iter__(self) -> Iterator[kpb.UploadFileRequest]:
+        yield kpb.UploadFileRequest(header=self.header)
+        try:
+            while chunk := self.file.read(_UPLOAD_CHUNK):
+                yield kpb.UploadFileRequest(chunk=chunk)
+        except Exception as exc:
+            self.error = exc
+            raise
+
+
+class _DownloadSink:
+    """Where DownloadFile's parts go: kept as bytes (dest None), or written to
+    a binary file or a path. A path is opened at the file's info, so a
+    refused download (not found, denied) leaves it untouched; one failing
+    midway leaves it partly written."""
+
+    def __init__(self, dest) -> None:
+        self.info: st.FileInfo | None = None
+        self._dest = dest
+        self._chunks: list[bytes] = []
+        self._file = None if isinstance(dest, (str, os.PathLike)) else dest
+        self._opened = False
+
+    def take(self, part: kpb.DownloadFileResponse) -> None:
+        if part.HasField("info"):
+            self.info = part.info
+            if self._file is None and self._dest is not None:
+                self._file, self._opened = open(self._dest, "wb"), True
+        elif self._dest is None:
+            self._chunks.append(part.chunk)
+        else:
+            self._file.write(part.chunk)
+
+    def close(self) -> None:
+        if self._opened:
+            self._file.close()
+
+    def result(self):
+        """The content for dest None, else the FileInfo."""
+        return b"".join(self._chunks) if self._dest is None else self.info
+
+
 class _Files:
     """File syscalls over the caller's space in the kernel's object store.
 
     Paths are relative to the agent's own space ("notes/a.txt"); "..",
     absolute paths and control characters answer InvalidArgumentError.
     `owner` names another agent's space (needs a grant; empty = the caller's).
-    Inline writes and reads carry at most 4 MiB.
+    Inline writes and reads carry at most 4 MiB; upload and download stream
+    files of any size in 1 MiB chunks.
     """
 
     def __init__(self, client) -> None:
@@ -306,6 +405,25 @@ class _Files:
         """The file's content (bytes), of its current or the given version."""
         return self._do("read", st.ReadFileRequest(owner=owner, path=path, version_id=version_id),
                         lambda r: r.content)
+
+    def upload(self, path: str, source, *, content_type: str = "", owner: str = "",
+               if_version_id: str = "", request_id: str | None = None, timeout: float | None = None):
+        """Create or overwrite a file of any size (a new version) from a local
+        path, bytes or a readable binary file, streamed in 1 MiB chunks;
+        returns its FileInfo. if_version_id as in write()."""
+        header = kpb.UploadFileHeader(request_id=request_id or uuid.uuid4().hex, session_id=self._c.session_id,
+                                      owner=owner, path=path, content_type=content_type,
+                                      if_version_id=if_version_id)
+        return self._c._then(self._c._upload(header, source, timeout),
+                             lambda r: r.syscall.storage.write.file)
+
+    def download(self, path: str, dest=None, *, version_id: str = "", owner: str = "",
+                 timeout: float | None = None):
+        """Read a file of any size, streamed: into dest (a local path or a
+        writable binary file), returning its FileInfo, or, without dest, as bytes."""
+        request = kpb.DownloadFileRequest(request_id=uuid.uuid4().hex, session_id=self._c.session_id,
+                                          owner=owner, path=path, version_id=version_id)
+        return self._c._download(request, dest, timeout)
 
     def stat(self, path: str, *, owner: str = ""):
         """FileInfo: size, sha256, content type, time, version id (is_folder for a folder)."""
@@ -380,9 +498,70 @@ class _Tools:
 SyscallHook = Callable[[ks.Syscall, "ks.SyscallRecord | None", "AiosError | None"], None]
 
 
+@dataclass
+class PendingConfirmation:
+    """A syscall the kernel parked until a person approves it."""
+
+    confirmation_id: str
+    syscall_id: str
+    request_id: str
+    # What it addresses, e.g. "storage" or "tool".
+    resource: str
+
+    def __str__(self) -> str:
+        return (f"syscall {self.syscall_id} waits for a person to approve confirmation "
+                f"{self.confirmation_id}: aios confirm approve {self.confirmation_id}")
+
+
+# on_confirmation(pending): told once when a syscall is parked for confirmation.
+ConfirmationHook = Callable[[PendingConfirmation], Any]
+
+
+def _log_confirmation(pending: PendingConfirmation) -> None:
+    log.warning("%s", pending)
+
+
+def _may_park(syscall: ks.Syscall) -> bool:
+    """Whether the kernel may park the call for a person's confirmation
+    (LLM calls never are)."""
+    return syscall.WhichOneof("call") in ("memory", "storage", "tool")
+
+
+class _ConfirmationWatch:
+    """Looks a slow syscall up by request id and tells the hook once when it
+    is parked; turns a local deadline into ConfirmationTimeoutError when it
+    ended parked."""
+
+    def __init__(self, client: "_Base", request_id: str) -> None:
+        self.client = client
+        self.request_id = request_id
+        self.pending: PendingConfirmation | None = None
+
+    def saw(self, record: ks.SyscallRecord):
+        """The hook's result when the record shows a new confirmation."""
+        if record.state != ks.SYSCALL_STATE_AWAITING_CONFIRMATION or not record.confirmation_id:
+            return None
+        if self.pending is not None and self.pending.confirmation_id == record.confirmation_id:
+            return None
+        self.pending = PendingConfirmation(record.confirmation_id, record.id, record.request_id,
+                                           record.resource)
+        return (self.client.on_confirmation or _log_confirmation)(self.pending)
+
+    def error(self, err: AiosError) -> AiosError:
+        if self.pending is None or not isinstance(err, DeadlineExceededError) \
+                or isinstance(err, ConfirmationTimeoutError):
+            return err
+        c = self.pending.confirmation_id
+        return ConfirmationTimeoutError(
+            f"nobody approved confirmation {c} before the call's deadline "
+            f"(a person approves it with `aios confirm approve {c}`)", reason="CONFIRMATION_TIMEOUT",
+            metadata={"confirmation_id": c, "syscall_id": self.pending.syscall_id})
+
+
 class _Base:
     def __init__(self, address: str | None, token: str | None, timeout: float, retries: int,
-                 session_id: str | None, on_syscall: SyscallHook | None = None) -> None:
+                 session_id: str | None, on_syscall: SyscallHook | None = None,
+                 on_confirmation: ConfirmationHook | None = None) -> None:
         self.address = address or os.environ.get("AIOS_KERNEL") or DEFAULT_ADDRESS
         self.token = token if token is not None else os.environ.get("AIOS_TOKEN", "")
         self.timeout = timeout
@@ -393,6 +572,10 @@ class _Base:
         # Called after each syscall ends, with its record or its error (after
         # retries): how an agent runner reports steps.
         self.on_syscall = on_syscall
+        # Called once when a call is parked for a person's confirmation (by
+        # default a warning on the "aios.sdk" logger); an async client
+        # awaits it if it returns an awaitable.
+        self.on_confirmation = on_confirmation
         self._is_view = False
         self._bind()
 
@@ -416,9 +599,9 @@ class _Base:
                    kwargs.pop("token", None) or os.environ.get("AIOS_TOKEN"), **kwargs)
 
     def with_options(self, *, timeout: float | None = None, session_id: str | None = None,
-                     on_syscall: SyscallHook | None = None):
+                     on_syscall: SyscallHook | None = None, on_confirmation: ConfirmationHook | None = None):
         """A view sharing this client's channel with another default timeout,
-        session or hook, e.g. `client.with_options(timeout=5).memory.search(q)`.
+        session or hooks, e.g. `client.with_options(timeout=5).memory.search(q)`.
         Closing a view does nothing; close the client it came from."""
         view = copy.copy(self)
         if timeout is not None:
@@ -427,6 +610,8 @@ class _Base:
             view.session_id = session_id
         if on_syscall is not None:
             view.on_syscall = on_syscall
+        if on_confirmation is not None:
+            view.on_confirmation = on_confirmation
         view._is_view = True
         view._bind()
         return view
@@ -456,8 +641,8 @@ class Client(_Base):
 
     def __init__(self, address: str | None = None, token: str | None = None, *,
                  timeout: float = 120.0, retries: int = 3, session_id: str | None = None,
-                 on_syscall: SyscallHook | None = None) -> None:
-        super().__init__(address, token, timeout, retries, session_id, on_syscall)
+                 on_syscall: SyscallHook | None = None, on_confirmation: ConfirmationHook | None = None) -> None:
+        super().__init__(address, token, timeout, retries, session_id, on_syscall, on_confirmation)
         self._channel = grpc.insecure_channel(self.address, options=_CHANNEL_OPTIONS)
         self.kernel = kpb_grpc.KernelServiceStub(self._channel)
 
@@ -471,17 +656,35 @@ class Client(_Base):
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _rpc(self, method: str, request, timeout: float | None = None):
+    def _rpc(self, method: str, request, timeout: float | None = None, watch: _ConfirmationWatch | None = None):
         future = getattr(self.kernel, method).future(request, timeout=timeout or self.timeout,
                                                      metadata=self._metadata())
+        return self._result(future, watch)
+
+    def _result(self, future, watch: _ConfirmationWatch | None = None):
+        """The RPC future's result; while a call that may be parked runs,
+        its record is looked up to tell the confirmation hook."""
         try:
-            return future.result()
+            while True:
+                try:
+                    return future.result(timeout=CONFIRMATION_POLL if watch else None)
+                except grpc.FutureTimeoutError:
+                    self._look_up(watch)
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+            err = from_rpc_error(exc)
+            raise (watch.error(err) if watch else err) from None
         except BaseException:
             # Interrupted (Ctrl-C): cancel the RPC, so the kernel cancels the syscall.
             future.cancel()
             raise
+
+    def _look_up(self, watch: _ConfirmationWatch) -> None:
+        try:
+            record = self.kernel.GetSyscall(kpb.GetSyscallRequest(id=watch.request_id),
+                                            timeout=2, metadata=self._metadata()).syscall
+        except grpc.RpcError:
+            return  # not in the table yet, or the kernel is busy: the call itself reports
+        watch.saw(record)
 
     def _then(self, value, fn: Callable):
         return fn(value)
@@ -493,8 +696,9 @@ class Client(_Base):
         attempt = 0
         while True:
             try:
+                watch = _ConfirmationWatch(self, syscall.request_id) if _may_park(syscall) else None
                 record = self._rpc("Submit", kpb.SubmitRequest(syscall=syscall),
-                                   max(0.001, end - time.monotonic())).syscall
+                                   max(0.001, end - time.monotonic()), watch).syscall
             except AiosError as err:
                 delay = self._backoff(attempt, err, end)
                 if delay is None:
@@ -526,6 +730,29 @@ class Client(_Base):
         finally:
             call.cancel()  # no-op once the stream ended
 
+    def _upload(self, header: kpb.UploadFileHeader, source, timeout: float | None = None) -> kpb.UploadFileResponse:
+        with _readable(source) as file:
+            parts = _UploadParts(header, file)
+            try:
+                return self._rpc("UploadFile", iter(parts), timeout, _ConfirmationWatch(self, header.request_id))
+            except AiosError:
+                if parts.error is not None:
+                    raise parts.error from None  # reading the source failed, not the kernel
+                raise
+
+    def _download(self, request: kpb.DownloadFileRequest, dest, timeout: float | None = None):
+        call = self.kernel.DownloadFile(request, timeout=timeout or self.timeout, metadata=self._metadata())
+        sink = _DownloadSink(dest)
+        try:
+            for part in call:  # waits in short steps, so Ctrl-C gets through
+                sink.take(part)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            call.cancel()  # no-op once the stream ended; cancels it on Ctrl-C
+            sink.close()
+        return sink.result()
+
     def chat_stream(self, prompt, *, timeout: float | None = None, **kwargs) -> Iterator[str | ChatResult]:
         """Yield text deltas as they arrive, then the final ChatResult."""
         for event in self.stream(self.llm.syscall(prompt, **kwargs), timeout=timeout):
@@ -549,6 +776,15 @@ class Client(_Base):
     def list_tools(self) -> list[kpb.ToolSpec]:
         return list(self._rpc("ListTools", kpb.ListToolsRequest()).tools)
 
+    def list_models(self) -> kpb.ListModelsResponse:
+        """The models the caller may use (.models with endpoint health) and
+        the kernel's .default_model."""
+        return self._rpc("ListModels", kpb.ListModelsRequest())
+
+    def get_status(self) -> kpb.GetStatusResponse:
+        """Every service the kernel calls and its health as the kernel sees it."""
+        return self._rpc("GetStatus", kpb.GetStatusRequest())
+
     def get_policy(self) -> kpb.Policy:
         return self._rpc("GetPolicy", kpb.GetPolicyRequest()).policy
 
@@ -563,8 +799,8 @@ class AsyncClient(_Base):
 
     def __init__(self, address: str | None = None, token: str | None = None, *,
                  timeout: float = 120.0, retries: int = 3, session_id: str | None = None,
-                 on_syscall: SyscallHook | None = None) -> None:
-        super().__init__(address, token, timeout, retries, session_id, on_syscall)
+                 on_syscall: SyscallHook | None = None, on_confirmation: ConfirmationHook | None = None) -> None:
+        super().__init__(address, token, timeout, retries, session_id, on_syscall, on_confirmation)
         self._channel = grpc.aio.insecure_channel(self.address, options=_CHANNEL_OPTIONS)
         self.kernel = kpb_grpc.KernelServiceStub(self._channel)
 
@@ -578,13 +814,42 @@ class AsyncClient(_Base):
     async def __aexit__(self, *exc) -> None:
         await self.close()
 
-    async def _rpc(self, method: str, request, timeout: float | None = None):
+    async def _rpc(self, method: str, request, timeout: float | None = None,
+                   watch: _ConfirmationWatch | None = None):
         # Cancelling the task that awaits this cancels the RPC (grpc.aio does).
+        call = getattr(self.kernel, method)(request, timeout=timeout or self.timeout, metadata=self._metadata())
+        return await self._result(call, watch)
+
+    async def _result(self, call, watch: _ConfirmationWatch | None = None):
+        """The call's result; while a call that may be parked runs, its
+        record is looked up to tell the confirmation hook."""
+        import asyncio
+
         try:
-            return await getattr(self.kernel, method)(request, timeout=timeout or self.timeout,
-                                                      metadata=self._metadata())
+            if watch is None:
+                return await call
+            answer = asyncio.ensure_future(call)
+            try:
+                while not (await asyncio.wait({answer}, timeout=CONFIRMATION_POLL))[0]:
+                    await self._look_up(watch)
+            finally:
+                if not answer.done():
+                    answer.cancel()
+                    call.cancel()
+            return answer.result()
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+            err = from_rpc_error(exc)
+            raise (watch.error(err) if watch else err) from None
+
+    async def _look_up(self, watch: _ConfirmationWatch) -> None:
+        try:
+            record = (await self.kernel.GetSyscall(kpb.GetSyscallRequest(id=watch.request_id),
+                                                   timeout=2, metadata=self._metadata())).syscall
+        except grpc.RpcError:
+            return  # not in the table yet, or the kernel is busy: the call itself reports
+        told = watch.saw(record)
+        if inspect.isawaitable(told):
+            await told
 
     async def _then(self, awaitable, fn: Callable):
         return fn(await awaitable)
@@ -598,8 +863,9 @@ class AsyncClient(_Base):
         attempt = 0
         while True:
             try:
+                watch = _ConfirmationWatch(self, syscall.request_id) if _may_park(syscall) else None
                 record = (await self._rpc("Submit", kpb.SubmitRequest(syscall=syscall),
-                                          max(0.001, end - time.monotonic()))).syscall
+                                          max(0.001, end - time.monotonic()), watch)).syscall
             except AiosError as err:
                 delay = self._backoff(attempt, err, end)
                 if delay is None:
@@ -631,6 +897,56 @@ class AsyncClient(_Base):
         finally:
             call.cancel()  # no-op once the stream ended
 
+    async def _upload(self, header: kpb.UploadFileHeader, source,
+                      timeout: float | None = None) -> kpb.UploadFileResponse:
+        import asyncio
+
+        with _readable(source) as file:
+            call = self.kernel.UploadFile(timeout=timeout or self.timeout, metadata=self._metadata())
+
+            # Written part by part rather than from a request iterator (grpc.aio
+            # would leave the call hanging if reading the source failed), beside
+            # the wait for the answer, so a parked upload is told at once.
+            async def send() -> None:
+                try:
+                    await call.write(kpb.UploadFileRequest(header=header))
+                    # Reads off the event loop: the source may be a slow file or pipe.
+                    while chunk := await asyncio.to_thread(file.read, _UPLOAD_CHUNK):
+                        await call.write(kpb.UploadFileRequest(chunk=chunk))
+                    await call.done_writing()
+                except asyncio.InvalidStateError:
+                    pass  # the kernel ended the call early; its status says why
+                except BaseException:
+                    call.cancel()
+                    raise
+
+            writer = asyncio.ensure_future(send())
+            try:
+                return await self._result(call, _ConfirmationWatch(self, header.request_id))
+            except (AiosError, asyncio.CancelledError):
+                if writer.done() and not writer.cancelled() and writer.exception() is not None:
+                    raise writer.exception() from None  # reading the source failed, not the kernel
+                raise
+            finally:
+                writer.cancel()
+                call.cancel()  # no-op once the call ended
+
+    async def _download(self, request: kpb.DownloadFileRequest, dest, timeout: float | None = None):
+        import asyncio
+
+        call = self.kernel.DownloadFile(request, timeout=timeout or self.timeout, metadata=self._metadata())
+        sink = _DownloadSink(dest)
+        try:
+            async for part in call:
+                # Local writes off the event loop.
+                await asyncio.to_thread(sink.take, part)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            call.cancel()  # no-op once the stream ended
+            sink.close()
+        return sink.result()
+
     async def chat_stream(self, prompt, *, timeout: float | None = None,
                           **kwargs) -> AsyncIterator[str | ChatResult]:
         """Yield text deltas as they arrive, then the final ChatResult."""
@@ -655,6 +971,15 @@ class AsyncClient(_Base):
     async def list_tools(self) -> list[kpb.ToolSpec]:
         return list((await self._rpc("ListTools", kpb.ListToolsRequest())).tools)
 
+    async def list_models(self) -> kpb.ListModelsResponse:
+        """The models the caller may use (.models with endpoint health) and
+        the kernel's .default_model."""
+        return await self._rpc("ListModels", kpb.ListModelsRequest())
+
+    async def get_status(self) -> kpb.GetStatusResponse:
+        """Every service the kernel calls and its health as the kernel sees it."""
+        return await self._rpc("GetStatus", kpb.GetStatusRequest())
+
     async def get_policy(self) -> kpb.Policy:
         return (await self._rpc("GetPolicy", kpb.GetPolicyRequest())).policy
 
@@ -664,4 +989,5 @@ class AsyncClient(_Base):
         return (await self._rpc("SetPolicy", kpb.SetPolicyRequest(policy=policy))).policy
 
 
-__all__ = ["AsyncClient", "ChatResult", "Client", "SyscallHook", "ToolCall", "chat_result", "tool_schemas"]
+__all__ = ["AsyncClient", "ChatResult", "Client", "ConfirmationHook", "PendingConfirmation", "SyscallHook",
+           "ToolCall", "chat_result", "tool_schemas"]

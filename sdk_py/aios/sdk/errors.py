@@ -14,7 +14,8 @@ class AiosError(Exception):
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
 
     def __init__(self, message: str, *, code: grpc.StatusCode | None = None, reason: str = "",
-                 retry_after: float | None = None, field: str = "") -> None:
+                 retry_after: float | None = None, field: str = "",
+                 metadata: dict[str, str] | None = None) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code
@@ -22,6 +23,8 @@ class AiosError(Exception):
         self.reason = reason
         self.retry_after = retry_after
         self.field = field
+        # google.rpc.ErrorInfo metadata, e.g. {"confirmation_id": ...}.
+        self.metadata = metadata or {}
 
     def __str__(self) -> str:
         extra = f" [{self.reason}]" if self.reason else ""
@@ -71,6 +74,19 @@ class DeadlineExceededError(AiosError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+class ConfirmationTimeoutError(DeadlineExceededError):
+    """The syscall waited for a person's confirmation that nobody gave in
+    time; `.confirmation_id` names it (`aios confirm approve ID`)."""
+
+    @property
+    def confirmation_id(self) -> str:
+        return self.metadata.get("confirmation_id", "")
+
+    @property
+    def syscall_id(self) -> str:
+        return self.metadata.get("syscall_id", "")
+
+
 class CancelledError(AiosError):
     code = grpc.StatusCode.CANCELLED
 
@@ -92,14 +108,19 @@ class DataLossError(AiosError):
 
 
 _BY_CODE = {cls.code: cls for cls in AiosError.__subclasses__()}
+# Reasons with an exception class of their own.
+_BY_REASON = {"CONFIRMATION_TIMEOUT": ConfirmationTimeoutError}
 
 
 def from_rpc_error(exc: grpc.RpcError) -> AiosError:
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     message = (exc.details() if hasattr(exc, "details") else "") or code.name
-    cls = _BY_CODE.get(code, AiosError)
-    err = cls(message, code=code)
+    err = _BY_CODE.get(code, AiosError)(message, code=code)
     _read_details(exc, err)
+    special = _BY_REASON.get(err.reason)
+    if special is not None and issubclass(special, type(err)):
+        err = special(err.message, code=code, reason=err.reason, retry_after=err.retry_after,
+                      field=err.field, metadata=err.metadata)
     return err
 
 
@@ -122,6 +143,7 @@ def _read_details(exc: grpc.RpcError, err: AiosError) -> None:
                 info = error_details_pb2.ErrorInfo()
                 detail.Unpack(info)
                 err.reason = info.reason
+                err.metadata = dict(info.metadata)
             elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
                 retry = error_details_pb2.RetryInfo()
                 detail.Unpack(retry)
