@@ -93,9 +93,24 @@ def test_up_prints_where_each_service_listens(stack):
 
 
 def test_status_exits_zero_when_all_serve(stack):
-    result = _run(str(BIN / "aios"), "status", *_flags(stack["ports"]))
+    # The kernel named by AIOS_KERNEL, the credential from the data folder;
+    # the other services are reported as the kernel sees them.
+    env = {**os.environ, "AIOS_KERNEL": f"127.0.0.1:{stack['ports']['scheduler']}",
+           "AIOS_DATA_DIR": str(stack["data"])}
+    env.pop("AIOS_TOKEN", None)
+    result = subprocess.run([str(BIN / "aios"), "status"], capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("SERVING") == 5
+    for svc, port in stack["ports"].items():
+        assert f"127.0.0.1:{port}" in result.stdout
+
+
+def test_models_lists_the_local_model_and_its_endpoint_health(stack):
+    result = _run(str(BIN / "aios"), "models", "--kernel", f"127.0.0.1:{stack['ports']['scheduler']}",
+                  "--data", str(stack["data"]))
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if line.startswith("smollm2"))
+    assert "(default)" in row and row.rstrip().endswith("up")
 
 
 def test_chat_prints_a_reply_and_timings(stack):

@@ -538,7 +538,8 @@ async def test_cli_files_commands(kernel_with_storage, tmp_path):
     rc, out, _ = await aios("ls", "lists/")
     assert rc == 0 and out.split()[-1] == "lists/todo.md"
     rc, out, _ = await aios("versions", "lists/todo.md")
-    lines = out.splitlines()
+    header, *lines = out.splitlines()
+    assert header.split() == ["VERSION", "UPDATED", "SIZE", "SHA256", "FLAGS"]
     assert rc == 0 and len(lines) == 2 and lines[0].endswith("current")
     oldest = lines[1].split()[0]
     rc, out, err = await aios("rollback", "lists/todo.md", "--version", oldest)

@@ -2,8 +2,8 @@
 kernel at once, show their progress and the kernel's scheduling live, then a
 summary, and stop.
 
-Free ports and a fresh data folder (<data>/demo) are used, so the demo never
-collides with a running `aios up`. On a terminal the table is redrawn in
+Free ports and a fresh data folder (<data>/demo-XXXX, removed at the end)
+are used, so the demo never collides with a running `aios up` or demo. On a terminal the table is redrawn in
 place; otherwise each step is printed as a line, with a line of kernel
 figures every few seconds.
 """
@@ -15,6 +15,7 @@ import asyncio
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -274,8 +275,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="slots of the embedded LLM: fewer than agents, so the kernel queues and schedules")
     args = parser.parse_args(argv)
 
-    data = Path(args.data).resolve() / "demo"
-    shutil.rmtree(data, ignore_errors=True)  # the demo's own scratch folder: start fresh
+    # A scratch folder and free ports of its own, so the demo runs beside
+    # `aios up` or another demo; removed at the end.
+    Path(args.data).mkdir(parents=True, exist_ok=True)
+    data = Path(tempfile.mkdtemp(prefix="demo-", dir=Path(args.data).resolve()))
     ports = {svc: free_port() for svc in SERVICES}
     config = StackConfig(data_dir=data, ports=ports, policy=args.policy, llm_parallel=args.llm_parallel)
     access = (config.extra_env.get("AIOS_KERNEL_AUTH") or os.environ.get("AIOS_KERNEL_AUTH") or "access") != "dev"
@@ -284,8 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     print("starting the kernel on embedded defaults...", flush=True)
     stack.start(on_ready=lambda name, where: print(f"  {name:<11} {where}", flush=True))
     print(f"stack ready in {time.monotonic() - started:.1f} s", flush=True)
+    code = 1
     try:
-        return asyncio.run(run_demo(stack, args.policy, access, sys.stdout.isatty()))
+        code = asyncio.run(run_demo(stack, args.policy, access, sys.stdout.isatty()))
+        return code
     except TimeoutError:
         print(f"the agents did not finish within {RUN_TIMEOUT:.0f} s", file=sys.stderr)
         return 1
@@ -293,8 +298,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         stack.stop()
-        print("stack stopped", flush=True)
-
+        if code == 0:
+            shutil.rmtree(data, ignore_errors=True)
+            print("stack stopped", flush=True)
+        else:
+            print(f"stack stopped; its logs are in {data / 'logs'}", flush=True)
 
 if __name__ == "__main__":
     sys.exit(main())

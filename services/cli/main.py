@@ -11,21 +11,47 @@ import sys
 import threading
 from pathlib import Path
 
-from services.cli import commands
+from services.cli import commands, common
 from services.cli import stack as stack_mod
-
-DEFAULT_DATA = Path(os.environ.get("AIOS_DATA_DIR", ".aios"))
+from services.cli.common import client, with_client  # noqa: F401 - the commands' shared helpers
 
 
 def _port_args(p: argparse.ArgumentParser) -> None:
     for svc, port in stack_mod.DEFAULT_PORTS.items():
         flag = "--kernel-port" if svc == "scheduler" else f"--{svc.replace('_', '-')}-port"
-        p.add_argument(flag, type=int, default=port, dest=f"port_{svc}",
-                       help=f"port of {svc} (default {port})")
+        name = "the kernel" if svc == "scheduler" else svc
+        p.add_argument(flag, type=int, default=port, dest=f"port_{svc}", metavar="PORT",
+                       help=f"port of {name} (default {port})")
+
+
+def busy_ports(host: str, ports: dict[str, int]) -> list[tuple[str, int]]:
+    """The (name, port) pairs another process already listens on."""
+    import socket
+
+    busy = []
+    for name, port in ports.items():
+        if port <= 0:
+            continue
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError:
+                busy.append((name, port))
+    return busy
 
 
 def cmd_up(args) -> int:
     ports = {svc: getattr(args, f"port_{svc}") for svc in stack_mod.SERVICES}
+    wanted = {("kernel" if svc == "scheduler" else svc): port for svc, port in ports.items()}
+    wanted.update({"metrics": args.metrics_port, "openai door": args.http_port, "llm server": args.llm_server_port})
+    busy = busy_ports(args.host, wanted)
+    if busy:
+        names = ", ".join(f"{port} ({name})" for name, port in busy)
+        print(f"aios up: {args.host} port{'s' if len(busy) > 1 else ''} {names} already in use, "
+              "perhaps by another `aios up`: stop it, or choose free ports (--kernel-port, --llm-core-port, "
+              "--memory-port, --storage-port, --access-port, --metrics-port, --http-port)", file=sys.stderr)
+        return 1
     config = stack_mod.StackConfig(
         data_dir=Path(args.data).resolve(), host=args.host, ports=ports,
         llm_server_port=args.llm_server_port, llm_endpoints=args.llm_endpoints or "",
@@ -47,6 +73,9 @@ def cmd_up(args) -> int:
     if args.http_port >= 0:
         print(f"  openai door http://{args.host}:{args.http_port}/v1", flush=True)
     print(f"ready: the kernel listens on {stack.address('scheduler')}; Ctrl-C stops everything", flush=True)
+    if stack.address("scheduler") != common.DEFAULT_KERNEL:
+        print(f"  for other commands: export AIOS_KERNEL={stack.address('scheduler')} "
+              f"AIOS_DATA_DIR={config.data_dir}", flush=True)
     try:
         while not stop.wait(0.5):
             dead = [svc for svc, p in stack.procs.items() if p.poll() is not None]
@@ -61,132 +90,106 @@ def cmd_up(args) -> int:
 
 
 def cmd_status(args) -> int:
+    """The kernel's health, then every service as the kernel sees it; exit 0
+    when all serve."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    ok = True
-    print(f"{'SERVICE':<11} {'ADDRESS':<21} STATUS")
-    for svc in stack_mod.SERVICES:
-        address = f"{args.host}:{getattr(args, f'port_{svc}')}"
-        try:
-            with grpc.insecure_channel(address) as ch:
-                resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=2)
-            status = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
-        except grpc.RpcError as exc:
-            status = f"DOWN ({exc.code().name})"
-        ok = ok and status == "SERVING"
-        name = "kernel" if svc == "scheduler" else svc
-        print(f"{name:<11} {address:<21} {status}")
-    return 0 if ok else 1
-
-
-def default_token(data: Path | str | None = None) -> str:
-    """$AIOS_TOKEN, else the admin credential `aios up` keeps in the data folder."""
-    token = os.environ.get("AIOS_TOKEN", "")
-    if token:
-        return token
-    path = Path(data or DEFAULT_DATA) / "admin.token"
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return ""
-
-
-def client(args):
-    """An SDK client from the --kernel/--token/--timeout arguments."""
-    from aios.sdk import Client
-
-    token = args.token if args.token is not None else default_token(getattr(args, "data", None))
-    return Client(args.kernel, token, timeout=args.timeout)
-
-
-def with_client(fn, args) -> int:
-    """Run fn(kernel, args) with an SDK client; a kernel error (or a local
-    file error) is printed and exits 1."""
     from aios.sdk import AiosError
 
+    address = common.kernel_address(args)
     try:
-        with client(args) as kernel:
-            fn(kernel, args)
-    except (AiosError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        with grpc.insecure_channel(address) as ch:
+            resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)
+        kernel = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+    except grpc.RpcError as exc:
+        common.table(("SERVICE", "ADDRESS", "STATUS"), [("kernel", address, f"DOWN ({exc.code().name})")])
+        print(f"hint: no kernel answers at {address}; start one with `aios up`, or point at yours "
+              "with --kernel or AIOS_KERNEL", file=sys.stderr)
         return 1
-    return 0
+    rows = [("kernel", address, kernel, "")]
+    try:
+        with common.client(args) as k:
+            status = k.get_status()
+    except AiosError as err:
+        common.table(("SERVICE", "ADDRESS", "STATUS", "DETAIL"), rows)
+        print(f"the other services: unknown ({common.explain(err, args)})", file=sys.stderr)
+        return 1
+    rows += [(s.name, s.address, s.status, s.detail) for s in status.services]
+    common.table(("SERVICE", "ADDRESS", "STATUS", "DETAIL"), rows)
+    print(f"default model {status.default_model or '(none)'}, auth {status.auth}", file=sys.stderr)
+    return 0 if all(r[2] in ("SERVING", "NOT_USED") for r in rows) else 1
 
 
 def cmd_chat(args) -> int:
-    from aios.sdk import AiosError, ChatResult
+    from aios.sdk import ChatResult
 
     kwargs = dict(model=args.model, max_tokens=args.max_tokens, system=args.system,
                   temperature=args.temperature)
-    try:
-        with client(args) as kernel:
-            if args.stream:
-                result = None
-                for item in kernel.chat_stream(args.prompt, **kwargs):
-                    if isinstance(item, ChatResult):
-                        result = item
-                    else:
-                        print(item, end="", flush=True)
-                print()
-            else:
-                result = kernel.llm.chat(args.prompt, **kwargs)
-                print(result.text)
-    except AiosError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    result = None
+
+    def chat(kernel, args) -> None:
+        nonlocal result
+        if args.stream:
+            for item in kernel.chat_stream(args.prompt, **kwargs):
+                if isinstance(item, ChatResult):
+                    result = item
+                else:
+                    print(item, end="", flush=True)
+            print()
+        else:
+            result = kernel.llm.chat(args.prompt, **kwargs)
+            print(result.text)
+
+    code = common.with_client(chat, args)
     if result is not None:
-        print(f"-- waiting {result.waiting * 1000:.1f} ms, turnaround {result.turnaround * 1000:.1f} ms, "
-              f"tokens {result.prompt_tokens} prompt + {result.completion_tokens} completion",
-              file=sys.stderr)
-    return 0
+        print(f"-- {result.record.resource.removeprefix('llm:')}: waiting {result.waiting * 1000:.1f} ms, "
+              f"turnaround {result.turnaround * 1000:.1f} ms, "
+              f"tokens {result.prompt_tokens} prompt + {result.completion_tokens} completion", file=sys.stderr)
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aios", description="The AIOS kernel for LLM agents.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = common.Parser(prog="aios", description="The AIOS kernel for LLM agents.",
+                           epilog="Every command that talks to a stack takes --kernel, --data, --token "
+                                  "and --timeout (or AIOS_KERNEL, AIOS_DATA_DIR, AIOS_TOKEN).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=common.Parser)
 
     up = sub.add_parser("up", help="start the LLM server and the five services on localhost")
-    up.add_argument("--data", default=str(DEFAULT_DATA), help="data folder (default .aios)")
-    up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--llm-server-port", type=int, default=0,
+    up.add_argument("--data", default=os.environ.get("AIOS_DATA_DIR") or common.DEFAULT_DATA, metavar="DIR",
+                    help="data folder (default $AIOS_DATA_DIR, else .aios)")
+    up.add_argument("--host", default="127.0.0.1", help="address every service binds (default 127.0.0.1)")
+    up.add_argument("--llm-server-port", type=int, default=0, metavar="PORT",
                     help="port of the embedded LLM server (default: any free port)")
-    up.add_argument("--llm-endpoints", default=os.environ.get("AIOS_LLM_ENDPOINTS", ""),
+    up.add_argument("--llm-endpoints", default=os.environ.get("AIOS_LLM_ENDPOINTS", ""), metavar="JSON",
                     help="JSON list of OpenAI-compatible endpoints instead of the embedded model")
-    up.add_argument("--llm-parallel", type=int, default=4, help="parallel slots of the embedded LLM")
+    up.add_argument("--llm-parallel", type=int, default=4, metavar="N",
+                    help="parallel slots of the embedded LLM (default 4)")
     up.add_argument("--policy", default=os.environ.get("AIOS_KERNEL_POLICY", "fifo"),
                     help="scheduling policy: fifo, round_robin, priority, fair_share, agent_aware")
-    up.add_argument("--metrics-port", type=int, default=9464,
+    up.add_argument("--metrics-port", type=int, default=9464, metavar="PORT",
                     help="Prometheus metrics of the kernel at http://HOST:PORT/metrics (-1: off)")
-    up.add_argument("--http-port", type=int, default=50080,
+    up.add_argument("--http-port", type=int, default=50080, metavar="PORT",
                     help="the kernel's OpenAI-compatible door at http://HOST:PORT/v1 (-1: off)")
     _port_args(up)
     up.set_defaults(func=cmd_up)
 
-    status = sub.add_parser("status", help="health of the five services; exit 0 when all serve")
-    status.add_argument("--host", default="127.0.0.1")
-    _port_args(status)
+    status = sub.add_parser("status", help="health of the kernel and of every service it calls; exit 0 when all serve")
+    common.common_args(status, timeout=5.0)
     status.set_defaults(func=cmd_status)
 
-    def client_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--kernel", default=None, help="kernel address (default $AIOS_KERNEL or 127.0.0.1:50051)")
-        p.add_argument("--token", default=None,
-                       help="agent token (default $AIOS_TOKEN, else the admin token in --data)")
-        p.add_argument("--data", default=str(DEFAULT_DATA), help="data folder of `aios up` (for its admin token)")
-        p.add_argument("--timeout", type=float, default=120.0, help="seconds before giving up")
-
     chat = sub.add_parser("chat", help="send one LLM syscall through the kernel")
-    chat.add_argument("prompt")
+    chat.add_argument("prompt", help="what to ask")
     chat.add_argument("--stream", action="store_true", help="print tokens as they arrive")
-    chat.add_argument("--model", default="smollm2")
-    chat.add_argument("--system", default=None)
-    chat.add_argument("--max-tokens", type=int, default=256)
-    chat.add_argument("--temperature", type=float, default=None)
-    client_args(chat)
+    chat.add_argument("--model", default=None, help="model name (default: the kernel's default, see `aios models`)")
+    chat.add_argument("--system", default=None, help="a system message")
+    chat.add_argument("--max-tokens", type=int, default=256, metavar="N", help="most tokens to generate (default 256)")
+    chat.add_argument("--temperature", type=float, default=None, help="sampling temperature")
+    common.common_args(chat)
     chat.set_defaults(func=cmd_chat)
 
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        importlib.import_module(f"{commands.__name__}.{info.name}").register(sub, client_args)
+        importlib.import_module(f"{commands.__name__}.{info.name}").register(sub, common.common_args)
     return parser
 
 

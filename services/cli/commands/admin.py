@@ -1,9 +1,11 @@
 """`aios agent|grant|confirm|audit|group`: administration through the access service.
 
-They talk to the access service directly (--access-addr, default
-$AIOS_ACCESS_ADDR or 127.0.0.1:50055) with the administrator token from
-$AIOS_ADMIN_TOKEN or the file <data>/admin.token that the access service
-wrote at its first start (--data, default $AIOS_DATA_DIR or .aios).
+They take the options of every command (--kernel, --data, --token,
+--timeout) and use the administrator credential: --token, else
+$AIOS_ADMIN_TOKEN, else <data>/admin.token, which the access service wrote
+at its first start. The access service is found at --access-addr, else
+$AIOS_ACCESS_ADDR, else where the kernel at --kernel says it is, else
+127.0.0.1:50055.
 """
 
 from __future__ import annotations
@@ -11,25 +13,32 @@ from __future__ import annotations
 import os
 import sys
 import time
-from pathlib import Path
+
+from services.cli import common
+from services.cli.common import CliError
 
 ACCESS_ADDR = "127.0.0.1:50055"
 
 
-class CliError(Exception):
-    pass
-
-
 def admin_token(args) -> str:
-    token = os.environ.get("AIOS_ADMIN_TOKEN", "").strip()
-    if token:
-        return token
-    path = Path(args.admin_token_file) if args.admin_token_file else Path(args.data) / "admin.token"
+    return common.credential(args)
+
+
+def access_address(args) -> str:
+    """--access-addr, $AIOS_ACCESS_ADDR, the kernel's word, or the default."""
+    explicit = args.access_addr or os.environ.get("AIOS_ACCESS_ADDR", "")
+    if explicit:
+        return explicit
+    from aios.sdk import AiosError, Client
+
     try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise CliError(f"no administrator token: set AIOS_ADMIN_TOKEN or make {path} readable "
-                       f"({exc.strerror}); `aios up` writes it at first start") from None
+        with Client(common.kernel_address(args), admin_token(args), timeout=min(args.timeout, 5.0)) as kernel:
+            for service in kernel.get_status().services:
+                if service.name == "access" and service.address:
+                    return service.address
+    except AiosError:
+        pass  # an older or unreachable kernel: the default then
+    return ACCESS_ADDR
 
 
 def _stub(args):
@@ -37,7 +46,7 @@ def _stub(args):
 
     from aios.access.v1 import access_service_pb2_grpc as pb_grpc
 
-    channel = grpc.insecure_channel(args.access_addr)
+    channel = grpc.insecure_channel(args.resolved_access_addr)
     return channel, pb_grpc.AccessServiceStub(channel)
 
 
@@ -46,11 +55,17 @@ def _call(args, method: str, request):
     import grpc
 
     token = admin_token(args)
+    if not getattr(args, "resolved_access_addr", ""):
+        args.resolved_access_addr = access_address(args)
     channel, stub = _stub(args)
     try:
         return getattr(stub, method)(request, timeout=args.timeout,
                                      metadata=[("authorization", f"Bearer {token}")])
     except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.UNAVAILABLE:
+            raise CliError(f"no access service answers at {args.resolved_access_addr} ({exc.details()}); "
+                           "start the stack with `aios up`, or point at it with --access-addr, "
+                           "AIOS_ACCESS_ADDR or --kernel") from None
         raise CliError(f"{exc.code().name}: {exc.details()}") from None
     finally:
         channel.close()
@@ -230,12 +245,10 @@ def cmd_group_ls(args):
 
 
 def _access_args(p) -> None:
-    p.add_argument("--access-addr", default=os.environ.get("AIOS_ACCESS_ADDR", ACCESS_ADDR),
-                   help=f"access service address (default $AIOS_ACCESS_ADDR or {ACCESS_ADDR})")
-    p.add_argument("--data", default=os.environ.get("AIOS_DATA_DIR", ".aios"),
-                   help="data folder holding admin.token (default $AIOS_DATA_DIR or .aios)")
-    p.add_argument("--admin-token-file", default="", help="administrator token file (default <data>/admin.token)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds before giving up")
+    common.common_args(p, admin=True, timeout=30.0)
+    p.add_argument("--access-addr", default="", metavar="ADDR",
+                   help="access service address (default $AIOS_ACCESS_ADDR, else where the kernel says, "
+                        f"else {ACCESS_ADDR})")
 
 
 def _leaf(parent, name: str, func, help_text: str):
@@ -249,38 +262,39 @@ def register(sub, client_args) -> None:
     agent = sub.add_parser("agent", help="agent identities and tokens")
     asub = agent.add_subparsers(dest="agent_command", required=True)
     p = _leaf(asub, "create", cmd_agent_create, "register an agent and print its token")
-    p.add_argument("name")
+    p.add_argument("name", help="the agent's name (letters, digits, '_', '.', '-')")
     p.add_argument("--group", action="append", help="privilege group (repeatable; default agents)")
-    p.add_argument("--tenant", default="")
+    p.add_argument("--tenant", default="", help="the tenant whose part of memory it uses (default none)")
     _leaf(asub, "ls", cmd_agent_ls, "list agents")
     p = _leaf(asub, "revoke", cmd_agent_revoke, "revoke every token of an agent")
-    p.add_argument("name")
+    p.add_argument("name", help="the agent")
     p = _leaf(asub, "token", cmd_agent_token, "issue another token (after a revoke: rotation)")
-    p.add_argument("name")
+    p.add_argument("name", help="the agent")
 
     grant = sub.add_parser("grant", help="grants between agents on memory or files")
     gsub = grant.add_subparsers(dest="grant_command", required=True)
     p = _leaf(gsub, "create", cmd_grant_create, "let one agent use another's memory or files")
     p.add_argument("--from", dest="grantor", required=True, help="the owner of the space")
     p.add_argument("--to", dest="grantee", required=True, help="the agent receiving access")
-    p.add_argument("--kind", required=True, choices=["memory", "files"])
+    p.add_argument("--kind", required=True, choices=["memory", "files"], help="memory or files")
     p.add_argument("--path", default="", help="path or folder prefix (default: everything)")
     p.add_argument("--write", action="store_true", help="read and write (default read only)")
     p.add_argument("--ttl", type=float, default=None, help="seconds until it expires (default never)")
     p = _leaf(gsub, "ls", cmd_grant_ls, "list active grants")
-    p.add_argument("--from", dest="grantor", default="")
-    p.add_argument("--to", dest="grantee", default="")
+    p.add_argument("--from", dest="grantor", default="", help="only grants of this owner")
+    p.add_argument("--to", dest="grantee", default="", help="only grants to this agent")
     p = _leaf(gsub, "revoke", cmd_grant_revoke, "revoke a grant")
-    p.add_argument("id")
+    p.add_argument("id", help="the grant's id (aios grant ls)")
 
     confirm = sub.add_parser("confirm", help="operations waiting for a person's approval")
     csub = confirm.add_subparsers(dest="confirm_command", required=True)
     p = _leaf(csub, "ls", cmd_confirm_ls, "list confirmations (pending by default)")
-    p.add_argument("--state", default="pending", choices=["pending", "approved", "denied", "expired"])
+    p.add_argument("--state", default="pending", choices=["pending", "approved", "denied", "expired"],
+                   help="which ones (default pending)")
     p = _leaf(csub, "approve", cmd_confirm_approve, "approve a parked operation")
-    p.add_argument("id")
+    p.add_argument("id", help="the confirmation's id (aios confirm ls)")
     p = _leaf(csub, "deny", cmd_confirm_deny, "deny a parked operation")
-    p.add_argument("id")
+    p.add_argument("id", help="the confirmation's id (aios confirm ls)")
 
     p = _leaf(sub, "audit", cmd_audit, "the audit log, oldest first")
     p.add_argument("--agent", default="", help="only this principal's events")

@@ -18,45 +18,18 @@ def format_step(step) -> str:
     return f"{step.index:>3}  {step.action:<22} {step.detail}{mark}{timing}"
 
 
-async def _watch_confirmations(client, stop: asyncio.Event) -> None:
-    """Say when one of the agent's syscalls waits for a person, since the
-    step itself is printed only once it ends."""
-    from aios.kernel.v1 import syscall_pb2 as ks
-    from aios.sdk import AiosError
-
-    told: set[str] = set()
-    while not stop.is_set():
-        try:
-            page = await client.list_syscalls(state=ks.SYSCALL_STATE_AWAITING_CONFIRMATION,
-                                              session_id=client.session_id)
-            for record in page.syscalls:
-                if record.id not in told:
-                    told.add(record.id)
-                    print(f"     syscall {record.id} ({record.resource}) waits for a person to confirm it: "
-                          "aios confirm ls; aios confirm approve ID", flush=True)
-        except AiosError:
-            pass  # the agent's own steps report what is wrong
-        try:
-            await asyncio.wait_for(stop.wait(), 1.0)
-        except TimeoutError:
-            pass
-
-
 async def _run(agent, args, show):
     from aios.agents import run_agent
     from aios.sdk import AsyncClient
 
+    from services.cli import common
+
     # The token: --token, else $AIOS_TOKEN, else the agent's name (the
     # kernel's development mode takes the token as the name).
     token = args.token or os.environ.get("AIOS_TOKEN") or agent.name
-    async with AsyncClient(args.kernel, token, timeout=args.timeout) as client:
-        stop = asyncio.Event()
-        watcher = asyncio.ensure_future(_watch_confirmations(client, stop))
-        try:
-            return await run_agent(agent, args.task, client=client, on_step=show)
-        finally:
-            stop.set()
-            await watcher
+    async with AsyncClient(common.kernel_address(args), token, timeout=args.timeout,
+                           on_confirmation=common.say_parked) as client:
+        return await run_agent(agent, args.task, client=client, on_step=show)
 
 
 def cmd_run_agent(args) -> int:
@@ -84,12 +57,14 @@ def cmd_run_agent(args) -> int:
     except KeyboardInterrupt:
         print("interrupted: the agent's syscalls were cancelled", file=sys.stderr)
         return 130
+    summary = f"-- {len(run.steps)} steps in {run.seconds:.1f} s"
     if run.ok:
         if not args.json:
             print(f"answer: {run.answer}", flush=True)
-        print(f"-- {len(run.steps)} steps in {run.seconds:.1f} s", file=sys.stderr)
+        print(summary, file=sys.stderr)
         return 0
     print(f"error: {run.error}", file=sys.stderr)
+    print(f"{summary}, failed", file=sys.stderr)
     if isinstance(run.error, UnauthenticatedError):
         print("hint: pass the agent's token with --token or AIOS_TOKEN (aios agent create NAME prints one)",
               file=sys.stderr)
@@ -103,5 +78,5 @@ def register(sub, client_args) -> None:
     p.add_argument("--agent", default=None, help="which Agent class, when the module defines several")
     p.add_argument("--name", default=None, help="run under this agent name instead of the class's")
     p.add_argument("--json", action="store_true", help="print each step as a JSON line")
-    client_args(p)
+    client_args(p, timeout=300.0)
     p.set_defaults(func=cmd_run_agent)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from services.cli import common
+
 _TIER_NAMES = {1: "working", 2: "long_term"}
 
 
@@ -30,24 +32,21 @@ def _add(kernel, args) -> None:
 def _search(kernel, args) -> None:
     results = kernel.memory.search(args.query, k=args.k, filter=args.filter, owner=args.agent,
                                    score_threshold=args.min_score)
-    for hit in results:
-        print(f"{hit.score:6.3f}  {hit.memory.id}  {_short(hit.memory.content)}")
-    if not results:
-        print("no matching memories", file=sys.stderr)
+    common.table(("SCORE", "ID", "CONTENT"), [(f"{h.score:.3f}", h.memory.id, _short(h.memory.content))
+                                             for h in results], empty="no matching memories")
 
 
 def _ls(kernel, args) -> None:
-    token, shown = "", 0
-    while shown < args.limit:
+    token, rows = "", []
+    while len(rows) < args.limit:
         page = kernel.memory.list(filter=args.filter, tier=args.tier, owner=args.agent,
-                                  page_size=min(100, args.limit - shown), page_token=token)
-        for rec in page.memories:
-            tags = ",".join(rec.tags) or "-"
-            print(f"{rec.id}  {_TIER_NAMES.get(rec.tier, '?'):<9}  {tags:<16}  {_short(rec.content, 56)}")
-        shown += len(page.memories)
+                                  page_size=min(100, args.limit - len(rows)), page_token=token)
+        rows += [(rec.id, _TIER_NAMES.get(rec.tier, "?"), ",".join(rec.tags) or "-", _short(rec.content, 56))
+                 for rec in page.memories]
         token = page.next_page_token
         if not token:
             break
+    common.table(("ID", "TIER", "TAGS", "CONTENT"), rows, empty="no memories")
 
 
 def _get(kernel, args) -> None:
@@ -70,34 +69,30 @@ def register(sub, client_args) -> None:
         p = verbs.add_parser(name, help=help)
         p.add_argument("--agent", default="", help="whose memory (default: the calling agent's own)")
         client_args(p)
-        p.set_defaults(func=lambda args, fn=fn: _with_client(fn, args))
+        p.set_defaults(func=common.command(fn))
         return p
 
     add = verb("add", _add, "store a memory; prints its id")
-    add.add_argument("text")
+    add.add_argument("text", help="what to remember")
     add.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
     add.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
                      help="a metadata entry (repeatable)")
 
     search = verb("search", _search, "the memories closest in meaning to a query")
-    search.add_argument("query")
+    search.add_argument("query", help="what to look for, in plain words")
     search.add_argument("-k", type=int, default=5, help="how many results (default 5)")
     search.add_argument("--filter", default="", help='e.g. tag:work AND metadata.kind="note"')
     search.add_argument("--min-score", type=float, default=None, help="drop results scoring lower")
 
     ls = verb("ls", _ls, "list memories")
     ls.add_argument("--filter", default="", help='e.g. tag:work AND metadata.kind="note"')
-    ls.add_argument("--tier", choices=["working", "long_term"], default="")
+    ls.add_argument("--tier", choices=["working", "long_term"], default="",
+                    help="only working or long-term memory (default both)")
     ls.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
 
     get = verb("get", _get, "print one memory")
-    get.add_argument("id")
+    get.add_argument("id", help="the memory's id")
 
     rm = verb("rm", _rm, "delete a memory")
-    rm.add_argument("id")
+    rm.add_argument("id", help="the memory's id (a person confirms the delete)")
 
-
-def _with_client(fn, args) -> int:
-    from services.cli.main import with_client  # late: main imports this package
-
-    return with_client(fn, args)
