@@ -185,6 +185,7 @@ async def test_irreversible_delete_waits_for_a_person(world):
         assert exc.value.reason == "CONFIRMATION_DENIED"
         assert (await c.memory.get(other.id)).content == "carol's other fact"
         # Nobody answers before the deadline: DEADLINE_EXCEEDED, untouched.
+        # (Last: its confirmation stays pending until it expires.)
         syscall = ks.Syscall(request_id="late", memory=ks.MemoryCall(delete=mpb.DeleteMemoryRequest(id=other.id)))
         with pytest.raises(DeadlineExceededError):
             await c.submit(syscall, timeout=1.0)
@@ -254,11 +255,6 @@ async def test_irreversible_file_delete_waits_for_a_person(world):
         with pytest.raises(PermissionDeniedError):
             await delete
         assert await hal.files.read("report.txt") == b"quarterly numbers"
-        # Unanswered before the deadline: untouched.
-        syscall = ks.Syscall(storage=ks.StorageCall(delete=spb_delete("report.txt")))
-        with pytest.raises(DeadlineExceededError):
-            await hal.submit(syscall, timeout=1.0)
-        assert await hal.files.read("report.txt") == b"quarterly numbers"
         # Overwriting waits too; approved, it happens.
         overwrite = asyncio.create_task(hal.files.write("report.txt", "revised numbers"))
         conf = await _pending_confirmation(world, "hal")
@@ -275,6 +271,14 @@ async def test_irreversible_file_delete_waits_for_a_person(world):
         assert await delete == 1
         with pytest.raises(Exception):
             await hal.files.read("report.txt")
+        # Unanswered before the deadline: untouched. Last, because its
+        # confirmation stays pending until its own expiry, and
+        # _pending_confirmation would find it instead of a later one.
+        await hal.files.write("report.txt", "final numbers")  # a new file: no confirmation
+        syscall = ks.Syscall(storage=ks.StorageCall(delete=spb_delete("report.txt")))
+        with pytest.raises(DeadlineExceededError):
+            await hal.submit(syscall, timeout=1.0)
+        assert await hal.files.read("report.txt") == b"final numbers"
 
 
 def spb_delete(path: str):
@@ -302,3 +306,77 @@ async def test_cancelling_a_parked_call_ends_it_and_approval_comes_too_late(worl
                                                  metadata=world["md"])
         assert (await ivy.memory.get(kept.id)).content == "ivy keeps this"
         assert (await ivy.get_syscall("parked-delete")).state == ks.SYSCALL_STATE_CANCELLED
+
+
+# -- parked calls say so at once, and a timeout names the confirmation ----------------------
+
+async def test_a_parked_call_tells_the_hook_at_once_and_runs_once_approved(world):
+    from aios.sdk import PendingConfirmation
+
+    told: list[PendingConfirmation] = []
+
+    async def approve(pending: PendingConfirmation) -> None:
+        told.append(pending)
+        # The hook hears of the confirmation while it is still pending.
+        listed = await world["admin"].ListConfirmations(apb.ListConfirmationsRequest(), metadata=world["md"])
+        assert pending.confirmation_id in [c.id for c in listed.confirmations]
+        await world["admin"].ResolveConfirmation(apb.ResolveConfirmationRequest(
+            id=pending.confirmation_id, approve=True), metadata=world["md"])
+
+    token = await world["create"]("hooked")
+    async with AsyncClient(world["kernel"], token=token, timeout=30, retries=0, on_confirmation=approve) as c:
+        rec = await c.memory.add("to be deleted")
+        await c.memory.delete(rec.id)
+        assert len(told) == 1 and told[0].resource == "memory" and told[0].syscall_id
+        record = await c.get_syscall(told[0].syscall_id)
+        assert record.state == ks.SYSCALL_STATE_SUCCEEDED and not record.confirmation_id
+
+
+async def test_an_unanswered_confirmation_fails_with_a_typed_error_naming_it(world):
+    from aios.sdk import ConfirmationTimeoutError
+
+    told = []
+    token = await world["create"]("unanswered")
+    async with AsyncClient(world["kernel"], token=token, timeout=30, retries=0, on_confirmation=told.append) as c:
+        rec = await c.memory.add("kept")
+        with pytest.raises(ConfirmationTimeoutError) as exc:
+            await c.with_options(timeout=4).memory.delete(rec.id)
+        assert isinstance(exc.value, DeadlineExceededError)
+        assert told and exc.value.confirmation_id == told[0].confirmation_id
+        assert exc.value.reason == "CONFIRMATION_TIMEOUT"
+        assert f"aios confirm approve {told[0].confirmation_id}" in exc.value.message
+        assert (await c.memory.get(rec.id)).content == "kept"
+
+
+async def test_the_cli_says_at_once_that_a_call_waits_and_how_to_approve_it(world, capsys, monkeypatch):
+    from services.cli.main import main
+
+    monkeypatch.delenv("AIOS_TOKEN", raising=False)
+    token = await world["create"]("cli-waiter")
+    async with agent(world, token) as c:
+        rec = await c.memory.add("a note for the cli")
+    capsys.readouterr()
+    code = await asyncio.to_thread(main, ["memory", "rm", rec.id, "--kernel", world["kernel"],
+                                          "--token", token, "--timeout", "4"])
+    err = capsys.readouterr().err
+    assert code == 1
+    waiting, error = [line for line in err.splitlines() if line]
+    assert waiting.startswith("waiting: memory call") and "aios confirm approve c-" in waiting
+    confirmation = waiting.split("aios confirm approve ")[1].split("`")[0]
+    assert error.startswith("error: DEADLINE_EXCEEDED") and f"confirmation {confirmation}" in error
+
+
+async def test_an_agent_may_not_list_another_agents_syscalls(world, capsys, monkeypatch):
+    from aios.sdk import PermissionDeniedError
+    from services.cli.main import main
+
+    token = await world["create"]("nosy")
+    async with agent(world, token) as c:
+        with pytest.raises(PermissionDeniedError) as exc:
+            await c.list_syscalls(agent="someone-else")
+        assert exc.value.reason == "ADMIN_ONLY"
+        assert (await c.list_syscalls(agent="nosy")).syscalls is not None  # its own: fine
+    capsys.readouterr()
+    code = await asyncio.to_thread(main, ["syscalls", "--agent", "other", "--kernel", world["kernel"],
+                                          "--token", token])
+    assert code == 1 and "may list only its own syscalls" in capsys.readouterr().err

@@ -135,15 +135,20 @@ async def test_a_declared_tool_the_kernel_lacks_fails_the_run_clearly(kernel):
 
 
 async def test_a_service_that_is_down_ends_the_run_with_a_clear_error(llm_core_addr, start_service):
-    from services.cli.stack import free_port
+    import socket
+
     from services.scheduler.app import build as build_kernel
 
-    nowhere = f"127.0.0.1:{free_port()}"
-    server = await start_service(build_kernel, kernel_config(
-        llm_core_addr, auth="dev", AIOS_MEMORY_ADDR=nowhere, AIOS_STORAGE_ADDR=nowhere))
-    keeper = load_agent(EXAMPLES / "memory_keeper.py", name=unique("keeper"))
-    run = await run_agent(keeper, "Remember: the sky is blue. What colour is the sky?",
-                          address=f"127.0.0.1:{server.port}", timeout=20)
+    # A port bound but not listening for the whole run: connections are
+    # refused, and no other process can start listening on it meanwhile.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        nowhere = f"127.0.0.1:{closed.getsockname()[1]}"
+        server = await start_service(build_kernel, kernel_config(
+            llm_core_addr, auth="dev", AIOS_MEMORY_ADDR=nowhere, AIOS_STORAGE_ADDR=nowhere))
+        keeper = load_agent(EXAMPLES / "memory_keeper.py", name=unique("keeper"))
+        run = await run_agent(keeper, "Remember: the sky is blue. What colour is the sky?",
+                              address=f"127.0.0.1:{server.port}", timeout=20)
     assert isinstance(run.error, UnavailableError)
     assert run.steps[0].action == "memory.add" and run.steps[0].error == "UNAVAILABLE"
     assert run.steps[-1].kind == "error" and "UNAVAILABLE" in run.steps[-1].detail

@@ -23,10 +23,17 @@ from services.cli.main import build_parser, main
 from tests.conftest import kernel_config
 
 
+_HELD: list[socket.socket] = []
+
+
 def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port bound but never listening, held until the test process
+    ends: connections to it are refused, and no other process can start
+    listening on it while the kernel below still points there."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    _HELD.append(s)
+    return s.getsockname()[1]
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -86,7 +93,7 @@ async def test_models_fails_and_names_the_endpoint_that_is_down(start_service, a
 async def test_an_llm_syscall_without_a_model_gets_the_kernels_default(kernel):
     async with AsyncClient(kernel, token="ann", timeout=60) as c:
         assert (await c.list_models()).default_model == "smollm2"
-        reply = await c.llm.chat("Say hi", max_tokens=4)
+        reply = await c.llm.chat("Say hi", max_tokens=4, temperature=0)
         assert reply.record.resource == "llm:smollm2" and reply.completion_tokens > 0
 
 

@@ -61,7 +61,7 @@ async def test_streaming_models_and_errors(door):
     chunks, usage = [], None
     stream = await client.chat.completions.create(
         model="smollm2", messages=[{"role": "user", "content": "Write a sentence about rain."}],
-        max_tokens=24, stream=True, stream_options={"include_usage": True})
+        max_tokens=24, temperature=0, stream=True, stream_options={"include_usage": True})
     async for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
             chunks.append(chunk.choices[0].delta.content)

@@ -65,7 +65,7 @@ async def test_empty_syscall_is_invalid_and_kernel_keeps_serving(client):
     with pytest.raises(NotFoundError) as exc:
         await client.llm.chat("hi", model="no-such-model")
     assert "no-such-model" in exc.value.message and exc.value.field == "syscall.llm.model"
-    reply = await client.llm.chat("Say yes.", max_tokens=8)
+    reply = await client.llm.chat("Say yes.", max_tokens=8, temperature=0)
     assert reply.text
 
 
@@ -84,7 +84,10 @@ async def test_errors_carry_typed_details_for_raw_grpc_callers(kernel_addr):
 
 
 async def test_process_table_lists_the_agent(client):
-    await client.llm.chat("One word: hi", max_tokens=4)
+    # Two calls of its own, so the page of one below has a next page whether
+    # or not the other tests of this file ran first (same agent, "tester").
+    await client.llm.chat("One word: hi", max_tokens=4, temperature=0)
+    await client.llm.chat("One word: bye", max_tokens=4, temperature=0)
     agents = {a.agent: a for a in await client.list_agents()}
     assert agents["tester"].completed >= 1 and agents["tester"].completion_tokens > 0
     page = await client.list_syscalls(agent="tester", page_size=1)

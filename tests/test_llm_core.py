@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import sys
 import time
 import urllib.request
@@ -57,6 +58,16 @@ def reason_of(exc: grpc.aio.AioRpcError) -> str:
             d.Unpack(info)
             return info.reason
     return ""
+
+
+@contextlib.contextmanager
+def closed_port():
+    """A loopback port bound but not listening while held: connections to it
+    are refused, and no other process can start listening on it meanwhile
+    (unlike a fixed port such as 9, or a free port that was let go)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
 
 
 async def wait_until(pred, timeout: float = 15.0, what: str = "condition"):
@@ -203,7 +214,8 @@ async def test_cancelling_a_stream_frees_the_llama_cpp_slot(stub, llm_server):
 
     await wait_until(lambda: _eq(busy_slots(), 0), what="idle server")
     call = stub.GenerateStream(pb.GenerateRequest(
-        model=MODEL, messages=[user("Tell a very long story about a dragon.")], max_tokens=2000), timeout=120)
+        model=MODEL, messages=[user("Tell a very long story about a dragon.")], max_tokens=2000,
+        temperature=0), timeout=120)
     for _ in range(3):
         assert (await call.read()).delta
     assert await busy_slots() == 1
@@ -237,7 +249,8 @@ async def test_errors(stub):
     e = await fails(tool_request(pb.TOOL_CHOICE_MODE_FUNCTION, "no_such_tool"), grpc.StatusCode.INVALID_ARGUMENT)
     assert "tool_choice.name" in e.details()
     # Still serving.
-    assert (await stub.Generate(pb.GenerateRequest(model=MODEL, messages=[user("Say yes.")], max_tokens=4))).text
+    assert (await stub.Generate(pb.GenerateRequest(model=MODEL, messages=[user("Say yes.")], max_tokens=4,
+                                                   temperature=0))).text
 
 
 @contextlib.asynccontextmanager
@@ -282,7 +295,7 @@ async def test_backend_auth_failure_names_the_endpoint_never_the_key():
             async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
                 stub = pb_grpc.LlmServiceStub(channel)
                 ok = await stub.Generate(pb.GenerateRequest(model="right", messages=[user("Say hi.")],
-                                                            max_tokens=4), timeout=60)
+                                                            max_tokens=4, temperature=0), timeout=60)
                 assert ok.text and ok.endpoint == "keyed-right"
                 for call in (stub.Generate, lambda r, timeout: _first(stub.GenerateStream(r, timeout=timeout))):
                     with pytest.raises(grpc.aio.AioRpcError) as exc:
@@ -328,29 +341,23 @@ async def test_embed_batch_dims_and_ranking(stub):
         assert exc.value.code() == code
 
 
-async def test_list_models_and_the_aios_models_command(stub, llm_core_addr, capsys):
+async def test_list_models_shows_kinds_endpoints_and_health(stub):
     models = {m.name: m for m in (await stub.ListModels(pb.ListModelsRequest(), timeout=30)).models}
     (ep,) = models[MODEL].endpoints
     assert models[MODEL].kind == pb.MODEL_KIND_CHAT and ep.healthy and not ep.last_error
     assert ep.max_concurrency == 4 and not ep.native_tools
     assert models["all-MiniLM-L6-v2"].kind == pb.MODEL_KIND_EMBEDDING
 
-    from services.cli.main import main
-
-    # A blocking client: run it off the event loop that serves llm_core.
-    rc = await asyncio.to_thread(main, ["models", "--llm-addr", llm_core_addr])
-    out = capsys.readouterr().out
-    assert rc == 0
-    row = next(line for line in out.splitlines() if line.startswith(MODEL))
-    assert "local" in row and row.rstrip().endswith("up") and "0/4" in row
-
-    # An endpoint that is down shows as DOWN and the command fails.
-    eps = [{"name": "gone", "model": "gone", "base_url": "http://127.0.0.1:9/v1", "model_id": "x"}]
-    server = await start_server(await build(Config.from_env({"AIOS_LLM_ENDPOINTS": json.dumps(eps)})),
-                                "127.0.0.1", 0)
-    try:
-        rc = await asyncio.to_thread(main, ["models", "--llm-addr", f"127.0.0.1:{server.port}"])
-    finally:
-        await server.stop(grace=0)
-    out = capsys.readouterr().out
-    assert rc == 1 and "DOWN: unreachable" in out
+    # An endpoint that is down shows as unhealthy, with why (`aios models`
+    # over the kernel is in test_cli.py).
+    with closed_port() as port:
+        eps = [{"name": "gone", "model": "gone", "base_url": f"http://127.0.0.1:{port}/v1", "model_id": "x"}]
+        server = await start_server(await build(Config.from_env({"AIOS_LLM_ENDPOINTS": json.dumps(eps)})),
+                                    "127.0.0.1", 0)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+                resp = await pb_grpc.LlmServiceStub(ch).ListModels(pb.ListModelsRequest(), timeout=30)
+        finally:
+            await server.stop(grace=0)
+    (gone,) = [m for m in resp.models if m.name == "gone"]
+    assert not gone.endpoints[0].healthy and gone.endpoints[0].last_error

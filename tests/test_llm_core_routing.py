@@ -192,10 +192,12 @@ async def running_of(url: str) -> int:
 
 
 async def test_one_endpoint_killed_mid_run_then_both_down():
-    async with simulator_process("--time-scale", "0.2") as (proc, a_url), \
+    # `a` is slow (a 40-token call takes ~400 ms there, ~80 ms on `b`), so what
+    # it runs when polled below is still running when it is killed a moment
+    # later, however busy the machine: `on_a` is then a true lower bound.
+    async with simulator_process("--time-scale", "1.0") as (proc, a_url), \
             simulators(EngineConfig(time_scale=0.2)) as (b,), \
             llm_core([endpoint(a_url, "a"), endpoint(b, "b")]) as stub:
-        # A 40-token call takes ~80 ms on either.
         calls = [asyncio.ensure_future(stub.Generate(request(40, content=f"question {i}"), timeout=30))
                  for i in range(12)]
         streams = [stub.GenerateStream(request(40, content=f"story {i}"), timeout=30) for i in range(4)]
@@ -222,11 +224,11 @@ async def test_one_endpoint_killed_mid_run_then_both_down():
         assert {r.endpoint for r in later} == {"b"}
 
         await b.stop()
-        started = time.monotonic()
         with pytest.raises(grpc.aio.AioRpcError) as exc:
             await stub.Generate(request(10), timeout=3)
+        # UNAVAILABLE, not DEADLINE_EXCEEDED: it answered within the deadline
+        # (a stopwatch against the same 3 s would only add a race).
         assert exc.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert time.monotonic() - started < 3
         assert details(exc.value)[0] == "ENDPOINT_UNREACHABLE"
         # ListModels says so too.
         models = await stub.ListModels(pb.ListModelsRequest())
@@ -384,8 +386,9 @@ async def test_backend_statuses_map_to_grpc_codes():
     async with FakeBackend(429, _err("slow down", "rate_limit_error"), {"Retry-After": "7"}) as f429, \
             FakeBackend(500, _err("boom", "server_error")) as f500, \
             FakeBackend(404, _err("model 'x' not found", "not_found_error")) as f404, \
-            simulators(EngineConfig(time_scale=0.01, max_model_len=64)) as (small,):
-        closed = f"http://127.0.0.1:{_free_port()}/v1"
+            simulators(EngineConfig(time_scale=0.01, max_model_len=64)) as (small,), \
+            _closed_port() as closed_port:
+        closed = f"http://127.0.0.1:{closed_port}/v1"
         eps = [{**endpoint(f429, "limited"), "model": "limited"},
                {**endpoint(f500, "broken"), "model": "broken"},
                {**endpoint(f404, "missing"), "model": "missing"},
@@ -398,9 +401,9 @@ async def test_backend_statuses_map_to_grpc_codes():
                     await stub.Generate(req, timeout=timeout)
                 return exc.value
 
-            started = time.monotonic()
             e = await fails("limited", timeout=1.0)
-            assert time.monotonic() - started < 1.0
+            # RESOURCE_EXHAUSTED, not DEADLINE_EXCEEDED: the retries stopped
+            # inside the deadline (no stopwatch against the same 1 s).
             assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             reason, meta, retry = details(e)
             assert reason == "BACKEND_RATE_LIMITED" and retry == 7.0 and meta["endpoint"] == "limited"
@@ -434,6 +437,17 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def _closed_port():
+    """A loopback port bound but not listening while held: connections are
+    refused, and no other process can start listening on it meanwhile."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
 
 
 async def test_malformed_tool_call_is_a_clear_error():

@@ -329,14 +329,16 @@ async def test_bad_input_gets_clear_statuses_and_stores_nothing(mem):
 
 
 async def test_embedding_service_down_is_unavailable_and_stores_nothing(start_memory):
-    with socket.socket() as s:  # a port nobody listens on
+    # A port nobody listens on: bound but not listening for the whole test, so
+    # no other process can start listening there while it runs.
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = f"127.0.0.1:{s.getsockname()[1]}"
-    _, mem = await start_memory(AIOS_LLM_ADDR=dead, embed_timeout=5)
-    owner = new_owner()
-    err = await failure(mem.add(owner, "this cannot be embedded"))
-    assert (err.code, err.reason) == ("UNAVAILABLE", "EMBEDDINGS_UNAVAILABLE")
-    assert await mem.list_all(owner) == []
+        _, mem = await start_memory(AIOS_LLM_ADDR=dead, embed_timeout=5)
+        owner = new_owner()
+        err = await failure(mem.add(owner, "this cannot be embedded"))
+        assert (err.code, err.reason) == ("UNAVAILABLE", "EMBEDDINGS_UNAVAILABLE")
+        assert await mem.list_all(owner) == []
 
 
 async def test_only_the_kernel_may_call_when_service_trust_is_on(start_memory):
@@ -492,9 +494,13 @@ async def test_cli_memory_commands(kernel_with_memory, capsys):
     code, out, _ = await asyncio.to_thread(aios, "add", FACTS["budget"], "--meta", "kind=meeting")
     assert code == 0
     code, out, _ = await asyncio.to_thread(aios, "search", "family celebration date", "-k", "1")
-    assert code == 0 and rec_id in out and "birthday" in out and len(out.strip().splitlines()) == 1
+    header, *rows = out.strip().splitlines()
+    assert code == 0 and header.split() == ["SCORE", "ID", "CONTENT"]
+    assert len(rows) == 1 and rec_id in rows[0] and "birthday" in rows[0]
     code, out, _ = await asyncio.to_thread(aios, "ls")
-    assert code == 0 and rec_id in out and "family,dates" in out and len(out.strip().splitlines()) == 2
+    header, *rows = out.strip().splitlines()
+    assert code == 0 and header.split() == ["ID", "TIER", "TAGS", "CONTENT"]
+    assert len(rows) == 2 and rec_id in out and "family,dates" in out
     code, out, _ = await asyncio.to_thread(aios, "ls", "--filter", 'metadata.kind="meeting"')
     assert code == 0 and "budget" in out and rec_id not in out
     code, out, err = await asyncio.to_thread(aios, "ls", "--agent", "someone-else")

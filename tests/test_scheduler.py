@@ -96,6 +96,22 @@ def started(task) -> int:
     return task.result()[0].start_time.ToNanoseconds()
 
 
+# A blocker: a call long enough (25 s at the default time scale) that only a
+# cancel ends it. Held while the calls under test are queued behind it, it
+# makes their order the policy's alone, not a race between their submission
+# and the blocker finishing on a busy machine.
+HOLD = 50_000
+
+
+async def release(client: AsyncClient, request_id: str, task: asyncio.Task) -> None:
+    """Cancel the blocker; it must still have been running (else the calls
+    behind it may have started before the others were queued)."""
+    await client.cancel(request_id)
+    with pytest.raises(Exception) as exc:
+        await task
+    assert "CANCELLED" in str(exc.value)
+
+
 async def test_fifo_runs_calls_in_arrival_order(sim_stack):
     client, _ = await sim_stack("fifo")
     a = client("a")
@@ -108,20 +124,27 @@ async def test_fifo_runs_calls_in_arrival_order(sim_stack):
 async def test_priority_serves_a_later_high_priority_call_first(sim_stack):
     client, _ = await sim_stack("priority", aging_seconds=3600)
     a = client("a")
-    tasks = await submit_in_order([
-        (a, gen(a, "blocker", 400)),
+    blocker, *tasks = await submit_in_order([
+        (a, gen(a, "blocker", HOLD, request_id="blocker")),
         (a, gen(a, "low-1", 5)), (a, gen(a, "low-2", 5)),
         (a, gen(a, "high", 5, priority=10)),
     ])
+    await release(a, "blocker", blocker)
     await asyncio.gather(*tasks)
-    _, low1, low2, high = (started(t) for t in tasks)
+    low1, low2, high = (started(t) for t in tasks)
     assert high < low1 < low2
 
 
 async def test_round_robin_interleaves_and_resumes_exactly(sim_stack):
     client, sim = await sim_stack("round_robin", slice_tokens=8)
-    a, b = client("a"), client("b")
+    a, b, holder = client("a"), client("b"), client("holder")
+    # Round robin slices every generation, but never output under a grammar
+    # (llm_core), so a JSON call is a blocker here: a and b are both queued
+    # before either starts, whatever the time b's submission takes.
+    (blocker,) = await submit_in_order([(holder, gen(holder, "blocker", HOLD, request_id="blocker",
+                                                     json_object=True))])
     tasks = await submit_in_order([(a, gen(a, "first long story", 40)), (b, gen(b, "second long story", 40))])
+    await release(holder, "blocker", blocker)
     results = await asyncio.gather(*tasks)
     for record, events in results:
         assert record.preemptions >= 2 and "preempted" in events and "resumed" in events
@@ -139,9 +162,13 @@ async def test_round_robin_interleaves_and_resumes_exactly(sim_stack):
 
 async def test_fair_share_serves_a_light_agent_while_a_heavy_one_floods(sim_stack):
     client, _ = await sim_stack("fair_share")
-    heavy, light = client("heavy"), client("light")
+    heavy, light, holder = client("heavy"), client("light"), client("holder")
+    # Everything queues behind the blocker first: otherwise the heavy calls
+    # drain while the light ones are still being submitted on a slow machine.
+    (blocker,) = await submit_in_order([(holder, gen(holder, "blocker", HOLD, request_id="blocker"))])
     tasks = await submit_in_order([(heavy, gen(heavy, f"h{i}", 30)) for i in range(12)])
     light_tasks = await submit_in_order([(light, gen(light, f"l{i}", 30)) for i in range(3)])
+    await release(holder, "blocker", blocker)
     await asyncio.gather(*tasks, *light_tasks)
     heavy_starts = sorted(started(t) for t in tasks)
     # Under FIFO the light calls would start after all 12 heavy ones; with
@@ -190,15 +217,20 @@ async def test_deadline_fails_the_call_and_frees_the_backend(sim_stack):
 
 async def test_per_agent_limit_answers_resource_exhausted_and_keeps_serving(sim_stack):
     client, _ = await sim_stack("fifo", per_agent_outstanding=2)
-    a, b = client("a"), client("b")
-    tasks = await submit_in_order([(a, gen(a, "x", 300)), (a, gen(a, "y", 5))])
+    a, b, holder = client("a"), client("b"), client("holder")
+    # Behind the blocker, a's two calls stay outstanding until it is released,
+    # however long the third submission takes to arrive.
+    blocker, *tasks = await submit_in_order([(holder, gen(holder, "blocker", HOLD, request_id="blocker")),
+                                             (a, gen(a, "x", 30)), (a, gen(a, "y", 5))])
     with pytest.raises(ResourceExhaustedError) as exc:
         await a.submit(gen(a, "z", 5))
     assert exc.value.reason == "AGENT_LIMIT" and exc.value.retry_after and exc.value.retry_after > 0
-    # Other agents are not affected, and nothing accepted was lost.
-    assert (await b.llm.chat("other", model=MODEL, max_tokens=3)).text
-    results = await asyncio.gather(*tasks)
+    # Other agents are not affected (b's call is accepted), and nothing accepted was lost.
+    others = await submit_in_order([(b, gen(b, "other", 3))])
+    await release(holder, "blocker", blocker)
+    results = await asyncio.gather(*tasks, *others)
     assert all(r.state == ks.SYSCALL_STATE_SUCCEEDED for r, _ in results)
+    assert results[-1][0].llm.text
 
 
 async def test_repeated_request_id_runs_once(sim_stack):

@@ -126,13 +126,19 @@ async def test_sync_client_raises_the_same_exceptions(kernel_addr):
 
 
 async def test_unreachable_kernel_is_unavailable_after_bounded_retries():
-    from services.cli.stack import free_port
+    import socket
 
-    async with AsyncClient(f"127.0.0.1:{free_port()}", token="nobody", retries=2, timeout=10) as aios:
-        started = time.monotonic()
-        with pytest.raises(UnavailableError):
-            await aios.tools.call("calculator", {"expression": "1+1"})
-        assert time.monotonic() - started < 10  # gave up within the deadline
+    # Bound but not listening for the whole test: refused, and no other
+    # process can start listening on it meanwhile.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{closed.getsockname()[1]}"
+        async with AsyncClient(address, token="nobody", retries=2, timeout=10) as aios:
+            started = time.monotonic()
+            with pytest.raises(UnavailableError):
+                await aios.tools.call("calculator", {"expression": "1+1"})
+            # Gave up within the deadline (retries take ~0.3 s, 30x headroom).
+            assert time.monotonic() - started < 10
 
 
 # --- retries and idempotency --------------------------------------------------------
@@ -176,7 +182,7 @@ async def test_a_call_past_its_deadline_fails_and_the_kernel_stops_it(kernel_add
     async with AsyncClient(kernel_addr, token=new_agent("sdk-deadline"), timeout=60) as aios:
         rid = uuid.uuid4().hex
         with pytest.raises(DeadlineExceededError) as err:
-            await aios.llm.chat(LONG, max_tokens=400, request_id=rid, timeout=0.3)
+            await aios.llm.chat(LONG, max_tokens=400, temperature=0, request_id=rid, timeout=0.3)
         assert err.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
         record = await poll(lambda: aios.get_syscall(rid), lambda r: r.state in (
             ks.SYSCALL_STATE_FAILED, ks.SYSCALL_STATE_CANCELLED))
@@ -186,7 +192,7 @@ async def test_a_call_past_its_deadline_fails_and_the_kernel_stops_it(kernel_add
         # it came from stays usable.
         view = aios.with_options(timeout=0.3)
         with pytest.raises(DeadlineExceededError):
-            await view.llm.chat(LONG, max_tokens=400)
+            await view.llm.chat(LONG, max_tokens=400, temperature=0)
         await view.close()
         assert await aios.tools.call("calculator", {"expression": "2+2"}) == "4"
 
@@ -194,7 +200,7 @@ async def test_a_call_past_its_deadline_fails_and_the_kernel_stops_it(kernel_add
 async def test_cancelling_the_awaiting_task_cancels_the_syscall(kernel_addr):
     async with AsyncClient(kernel_addr, token=new_agent("sdk-cancel"), timeout=60) as aios:
         rid = uuid.uuid4().hex
-        task = asyncio.ensure_future(aios.llm.chat(LONG, max_tokens=400, request_id=rid))
+        task = asyncio.ensure_future(aios.llm.chat(LONG, max_tokens=400, temperature=0, request_id=rid))
         await poll(lambda: aios.get_syscall(rid), lambda r: r.state in (
             ks.SYSCALL_STATE_QUEUED, ks.SYSCALL_STATE_RUNNING))
         task.cancel()
@@ -209,7 +215,7 @@ async def test_cancel_by_request_id_ends_the_waiting_call_with_cancelled(kernel_
     async with AsyncClient(kernel_addr, token=agent, timeout=60) as aios, \
             AsyncClient(kernel_addr, token=agent, timeout=60) as other:
         rid = uuid.uuid4().hex
-        task = asyncio.ensure_future(aios.llm.chat(LONG, max_tokens=400, request_id=rid))
+        task = asyncio.ensure_future(aios.llm.chat(LONG, max_tokens=400, temperature=0, request_id=rid))
         await poll(lambda: other.get_syscall(rid), lambda r: r.state in (
             ks.SYSCALL_STATE_QUEUED, ks.SYSCALL_STATE_RUNNING))
         await other.cancel(rid)
@@ -223,7 +229,7 @@ async def test_leaving_a_stream_early_cancels_the_syscall(kernel_addr):
     async with AsyncClient(kernel_addr, token=new_agent("sdk-stream"), timeout=60,
                            on_syscall=lambda s, r, e: seen.append((r, e))) as aios:
         rid = uuid.uuid4().hex
-        stream = aios.chat_stream(LONG, max_tokens=400, request_id=rid)
+        stream = aios.chat_stream(LONG, max_tokens=400, temperature=0, request_id=rid)
         async for piece in stream:
             assert isinstance(piece, str)
             break

@@ -28,9 +28,11 @@ def hang(seconds: float) -> str:
 
 
 def _mark(name: str, hold: float) -> str:
-    start = time.time()
+    # The monotonic clock: the test compares intervals, which a wall-clock
+    # step (NTP) could make overlap or reorder.
+    start = time.monotonic()
     time.sleep(hold)
-    end = time.time()
+    end = time.monotonic()
     with open(os.environ["MCP_MARK_LOG"], "a") as fh:
         fh.write(f"{name} {start} {end}\n")
     return name
