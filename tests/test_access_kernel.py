@@ -380,3 +380,24 @@ async def test_an_agent_may_not_list_another_agents_syscalls(world, capsys, monk
     code = await asyncio.to_thread(main, ["syscalls", "--agent", "other", "--kernel", world["kernel"],
                                           "--token", token])
     assert code == 1 and "may list only its own syscalls" in capsys.readouterr().err
+
+
+async def test_run_agent_announces_the_wait_and_reports_the_real_time(world, capsys, monkeypatch):
+    from pathlib import Path
+
+    from services.cli.main import main
+
+    monkeypatch.delenv("AIOS_TOKEN", raising=False)
+    token = await world["create"]("note-taker")
+    capsys.readouterr()
+    note_taker = Path(__file__).resolve().parents[1] / "examples" / "agents" / "note_taker.py"
+    code = await asyncio.to_thread(main, ["run-agent", str(note_taker), "--task", "tea", "--kernel", world["kernel"],
+                                          "--token", token, "--timeout", "6"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    # Its revision overwrites the note: parked, announced, unanswered.
+    assert "waiting: storage call" in err and "aios confirm approve c-" in err
+    assert "CONFIRMATION_TIMEOUT" in err
+    summary = next(line for line in err.splitlines() if line.startswith("-- "))
+    seconds = float(summary.split(" steps in ")[1].split(" s")[0])
+    assert seconds >= 5.0 and summary.endswith("failed")  # the whole run, the wait included
