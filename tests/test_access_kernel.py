@@ -30,7 +30,7 @@ async def world(tmp_path_factory, llm_core_addr, start_service):
     from services.scheduler.app import build as kernel_build
     from services.storage.app import build as storage_build
     from services.storage.config import Config as StorageConfig
-    from services.storage.seaweed import start_seaweed
+    from services.local.seaweed import start_seaweed
 
     data = tmp_path_factory.mktemp("access-world")
     tokens_file = data / "service-tokens.json"
@@ -401,3 +401,113 @@ async def test_run_agent_announces_the_wait_and_reports_the_real_time(world, cap
     summary = next(line for line in err.splitlines() if line.startswith("-- "))
     seconds = float(summary.split(" steps in ")[1].split(" s")[0])
     assert seconds >= 5.0 and summary.endswith("failed")  # the whole run, the wait included
+
+
+async def test_a_request_id_reused_for_another_call_is_refused_and_writes_nothing(world):
+    from aios.sdk import InvalidArgumentError, NotFoundError
+
+    token = await world["create"]("reuser")
+    async with agent(world, token) as c:
+        first = await c.files.write("dup.txt", "first", request_id="same-id")
+        again = await c.files.write("dup.txt", "first", request_id="same-id")  # a retry: the first result
+        assert again.version_id == first.version_id
+        with pytest.raises(InvalidArgumentError) as exc:
+            await c.files.write("other.txt", "second", request_id="same-id")
+        assert exc.value.reason == "REQUEST_ID_REUSED" and exc.value.field == "syscall.request_id"
+        assert "same-id" in exc.value.message
+        with pytest.raises(NotFoundError):
+            await c.files.stat("other.txt")
+        assert await c.files.read("dup.txt") == b"first"
+
+
+async def test_a_call_that_could_never_run_is_refused_before_anyone_is_asked(world):
+    import uuid
+
+    from aios.sdk import InvalidArgumentError, NotFoundError
+
+    told = []
+    token = await world["create"]("hasty")
+    async with AsyncClient(world["kernel"], token=token, timeout=20, retries=0, on_confirmation=told.append) as c:
+        with pytest.raises(InvalidArgumentError) as exc:
+            await c.memory.update("not-an-id", content="x")
+        assert "not a memory id" in exc.value.message
+        with pytest.raises(NotFoundError):
+            await c.memory.update(str(uuid.uuid4()), content="x")
+        with pytest.raises(NotFoundError):
+            await c.memory.delete(str(uuid.uuid4()))
+        with pytest.raises(NotFoundError):
+            await c.files.delete("never-written.txt")
+        with pytest.raises(NotFoundError):
+            await c.files.rollback("never-written.txt", version_id="v1")
+    assert told == []  # nobody was asked to approve any of them
+    pending = await world["admin"].ListConfirmations(apb.ListConfirmationsRequest(), metadata=world["md"])
+    assert not [p for p in pending.confirmations if p.agent == "hasty"]
+
+
+# -- built-in tools act as the agent that calls them ------------------------------------------
+
+async def test_tools_obey_the_callers_group_rules(world):
+    await world["admin"].PutGroup(apb.PutGroupRequest(group=apb.Group(name="tools-only", rules=[
+        apb.Rule(kind=apb.RESOURCE_KIND_TOOL, actions=[apb.ACTION_EXECUTE], effect=apb.EFFECT_ALLOW)])),
+        metadata=world["md"])
+    reply = await world["admin"].CreateAgent(apb.CreateAgentRequest(name="toolish", groups=["tools-only"]),
+                                             metadata=world["md"])
+    async with agent(world, reply.token) as c:
+        assert await c.tools.call("calculator", {"expression": "2+2"}) == "4"  # the rule it has
+        with pytest.raises(PermissionDeniedError):
+            await c.memory.add("direct")
+        # Through a tool: the same rules, not the kernel's own credential.
+        with pytest.raises(PermissionDeniedError):
+            await c.tools.call("memory.add", {"content": "through the tool"})
+        with pytest.raises(PermissionDeniedError):
+            await c.tools.call("files.write", {"path": "t.txt", "content": "through the tool"})
+    async with agent(world, world["admin_token"]) as admin:
+        assert not (await admin.memory.list(owner="toolish")).memories
+        with pytest.raises(Exception):
+            await admin.files.stat("t.txt", owner="toolish")
+
+
+async def test_an_overwrite_through_the_files_tool_waits_for_a_person(world):
+    from aios.sdk import PendingConfirmation
+
+    told: list[PendingConfirmation] = []
+
+    async def deny(pending: PendingConfirmation) -> None:
+        told.append(pending)
+        await world["admin"].ResolveConfirmation(apb.ResolveConfirmationRequest(
+            id=pending.confirmation_id, approve=False), metadata=world["md"])
+
+    token = await world["create"]("tool-writer")
+    async with AsyncClient(world["kernel"], token=token, timeout=30, retries=0, on_confirmation=deny) as c:
+        created = await c.tools.call("files.write", {"path": "plan.txt", "content": "v1"}, request_id="t1")
+        assert '"path": "plan.txt"' in created and not told  # a create needs nobody
+        with pytest.raises(PermissionDeniedError) as exc:
+            await c.tools.call("files.write", {"path": "plan.txt", "content": "v2"}, request_id="t2")
+        assert exc.value.reason == "CONFIRMATION_DENIED" and len(told) == 1
+        assert await c.files.read("plan.txt") == b"v1"
+        # The tool's own syscalls are in the process table, as part of it.
+        tool_call = await c.get_syscall("t2")
+        inner = [r for r in (await c.list_syscalls()).syscalls if r.parent_id == tool_call.id]
+        assert [(r.kind, r.resource) for r in inner] == [(ks.SYSCALL_KIND_STORAGE, "storage")]
+        assert inner[0].state == ks.SYSCALL_STATE_FAILED
+
+
+async def test_concurrent_first_writes_create_once_and_overwrite_nothing_unconfirmed(world):
+    from aios.sdk import AbortedError
+
+    async def deny(pending) -> None:  # any write that parks as an overwrite: nobody approves it
+        await world["admin"].ResolveConfirmation(apb.ResolveConfirmationRequest(
+            id=pending.confirmation_id, approve=False), metadata=world["md"])
+
+    token = await world["create"]("racer")
+    async with AsyncClient(world["kernel"], token=token, timeout=30, retries=0, on_confirmation=deny) as c:
+        results = await asyncio.gather(*[c.files.write("race.txt", f"writer {i}") for i in range(8)],
+                                       return_exceptions=True)
+        created = [r for r in results if not isinstance(r, BaseException)]
+        refused = [r for r in results if isinstance(r, BaseException)]
+        assert len(created) == 1, results
+        for err in refused:
+            assert (isinstance(err, AbortedError) and err.reason == "FILE_EXISTS") or \
+                (isinstance(err, PermissionDeniedError) and err.reason == "CONFIRMATION_DENIED"), err
+        versions = await c.files.versions("race.txt")
+        assert [v.version_id for v in versions] == [created[0].version_id]

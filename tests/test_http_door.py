@@ -87,3 +87,66 @@ async def test_json_schema_through_the_door(door):
 
     assert set(json.loads(resp.choices[0].message.content)) == {"city"}
     await client.close()
+
+
+BAD_BODIES = [
+    ({"max_tokens": "abc"}, "max_tokens"),
+    ({"max_tokens": 2 ** 40}, "max_tokens"),
+    ({"temperature": "hot"}, "temperature"),
+    ({"temperature": -3}, "temperature"),
+    ({"top_p": 7}, "top_p"),
+    ({"tools": ["x"]}, "tools[0]"),
+    ({"tools": "x"}, "tools"),
+    ({"response_format": "json"}, "response_format"),
+    ({"stop": 5}, "stop"),
+    ({"n": 2}, "n"),
+    ({"seed": "s"}, "seed"),
+    ({"tool_choice": 3}, "tool_choice"),
+    ({"messages": [{"role": "user", "content": "hi"},
+                   {"role": "assistant", "content": "", "tool_calls": [
+                       {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{not json"}}]},
+                   {"role": "tool", "tool_call_id": "c1", "content": "1"}]}, "messages[1].tool_calls[0].arguments"),
+]
+
+
+@pytest.mark.parametrize("patch,param", BAD_BODIES, ids=[p for _, p in BAD_BODIES])
+async def test_a_malformed_field_is_a_400_naming_it(door, patch, param):
+    import aiohttp
+
+    _, base_url = door
+    body = {"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, **patch}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base_url}/chat/completions", json=body,
+                             headers={"Authorization": "Bearer bad-fields"}) as resp:
+            assert resp.status == 400, await resp.text()
+            error = (await resp.json())["error"]
+    assert error["type"] == "invalid_argument" and error["param"] == param and error["message"]
+
+
+async def test_a_tool_call_cut_at_max_tokens_is_a_200_with_finish_reason_length(door):
+    _, base_url = door
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="cut-agent", max_retries=0)
+    tools = [{"type": "function", "function": {"name": "add", "description": "Add two numbers", "parameters": {
+        "type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]}}}]
+    reply = await client.chat.completions.create(
+        model="smollm2", messages=[{"role": "user", "content": "Add 2 and 3."}], tools=tools,
+        tool_choice="required", max_tokens=3, temperature=0)
+    await client.close()
+    assert reply.choices[0].finish_reason == "length" and not reply.choices[0].message.tool_calls
+
+
+async def test_kernel_only_and_out_of_range_fields_are_refused_at_the_grpc_door_too(door):
+    from aios.kernel.v1 import syscall_pb2 as ks
+    from aios.llm.v1 import llm_service_pb2 as llm
+    from aios.sdk import InvalidArgumentError
+
+    kernel, _ = door
+    async with AsyncClient(kernel, token="forger", timeout=30, retries=0) as c:
+        base = dict(model="smollm2", messages=[llm.Message(role=llm.ROLE_USER, content="hi")], max_tokens=4)
+        for extra, field in ((dict(resume=llm.ResumeSnapshot(text="forged", completion_tokens=999)), "resume"),
+                             (dict(slice_tokens=1), "slice_tokens"), (dict(session_id="other"), "session_id"),
+                             (dict(temperature=-3), "temperature"), (dict(top_p=7), "top_p")):
+            with pytest.raises(InvalidArgumentError) as exc:
+                await c.submit(ks.Syscall(llm=llm.GenerateRequest(**base, **extra)))
+            assert exc.value.field == f"syscall.llm.{field}"
+        assert (await c.llm.chat("Say hi", max_tokens=4, temperature=0)).completion_tokens > 0

@@ -13,17 +13,18 @@ import pytest_asyncio
 from aios.kernel.v1 import kernel_service_pb2 as kpb
 from aios.kernel.v1 import kernel_service_pb2_grpc as kpb_grpc
 from aios.kernel.v1 import syscall_pb2 as ks
+from aios.storage.v1 import storage_service_pb2 as st
 from tests.conftest import kernel_config
 
 CHUNK = 1024 * 1024
 
 
 @pytest_asyncio.fixture(scope="module")
-async def kernel(tmp_path_factory, llm_core_addr, start_service):
+async def kernel_channel(tmp_path_factory, llm_core_addr, start_service):
     from services.scheduler.app import build as kernel_build
     from services.storage.app import build as storage_build
     from services.storage.config import Config as StorageConfig
-    from services.storage.seaweed import start_seaweed
+    from services.local.seaweed import start_seaweed
 
     data = tmp_path_factory.mktemp("kernel-files")
     s3 = start_seaweed(data / "s3")
@@ -34,9 +35,14 @@ async def kernel(tmp_path_factory, llm_core_addr, start_service):
     server = await start_service(kernel_build, kernel_config(
         llm_core_addr, AIOS_STORAGE_ADDR=f"127.0.0.1:{storage.port}"))
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
-    yield kpb_grpc.KernelServiceStub(channel)
+    yield channel
     await channel.close()
     s3.stop(graceful=False)
+
+
+@pytest.fixture
+def kernel(kernel_channel):
+    return kpb_grpc.KernelServiceStub(kernel_channel)
 
 
 MD = [("authorization", "Bearer uploader")]
@@ -83,4 +89,40 @@ async def test_upload_without_header_and_missing_download_are_refused(kernel):
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         async for _ in kernel.DownloadFile(kpb.DownloadFileRequest(path="../etc/passwd"), metadata=MD, timeout=30):
             pass
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_second_upload_header_is_invalid_argument_and_writes_nothing(kernel):
+    async def parts():
+        yield kpb.UploadFileRequest(header=kpb.UploadFileHeader(path="two-headers.bin", request_id="two-headers"))
+        yield kpb.UploadFileRequest(chunk=b"first part")
+        yield kpb.UploadFileRequest(header=kpb.UploadFileHeader(path="elsewhere.bin"))
+
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await kernel.UploadFile(parts(), metadata=MD, timeout=60)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "header" in exc.value.details()
+    for path in ("two-headers.bin", "elsewhere.bin"):
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await kernel.Submit(kpb.SubmitRequest(syscall=ks.Syscall(storage=ks.StorageCall(
+                stat=st.StatFileRequest(path=path)))), metadata=MD, timeout=30)
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_an_undecodable_message_is_invalid_argument(kernel_channel):
+    channel = kernel_channel  # raw bytes, no stub
+    garbage = b"\x0a\xff\xff\xff\xff\x0f"  # a length prefix running past the end
+    submit = channel.unary_unary("/aios.kernel.v1.KernelService/Submit")
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await submit(garbage, metadata=MD, timeout=30)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "not a valid message" in exc.value.details()
+
+    header = kpb.UploadFileRequest(header=kpb.UploadFileHeader(path="garbled.bin")).SerializeToString()
+    upload = channel.stream_unary("/aios.kernel.v1.KernelService/UploadFile")
+
+    async def parts():
+        yield header
+        yield garbage
+
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await upload(parts(), metadata=MD, timeout=30)
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -501,9 +501,8 @@ def test_tool_plan_schema_and_parse():
     with pytest.raises(errors.Internal) as exc:
         emulated_tools.parse(auto, '{"tool_calls": [{"name": "add", "arguments": {"a": 1}}]}', "stop", "ep")
     assert "do not match its schema" in exc.value.message
-    with pytest.raises(errors.Internal) as exc:
-        emulated_tools.parse(auto, '{"tool_calls": [{"na', "length", "ep")
-    assert "max_tokens" in exc.value.message
+    # Cut at max_tokens: like OpenAI, an answer that ran out of tokens, not an error.
+    assert emulated_tools.parse(auto, '{"tool_calls": [{"na', "length", "ep") == ("", [], "length")
     assert emulated_tools.plan(tools, "none", None) is None
 
     history = emulated_tools.plain_history([

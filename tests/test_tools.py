@@ -54,6 +54,27 @@ async def test_calculator(client):
     assert exc.value.reason == "BAD_EXPRESSION"
 
 
+async def test_a_calculator_bomb_is_refused_before_it_is_computed(client):
+    """((9**999)**999)**9 passes the exponent check but has ~8.9 million
+    digits; computed, it held the GIL for seconds and outlived its timeout.
+    Each step's size is bounded before it runs, so it is refused at once and
+    the kernel keeps answering."""
+    from services.scheduler.tools import MAX_DIGITS
+
+    bomb = asyncio.ensure_future(client.tools.call("calculator", {"expression": "((9**999)**999)**9"}))
+    listing = await client._rpc("ListTools", kpb.ListToolsRequest())
+    assert any(t.name == "calculator" for t in listing.tools)
+    with pytest.raises(InvalidArgumentError) as exc:
+        await bomb
+    assert exc.value.reason == "BAD_EXPRESSION" and f"more than {MAX_DIGITS} digits" in exc.value.message
+    # A result past Python's 4,300-digit str limit was INTERNAL; now it is refused too.
+    with pytest.raises(InvalidArgumentError) as exc:
+        await client.tools.call("calculator", {"expression": "(9**999)*(9**999)*(9**999)*(9**999)*(9**999)"})
+    assert exc.value.reason == "BAD_EXPRESSION"
+    # What fits is still computed exactly.
+    assert len(await client.tools.call("calculator", {"expression": "9**999"})) == 954
+
+
 async def test_mcp_tool_is_called_for_real(client):
     assert await client.tools.call("t.echo", {"text": "hello"}) == "echo: hello"
 

@@ -162,8 +162,9 @@ def parse(p: ToolPlan, text: str, finish_reason: str, endpoint: str) -> tuple[st
     """The model's answer as (content, tool_calls, finish_reason).
 
     Raises Internal with reason MALFORMED_TOOL_CALL when the answer is not
-    what the schema asked for (a backend that ignores `response_format`, or
-    an answer cut short by max_tokens)."""
+    what the schema asked for (a backend that ignores `response_format`).
+    An answer cut short by max_tokens is no error, as with OpenAI: no
+    content, no tool calls, finish reason "length"."""
 
     def malformed(why: str) -> errors.AiosError:
         quote = text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS] + "..."
@@ -175,6 +176,8 @@ def parse(p: ToolPlan, text: str, finish_reason: str, endpoint: str) -> tuple[st
     try:
         value = json.loads(text)
     except ValueError:
+        if finish_reason == "length":
+            return "", [], "length"
         raise malformed("not JSON") from None
     if not isinstance(value, dict):
         raise malformed("not a JSON object")

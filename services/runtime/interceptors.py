@@ -69,6 +69,17 @@ class ServerInterceptor(aio.ServerInterceptor):
             log.debug("rpc", method=method, code="OK",
                       ms=round((time.perf_counter() - started) * 1000, 2))
 
+        streamed_requests = bool(handler.stream_unary or handler.stream_stream)
+        decode = _decoding(handler.request_deserializer, method)
+
+        def decoded(request):
+            """The request, or its stream with undecodable messages refused."""
+            if streamed_requests:
+                return _checked(request)
+            if isinstance(request, _Undecodable):
+                raise request.error()
+            return request
+
         if handler.unary_unary or handler.stream_unary:
             inner = handler.unary_unary or handler.stream_unary
 
@@ -76,7 +87,7 @@ class ServerInterceptor(aio.ServerInterceptor):
                 started = time.perf_counter()
                 try:
                     enter(ctx)
-                    result = await inner(request, ctx)
+                    result = await inner(decoded(request), ctx)
                 except aio.AbortError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - mapped to a status
@@ -86,8 +97,7 @@ class ServerInterceptor(aio.ServerInterceptor):
 
             factory = (grpc.unary_unary_rpc_method_handler if handler.unary_unary
                        else grpc.stream_unary_rpc_method_handler)
-            return factory(unary, request_deserializer=handler.request_deserializer,
-                           response_serializer=handler.response_serializer)
+            return factory(unary, request_deserializer=decode, response_serializer=handler.response_serializer)
 
         inner_stream = handler.unary_stream or handler.stream_stream
 
@@ -95,7 +105,7 @@ class ServerInterceptor(aio.ServerInterceptor):
             started = time.perf_counter()
             try:
                 enter(ctx)
-                async for item in inner_stream(request, ctx):
+                async for item in inner_stream(decoded(request), ctx):
                     yield item
             except aio.AbortError:
                 raise
@@ -105,8 +115,39 @@ class ServerInterceptor(aio.ServerInterceptor):
 
         factory = (grpc.unary_stream_rpc_method_handler if handler.unary_stream
                    else grpc.stream_stream_rpc_method_handler)
-        return factory(streaming, request_deserializer=handler.request_deserializer,
-                       response_serializer=handler.response_serializer)
+        return factory(streaming, request_deserializer=decode, response_serializer=handler.response_serializer)
+
+
+class _Undecodable:
+    """A request message that did not parse; grpc would answer UNKNOWN for
+    it, the handler answers INVALID_ARGUMENT."""
+
+    def __init__(self, method: str, reason: str) -> None:
+        self.method, self.reason = method, reason
+
+    def error(self) -> errors.InvalidArgument:
+        return errors.InvalidArgument(f"the request is not a valid message for {self.method}: {self.reason}",
+                                      reason="UNDECODABLE_REQUEST")
+
+
+def _decoding(deserialize, method: str):
+    if deserialize is None:
+        return None
+
+    def decode(data: bytes):
+        try:
+            return deserialize(data)
+        except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and kin
+            return _Undecodable(method, str(exc) or type(exc).__name__)
+
+    return decode
+
+
+async def _checked(requests):
+    async for request in requests:
+        if isinstance(request, _Undecodable):
+            raise request.error()
+        yield request
 
 
 def outgoing_metadata(service_token: str = "") -> list[tuple[str, str]]:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import grpc
-
 from aios.kernel.v1 import kernel_service_pb2 as kpb
 from aios.kernel.v1 import kernel_service_pb2_grpc as kpb_grpc
-from services.runtime.interceptors import client_interceptors
+from services.runtime.channels import channel
 from services.runtime import logs
 from services.runtime.server import Service
 from services.access.client import AccessClient
@@ -25,21 +23,6 @@ log = logs.get("scheduler")
 SERVICE_NAME = kpb.DESCRIPTOR.services_by_name["KernelService"].full_name
 
 
-def channel(address: str, service_token: str = "") -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
-        address,
-        interceptors=client_interceptors(service_token),
-        options=[
-            ("grpc.max_receive_message_length", 8 * 1024 * 1024),
-            # A restarted service is found again within a fraction of a
-            # second, not after gRPC's default backoff of up to two minutes.
-            ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.min_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 2000),
-        ],
-    )
-
-
 async def build(config: Config) -> Service:
     # The kernel's own service credential goes with every call it makes.
     token = config.service_token
@@ -55,7 +38,9 @@ async def build(config: Config) -> Service:
 
     dispatcher = Dispatcher(llm_ch, mem_ch, st_ch)
     tools = ToolManager()
-    for tool in builtin_tools(dispatcher):
+    # The built-in tools' file and memory operations go through the intake
+    # (the servicer, made below) as syscalls of the calling agent.
+    for tool in builtin_tools(lambda parent, syscall: servicer.submit_for(parent, syscall)):
         tools.register(tool)
     for server in config.mcp_servers():
         await tools.add_mcp_server(server["name"], command=server.get("command"), url=server.get("url"),
@@ -88,7 +73,7 @@ async def build(config: Config) -> Service:
                 "storage": (config.storage_addr, st_ch),
                 "access": (config.access_addr, gate.client.channel if config.auth == "access" else None)}
     servicer = KernelServicer(kernel, gate, catalog, config.default_timeout, tools,
-                              services=services, auth_mode=config.auth)
+                              services=services, auth_mode=config.auth, precheck=dispatcher.precheck)
     door = HttpDoor(servicer)
     if config.http_port >= 0:
         port = await door.start(config.host, config.http_port)

@@ -135,6 +135,9 @@ class AccessGate:
 
         pending = []
         overwrite = await self.overwrites(entry)
+        call = entry.syscall
+        entry.create_only = (call.WhichOneof("call") == "storage" and call.storage.WhichOneof("op") == "write"
+                             and not overwrite)
         for need in needs(caller.name, entry.syscall, irreversible_tools=self.irreversible_tools,
                           overwrite=overwrite):
             decision = await self.client.check(caller.name, need.action, need.resource,

@@ -15,6 +15,7 @@ from aios.kernel.v1 import kernel_service_pb2 as kpb
 from aios.kernel.v1 import syscall_pb2 as ks
 from aios.llm.v1 import llm_service_pb2 as llm
 from aios.llm.v1 import llm_service_pb2_grpc as llm_grpc
+from aios.memory.v1 import memory_service_pb2 as mem
 from aios.memory.v1 import memory_service_pb2_grpc as mem_grpc
 from aios.storage.v1 import storage_service_pb2 as st
 from aios.storage.v1 import storage_service_pb2_grpc as st_grpc
@@ -140,7 +141,10 @@ class Dispatcher:
         result = ks.StorageResult()
         timeout = _timeout(entry)
         if op == "write":
-            parts = _write_parts(request) if entry.body is None else _upload_parts(request, entry.body)
+            # A write access control let through as a create must stay one:
+            # storage refuses it if the file appeared meanwhile.
+            parts = _write_parts(request, entry.create_only) if entry.body is None \
+                else _upload_parts(request, entry.body, entry.create_only)
             response = await self.storage.WriteFile(parts, timeout=timeout)
             result.write.CopyFrom(response)
         elif op == "read" and entry.body is not None:
@@ -166,6 +170,26 @@ class Dispatcher:
         else:
             raise errors.Unimplemented(f"storage.{op} is not available yet")
         return Outcome(output=result)
+
+    async def precheck(self, entry: Entry) -> None:
+        """Before a call is parked for a person: refuse at once what could
+        never run (NOT_FOUND, INVALID_ARGUMENT), rather than asking someone
+        to approve it. Memory updates and deletes, file deletes and rollbacks
+        name a record or file that must exist."""
+        call = entry.syscall
+        kind = call.WhichOneof("call")
+        try:
+            if kind == "memory" and call.memory.WhichOneof("op") in ("update", "delete"):
+                req = getattr(call.memory, call.memory.WhichOneof("op"))
+                await self.memory.GetMemory(mem.GetMemoryRequest(owner=req.owner, tenant=req.tenant, id=req.id),
+                                            timeout=_timeout(entry))
+            elif kind == "storage" and call.storage.WhichOneof("op") in ("delete", "rollback"):
+                req = getattr(call.storage, call.storage.WhichOneof("op"))
+                if not getattr(req, "recursive", False):
+                    await self.storage.StatFile(st.StatFileRequest(owner=req.owner, path=req.path),
+                                                timeout=_timeout(entry))
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
 
     async def exists(self, owner: str, path: str) -> bool:
         """Whether a file exists (so a write would replace it)."""
@@ -194,18 +218,21 @@ class Dispatcher:
         return info, b"".join(parts)
 
 
-async def _upload_parts(req: ks.WriteFileInline, chunks):
+def _write_header(req: ks.WriteFileInline, if_absent: bool) -> st.WriteFileRequest:
+    return st.WriteFileRequest(header=st.WriteFileHeader(
+        owner=req.owner, path=req.path, content_type=req.content_type, if_version_id=req.if_version_id,
+        if_absent=if_absent))
+
+
+async def _upload_parts(req: ks.WriteFileInline, chunks, if_absent: bool = False):
     """An upload's header, then its chunks as the caller sends them."""
-    yield st.WriteFileRequest(header=st.WriteFileHeader(
-        owner=req.owner, path=req.path, content_type=req.content_type, if_version_id=req.if_version_id))
+    yield _write_header(req, if_absent)
     async for chunk in chunks:
         yield st.WriteFileRequest(chunk=chunk)
 
 
-def _write_parts(req: ks.WriteFileInline):
-    yield st.WriteFileRequest(header=st.WriteFileHeader(
-        owner=req.owner, path=req.path, content_type=req.content_type,
-        if_version_id=req.if_version_id))
+def _write_parts(req: ks.WriteFileInline, if_absent: bool = False):
+    yield _write_header(req, if_absent)
     data = req.content
     for i in range(0, len(data), CHUNK):
         yield st.WriteFileRequest(chunk=data[i:i + CHUNK])

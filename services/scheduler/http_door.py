@@ -20,6 +20,7 @@ from aios.kernel.v1 import syscall_pb2 as ks
 from aios.llm.v1 import llm_service_pb2 as llm
 from services.runtime import context as rctx
 from services.runtime import errors, logs
+from services.scheduler import validation
 from services.scheduler.servicer import drain
 from services.scheduler.table import Entry
 
@@ -55,53 +56,107 @@ def _content(value: Any) -> str:
     raise errors.InvalidArgument("message content must be a string or a list of parts", field="messages")
 
 
+def _bad(field: str, what: str) -> errors.InvalidArgument:
+    return errors.InvalidArgument(f"{field} must be {what}", field=field)
+
+
+def _number(body: dict[str, Any], key: str) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _bad(key, "a number")
+    return value
+
+
+def _integer(body: dict[str, Any], key: str, bits: int = 32) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not -2 ** (bits - 1) <= value < 2 ** (bits - 1):
+        raise _bad(key, f"an integer of {bits} bits")
+    return value
+
+
+def _object(value: Any, field: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _bad(field, "an object")
+    return value
+
+
 def generate_request(body: dict[str, Any]) -> llm.GenerateRequest:
-    """An OpenAI chat-completions body as the kernel's GenerateRequest."""
+    """An OpenAI chat-completions body as the kernel's GenerateRequest; a
+    field of the wrong type or out of range is INVALID_ARGUMENT naming it."""
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise errors.InvalidArgument("model is required", field="model")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise errors.InvalidArgument("messages must be a non-empty list", field="messages")
+    if _integer(body, "n") not in (None, 1):
+        raise errors.InvalidArgument("n must be 1: the kernel returns one choice per call", field="n")
     req = llm.GenerateRequest(model=body["model"])
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or m.get("role") not in _ROLES:
             raise errors.InvalidArgument(f"messages[{i}].role must be one of {sorted(_ROLES)}",
                                          field=f"messages[{i}].role")
         msg = req.messages.add(role=_ROLES[m["role"]], content=_content(m.get("content")),
-                               name=m.get("name") or "", tool_call_id=m.get("tool_call_id") or "")
-        for tc in m.get("tool_calls") or []:
-            fn = tc.get("function") or {}
-            msg.tool_calls.add(id=tc.get("id", ""), name=fn.get("name", ""), arguments_json=fn.get("arguments", ""))
-    for t in body.get("tools") or []:
-        fn = t.get("function") or {}
-        tool = req.tools.add(name=fn.get("name", ""), description=fn.get("description", ""))
+                               name=str(m.get("name") or ""), tool_call_id=str(m.get("tool_call_id") or ""))
+        calls = m.get("tool_calls") or []
+        if not isinstance(calls, list):
+            raise _bad(f"messages[{i}].tool_calls", "a list")
+        for j, tc in enumerate(calls):
+            where = f"messages[{i}].tool_calls[{j}]"
+            fn = _object(_object(tc, where).get("function") or {}, f"{where}.function")
+            arguments = fn.get("arguments", "")
+            if not isinstance(arguments, str):
+                raise _bad(f"{where}.function.arguments", "a string of JSON")
+            msg.tool_calls.add(id=str(tc.get("id", "")), name=str(fn.get("name", "")), arguments_json=arguments)
+    tools = body.get("tools") or []
+    if not isinstance(tools, list):
+        raise _bad("tools", "a list")
+    for i, t in enumerate(tools):
+        fn = _object(_object(t, f"tools[{i}]").get("function"), f"tools[{i}].function")
+        if not isinstance(fn.get("name"), str) or not fn["name"]:
+            raise _bad(f"tools[{i}].function.name", "a non-empty string")
+        tool = req.tools.add(name=fn["name"], description=str(fn.get("description", "")))
         if fn.get("parameters"):
-            tool.parameters.update(fn["parameters"])
+            tool.parameters.update(_object(fn["parameters"], f"tools[{i}].function.parameters"))
     choice = body.get("tool_choice")
     if choice in ("auto", "none", "required"):
         req.tool_choice.mode = {"auto": llm.TOOL_CHOICE_MODE_AUTO, "none": llm.TOOL_CHOICE_MODE_NONE,
                                 "required": llm.TOOL_CHOICE_MODE_REQUIRED}[choice]
     elif isinstance(choice, dict):
         req.tool_choice.mode = llm.TOOL_CHOICE_MODE_FUNCTION
-        req.tool_choice.name = (choice.get("function") or {}).get("name", "")
-    fmt = body.get("response_format") or {}
+        req.tool_choice.name = str(_object(choice.get("function"), "tool_choice.function").get("name", ""))
+    elif choice is not None:
+        raise _bad("tool_choice", '"auto", "none", "required" or {"type": "function", "function": {"name": ...}}')
+    fmt = _object(body.get("response_format") or {}, "response_format")
     if fmt.get("type") == "json_object":
         req.response_format.type = llm.RESPONSE_FORMAT_TYPE_JSON_OBJECT
     elif fmt.get("type") == "json_schema":
-        schema = fmt.get("json_schema") or {}
+        schema = _object(fmt.get("json_schema") or {}, "response_format.json_schema")
         req.response_format.type = llm.RESPONSE_FORMAT_TYPE_JSON_SCHEMA
-        req.response_format.schema_name = schema.get("name", "")
+        req.response_format.schema_name = str(schema.get("name", ""))
         req.response_format.strict = bool(schema.get("strict", False))
-        req.response_format.json_schema.update(schema.get("schema") or {})
-    for key in ("temperature", "top_p", "seed"):
-        if body.get(key) is not None:
-            setattr(req, key, body[key])
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-    if max_tokens is not None:
-        req.max_tokens = int(max_tokens)
+        req.response_format.json_schema.update(_object(schema.get("schema") or {}, "response_format.json_schema.schema"))
+    elif fmt.get("type") not in (None, "text"):
+        raise _bad("response_format.type", '"text", "json_object" or "json_schema"')
+    for key in ("temperature", "top_p"):
+        if (value := _number(body, key)) is not None:
+            setattr(req, key, value)
+    if (seed := _integer(body, "seed", bits=64)) is not None:
+        req.seed = seed
+    key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    if (max_tokens := _integer(body, key)) is not None:
+        req.max_tokens = max_tokens
     stop = body.get("stop")
-    if stop:
-        req.stop.extend([stop] if isinstance(stop, str) else stop)
+    if stop is not None:
+        if isinstance(stop, str):
+            stop = [stop]
+        if not isinstance(stop, list) or not all(isinstance(x, str) for x in stop):
+            raise _bad("stop", "a string or a list of strings")
+        req.stop.extend(stop)
+    validation.check_generate(req, prefix="")
     return req
 
 

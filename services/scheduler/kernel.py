@@ -114,7 +114,7 @@ class Kernel:
         """Enter an entry in the process table while it waits for a person's
         confirmation (not queued, but counted against the agent's limit);
         returns the first entry of a repeated request id instead."""
-        first = self._first(entry)
+        first = self.first_of(entry)
         if first is not None:
             return first
         self._reserve(entry)
@@ -126,12 +126,23 @@ class Kernel:
         """A parked entry that will not run (denied, expired, cancelled)."""
         self._complete(entry, None, CANCELLED if isinstance(err, errors.Cancelled) else FAILED, err)
 
-    def _first(self, entry: Entry) -> Entry | None:
-        if entry.request_id:
-            first = self.table.by_request(entry.agent, entry.request_id)
-            if first is not None and first is not entry:
-                return first
-        return None
+    def first_of(self, entry: Entry) -> Entry | None:
+        """The earlier entry of the agent with this entry's request id, if
+        any; INVALID_ARGUMENT when that one asked for something else (a
+        request id names one request, never a second one)."""
+        if not entry.request_id:
+            return None
+        first = self.table.by_request(entry.agent, entry.request_id)
+        if first is None or first is entry:
+            return None
+        if first.fingerprint and entry.fingerprint and first.fingerprint != entry.fingerprint:
+            raise errors.InvalidArgument(
+                f"request id {entry.request_id!r} was already used by syscall {first.id} for a different "
+                f"call ({first.resource}); a retry must repeat the same call, a new call needs a new id",
+                reason="REQUEST_ID_REUSED", field="syscall.request_id",
+                metadata={"syscall_id": first.id})
+        return first
+
 
     def _reserve(self, entry: Entry) -> None:
         outstanding = self._outstanding.get(entry.agent, 0)
@@ -148,7 +159,7 @@ class Kernel:
         """Queue a new (or parked and now approved) entry, or return the first
         one of a repeated request id. Past a limit: RESOURCE_EXHAUSTED, and a
         parked entry is refused (nothing stays half-accepted)."""
-        first = self._first(entry)
+        first = self.first_of(entry)
         if first is not None:
             return first
         res = self.resource(entry.resource)

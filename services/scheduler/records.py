@@ -63,6 +63,7 @@ def record(entry: Entry, *, with_output: bool = True) -> ks.SyscallRecord:
         priority=entry.priority,
         preemptions=entry.preemptions,
         confirmation_id=entry.confirmation_id,
+        parent_id=entry.parent_id,
         usage=llm.Usage(
             prompt_tokens=entry.prompt_tokens,
             completion_tokens=entry.completion_tokens,

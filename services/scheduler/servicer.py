@@ -14,7 +14,7 @@ from aios.kernel.v1 import syscall_pb2 as ks
 from aios.storage.v1 import storage_service_pb2 as st
 from services.runtime import context as rctx
 from services.runtime import errors
-from services.scheduler import queues, records
+from services.scheduler import queues, records, validation
 from services.scheduler.kernel import Kernel
 from services.scheduler.auth import Caller
 from services.scheduler.queues import PolicySettings
@@ -36,7 +36,8 @@ CONFIRM_MARGIN = 1.0
 
 class KernelServicer(kpb_grpc.KernelServiceServicer):
     def __init__(self, kernel: Kernel, auth, catalog, default_timeout: float, tools=None,
-                 services: dict[str, tuple[str, object]] | None = None, auth_mode: str = "access") -> None:
+                 services: dict[str, tuple[str, object]] | None = None, auth_mode: str = "access",
+                 precheck=None) -> None:
         self.kernel = kernel
         self.auth = auth  # DevGate or AccessGate
         self.catalog = catalog
@@ -45,6 +46,9 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
         # name -> (address, grpc.aio channel or None when unused), for GetStatus.
         self.services = services or {}
         self.auth_mode = auth_mode
+        # async (entry) -> None: refuses a call that could never run before a
+        # person is asked to confirm it.
+        self.precheck = precheck
 
     async def caller(self, metadata) -> Caller:
         caller = await self.auth.caller(metadata)
@@ -60,7 +64,8 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
             candidates.append(now_mono + (syscall.deadline.ToNanoseconds() / 1e9 - now_wall))
         return min(candidates)
 
-    async def build_entry(self, agent: str, syscall: ks.Syscall, remaining: float | None) -> Entry:
+    async def build_entry(self, agent: str, syscall: ks.Syscall, remaining: float | None,
+                          parent_id: str = "") -> Entry:
         """Validate a syscall and make its process-table entry (not yet queued).
         An empty owner of a memory or storage call means the caller's own;
         `remaining` is the caller's own deadline in seconds, if any."""
@@ -80,6 +85,7 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
             if not copy.llm.messages:
                 raise errors.InvalidArgument("llm.messages must not be empty",
                                              field="syscall.llm.messages")
+            validation.check_generate(copy.llm)
             await self.catalog.check(copy.llm.model)
             resource = f"llm:{copy.llm.model}"
         elif call in ("memory", "storage"):
@@ -106,20 +112,21 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
             agent=agent, kind=call, resource=resource, syscall=copy,
             request_id=copy.request_id, session_id=copy.session_id,
             priority=copy.priority, deadline=self._deadline(copy, remaining),
+            fingerprint=fingerprint(copy), parent_id=parent_id,
         )
 
     async def start(self, caller: Caller, syscall: ks.Syscall, remaining: float | None,
-                    events: asyncio.Queue | None = None, body=None) -> Entry:
+                    events: asyncio.Queue | None = None, body=None, parent_id: str = "") -> Entry:
         """Validate, authorize, and queue a syscall; an irreversible one first
         waits (parked in the process table) for a person's confirmation.
         Returns the entry to wait for: the first one of a repeated request id."""
-        entry = await self.build_entry(caller.name, syscall, remaining)
+        entry = await self.build_entry(caller.name, syscall, remaining, parent_id)
         entry.body = body
         if events is not None:
             entry.stream = True
             entry.subscribers.append(events)
         if entry.request_id:
-            first = self.kernel.table.by_request(entry.agent, entry.request_id)
+            first = self.kernel.first_of(entry)
             if first is not None:  # a retry: no new checks, no second run
                 if events is not None:
                     first.subscribers.append(events)
@@ -128,6 +135,8 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
                 return first
         pending = await self.auth.authorize(caller, entry)
         if pending:
+            if self.precheck is not None:
+                await self.precheck(entry)
             first = self.kernel.park(entry)
             if first is not entry:
                 return first
@@ -135,10 +144,9 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
                 for need in pending:
                     timeout = max(0.0, entry.deadline - time.monotonic())
                     confirmation = await self.auth.confirm(caller, entry, need, timeout)
-                    entry.confirmation_id = confirmation
-                    entry.publish("awaiting_confirmation", confirmation)
+                    self._awaiting(entry, confirmation)
                     await self._confirmed(entry, confirmation)
-                    entry.confirmation_id = ""
+                    self._awaiting(entry, "")
             except asyncio.CancelledError:
                 self.kernel.refuse(entry, errors.Cancelled("the caller went away while awaiting confirmation"))
                 raise
@@ -146,6 +154,29 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
                 self.kernel.refuse(entry, err)
                 raise
         return self.kernel.admit(entry)
+
+    def _awaiting(self, entry: Entry, confirmation: str) -> None:
+        """Show (or clear) the confirmation an entry waits for, also on the
+        tool call it is part of: that is the call its agent watches."""
+        entry.confirmation_id = confirmation
+        if confirmation:
+            entry.publish("awaiting_confirmation", confirmation)
+        parent = self.kernel.table.get(entry.parent_id) if entry.parent_id else None
+        if parent is not None:
+            parent.confirmation_id = confirmation
+            if confirmation:
+                parent.publish("awaiting_confirmation", confirmation)
+
+    async def submit_for(self, parent: Entry, syscall: ks.Syscall) -> ks.SyscallRecord:
+        """A syscall a built-in tool makes for the agent that called it: the
+        same intake as the agent's own calls, within the tool call's
+        deadline, recorded as part of it. Returns the record or raises."""
+        syscall.session_id = parent.session_id
+        syscall.priority = parent.priority
+        remaining = None if parent.deadline is None else max(0.0, parent.deadline - time.monotonic())
+        entry = await self.start(Caller(parent.agent), syscall, remaining, parent_id=parent.id)
+        await self.kernel.wait(entry, entry.deadline)
+        return self.outcome(entry)
 
     async def _confirmed(self, entry: Entry, confirmation: str) -> None:
         """Wait for a person's approval, unless the parked call is cancelled
@@ -226,14 +257,25 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
                                  owner=h.owner, path=h.path, content_type=h.content_type,
                                  if_version_id=h.if_version_id)))
 
+        # A bad part ends the storage stream, which grpc reports as a bare
+        # cancellation; the caller is told what was wrong instead.
+        bad: list[errors.AiosError] = []
+
         async def chunks():
-            async for part in request_iterator:
-                if not part.HasField("chunk"):
-                    raise errors.InvalidArgument("only the first message may be a header", field="header")
-                yield part.chunk
+            try:
+                async for part in request_iterator:
+                    if not part.HasField("chunk"):
+                        raise errors.InvalidArgument("only the first message may be a header; "
+                                                     "the file was not written", field="header")
+                    yield part.chunk
+            except errors.AiosError as err:
+                bad.append(err)
+                raise
 
         entry = await self.start(caller, syscall, context.time_remaining(), body=chunks())
         await self.kernel.wait(entry, entry.deadline)
+        if bad:
+            raise bad[0]
         return kpb.UploadFileResponse(syscall=self.outcome(entry))
 
     async def DownloadFile(self, request, context):
@@ -362,6 +404,17 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
             quantum_tokens=current.quantum_tokens,
         ))
         return kpb.SetPolicyResponse(policy=self._policy())
+
+
+def fingerprint(syscall: ks.Syscall) -> bytes:
+    """What a syscall asks for, without the facts a retry may change."""
+    import hashlib
+
+    call = ks.Syscall()
+    call.CopyFrom(syscall)
+    for name in ("request_id", "session_id", "deadline"):
+        call.ClearField(name)
+    return hashlib.sha256(call.SerializeToString(deterministic=True)).digest()
 
 
 async def probe(name: str, address: str, channel, timeout: float = 2.0) -> kpb.ServiceHealth:

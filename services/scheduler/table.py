@@ -32,6 +32,9 @@ class Entry:
     session_id: str = ""
     priority: int = 0
     deadline: float | None = None  # time.monotonic()
+    # A hash of what the call asks for, so a request id reused for another
+    # call is told apart from a retry.
+    fingerprint: bytes = b""
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     state: str = QUEUED
     queued: bool = False
@@ -56,6 +59,11 @@ class Entry:
     endpoint: str = ""
     # While parked: the confirmation a person must approve.
     confirmation_id: str = ""
+    # A built-in tool's inner syscall: the tool syscall it is part of.
+    parent_id: str = ""
+    # A file write let through as a create, not an overwrite: storage is
+    # told to write only if the file is still absent.
+    create_only: bool = False
     # Set by SubmitStream: token deltas are wanted.
     stream: bool = False
     # A streamed file body: the upload's chunks (async iterator of bytes), or

@@ -2,9 +2,10 @@
 validated before they run, run with a timeout, within a concurrency limit and
 never beside a tool they conflict with.
 
-Built-in tools: a calculator (pure arithmetic, parsed, never eval'd, run off
-the event loop), and the calling agent's own files and memory (through the
-storage and memory services, as that agent). Tools served by MCP servers
+Built-in tools: a calculator (pure arithmetic, parsed, never eval'd, each
+step's size bounded before it runs), and the calling agent's own files and
+memory, whose operations are syscalls of that agent through the kernel's
+intake (its rules, confirmations and accounting apply to them). Tools served by MCP servers
 (configured by command or URL) are listed at start and called over MCP.
 """
 
@@ -34,7 +35,11 @@ from services.scheduler.records import duration
 log = logs.get("tools")
 
 # run(agent, arguments) -> output text
-ToolFn = Callable[[str, dict[str, Any]], Awaitable[str]]
+# run(tool_entry, arguments) -> output; the entry is the tool syscall's
+# process-table entry (its agent, deadline, session).
+ToolFn = Callable[[Any, dict[str, Any]], Awaitable[str]]
+# The most the files.read tool hands a model.
+TOOL_READ_LIMIT = 64 * 1024
 
 
 @dataclass
@@ -120,7 +125,7 @@ class ToolManager:
         try:
             limit = tool.timeout if deadline is None else min(tool.timeout, deadline - time.monotonic())
             try:
-                output = await asyncio.wait_for(tool.run(entry.agent, arguments), limit)
+                output = await asyncio.wait_for(tool.run(entry, arguments), limit)
             except TimeoutError:
                 raise errors.DeadlineExceeded(f"tool {tool.name!r} ran past its timeout of {limit:.1f}s",
                                               reason="TOOL_TIMEOUT") from None
@@ -187,7 +192,7 @@ class ToolManager:
 
 
 def _mcp_runner(client, tool_name: str) -> ToolFn:
-    async def run(agent: str, arguments: dict[str, Any]) -> str:
+    async def run(entry, arguments: dict[str, Any]) -> str:
         result = await client.call_tool(tool_name, arguments)
         texts = [getattr(c, "text", "") for c in (result.content or []) if getattr(c, "text", None)]
         if getattr(result, "structured_content", None) and not texts:
@@ -210,34 +215,64 @@ _FUNCS = {"sqrt": math.sqrt, "abs": abs, "round": round, "min": min, "max": max,
 _CONSTS = {"pi": math.pi, "e": math.e}
 
 
+# Integers of at most this many digits: every step is then bounded before it
+# is computed, so no expression holds the kernel's CPU (or the GIL) for long.
+MAX_DIGITS = 1000
+_MAX_BITS = int(MAX_DIGITS * math.log2(10)) + 1
+
+
+def _result_bits(op: ast.operator, left, right) -> float:
+    """An upper bound of the bit length of an integer result, from the
+    operands alone; 0 where the result is no larger than they are, or not
+    an integer."""
+    if not (isinstance(left, int) and isinstance(right, int)):
+        return 0
+    a, b = abs(left).bit_length(), abs(right).bit_length()
+    if isinstance(op, (ast.Add, ast.Sub)):
+        return max(a, b) + 1
+    if isinstance(op, ast.Mult):
+        return a + b
+    if isinstance(op, ast.Pow) and right > 0:
+        return right * math.log2(abs(left)) + 1 if abs(left) > 1 else 1
+    return 0
+
+
 def calculate(expression: str) -> float | int:
     """Evaluate arithmetic: numbers, + - * / // % **, parentheses, a few math
-    functions. Anything else is refused."""
+    functions. Anything else is refused, and so is any step whose integer
+    result would exceed MAX_DIGITS digits, before it is computed."""
     def ev(node):
         if isinstance(node, ast.Expression):
             return ev(node.body)
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
-            return node.value
+            return bounded(node.value)
         if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
             left, right = ev(node.left), ev(node.right)
             if isinstance(node.op, ast.Pow) and abs(right) > 1000:
                 raise ValueError("exponent too large")
-            return _BINARY[type(node.op)](left, right)
+            if _result_bits(node.op, left, right) > _MAX_BITS:
+                raise ValueError(f"the result would have more than {MAX_DIGITS} digits")
+            return bounded(_BINARY[type(node.op)](left, right))
         if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
             return _UNARY[type(node.op)](ev(node.operand))
         if isinstance(node, ast.Name) and node.id in _CONSTS:
             return _CONSTS[node.id]
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS
                 and not node.keywords):
-            return _FUNCS[node.func.id](*[ev(a) for a in node.args])
+            return bounded(_FUNCS[node.func.id](*[ev(a) for a in node.args]))
         raise ValueError(f"unsupported expression element: {type(node).__name__}")
+
+    def bounded(value):
+        if isinstance(value, int) and abs(value).bit_length() > _MAX_BITS:
+            raise ValueError(f"the result would have more than {MAX_DIGITS} digits")
+        return value
 
     if len(expression) > 1000:
         raise ValueError("expression too long")
     return ev(ast.parse(expression, mode="eval"))
 
 
-async def _calculator(agent: str, args: dict[str, Any]) -> str:
+async def _calculator(entry, args: dict[str, Any]) -> str:
     try:
         # Off the event loop: a big power must not stall the kernel.
         value = await asyncio.to_thread(calculate, args["expression"])
@@ -247,36 +282,50 @@ async def _calculator(agent: str, args: dict[str, Any]) -> str:
     return str(value)
 
 
-def builtin_tools(dispatcher) -> list[Tool]:
-    """The calculator, and the calling agent's own files and memory."""
+def builtin_tools(submit) -> list[Tool]:
+    """The calculator, and the calling agent's own files and memory.
 
-    async def files_read(agent, args):
-        info, data = await dispatcher.read_file(st.ReadFileRequest(owner=agent, path=args["path"]), 30,
-                                                64 * 1024)
-        return data.decode("utf-8", errors="replace")
+    What the file and memory tools do is submitted as syscalls of the
+    calling agent (`submit(tool_entry, syscall) -> SyscallRecord`, the
+    kernel's intake): the same access rules, confirmations, accounting and
+    queues as if the agent had made them itself."""
 
-    async def files_write(agent, args):
-        from services.scheduler.dispatch import _write_parts
+    def storage(**op) -> ks.Syscall:
+        return ks.Syscall(storage=ks.StorageCall(**op))
 
-        resp = await dispatcher.storage.WriteFile(_write_parts(ks.WriteFileInline(
-            owner=agent, path=args["path"], content=args["content"].encode(),
-            content_type="text/plain; charset=utf-8")), timeout=30)
-        return json.dumps({"path": resp.file.path, "version_id": resp.file.version_id, "size": resp.file.size})
+    def memory(**op) -> ks.Syscall:
+        return ks.Syscall(memory=ks.MemoryCall(**op))
 
-    async def files_list(agent, args):
-        resp = await dispatcher.storage.ListFiles(st.ListFilesRequest(
-            owner=agent, prefix=args.get("prefix", ""), recursive=True, page_size=100), timeout=30)
-        return json.dumps([f.path for f in resp.files])
+    async def files_read(entry, args):
+        record = await submit(entry, storage(read=st.ReadFileRequest(path=args["path"])))
+        content = record.storage.read.content
+        if len(content) > TOOL_READ_LIMIT:
+            raise errors.FailedPrecondition(
+                f"{args['path']} is {len(content)} bytes; the files.read tool returns at most {TOOL_READ_LIMIT}",
+                reason="FILE_TOO_LARGE_FOR_TOOL")
+        return content.decode("utf-8", errors="replace")
 
-    async def memory_add(agent, args):
-        resp = await dispatcher.memory.AddMemory(mem.AddMemoryRequest(
-            owner=agent, memory=mem.MemoryInput(content=args["content"], tags=args.get("tags", []))), timeout=30)
-        return json.dumps({"id": resp.memory.id})
+    async def files_write(entry, args):
+        record = await submit(entry, storage(write=ks.WriteFileInline(
+            path=args["path"], content=args["content"].encode(), content_type="text/plain; charset=utf-8")))
+        f = record.storage.write.file
+        return json.dumps({"path": f.path, "version_id": f.version_id, "size": f.size})
 
-    async def memory_search(agent, args):
-        resp = await dispatcher.memory.SearchMemories(mem.SearchMemoriesRequest(
-            owner=agent, query=args["query"], top_k=args.get("k", 3)), timeout=30)
-        return json.dumps([{"content": r.memory.content, "score": round(r.score, 3)} for r in resp.results])
+    async def files_list(entry, args):
+        record = await submit(entry, storage(list=st.ListFilesRequest(
+            prefix=args.get("prefix", ""), recursive=True, page_size=100)))
+        return json.dumps([f.path for f in record.storage.list.files])
+
+    async def memory_add(entry, args):
+        record = await submit(entry, memory(add=mem.AddMemoryRequest(
+            memory=mem.MemoryInput(content=args["content"], tags=args.get("tags", [])))))
+        return json.dumps({"id": record.memory.add.memory.id})
+
+    async def memory_search(entry, args):
+        record = await submit(entry, memory(search=mem.SearchMemoriesRequest(
+            query=args["query"], top_k=args.get("k", 3))))
+        return json.dumps([{"content": r.memory.content, "score": round(r.score, 3)}
+                           for r in record.memory.search.results])
 
     obj = lambda props, required: {"type": "object", "properties": props, "required": required,  # noqa: E731
                                    "additionalProperties": False}
@@ -285,32 +334,19 @@ def builtin_tools(dispatcher) -> list[Tool]:
              obj({"expression": {"type": "string", "minLength": 1}}, ["expression"]),
              _calculator, max_concurrency=16, timeout=5.0),
         Tool("files.read", "Read one of your text files.", obj({"path": {"type": "string"}}, ["path"]),
-             _wrap_rpc(files_read)),
+             files_read),
         Tool("files.write", "Write (create or overwrite) one of your text files.",
              obj({"path": {"type": "string"}, "content": {"type": "string"}}, ["path", "content"]),
-             _wrap_rpc(files_write)),
+             files_write),
         Tool("files.list", "List your files under a prefix.", obj({"prefix": {"type": "string"}}, []),
-             _wrap_rpc(files_list)),
+             files_list),
         Tool("memory.add", "Remember a fact.",
              obj({"content": {"type": "string", "minLength": 1},
                   "tags": {"type": "array", "items": {"type": "string"}}}, ["content"]),
-             _wrap_rpc(memory_add)),
+             memory_add),
         Tool("memory.search", "Recall the facts closest in meaning to a query.",
              obj({"query": {"type": "string", "minLength": 1}, "k": {"type": "integer", "minimum": 1, "maximum": 20}},
                  ["query"]),
-             _wrap_rpc(memory_search)),
+             memory_search),
     ]
 
-
-def _wrap_rpc(fn: ToolFn) -> ToolFn:
-    import grpc
-
-    from services.runtime.status import from_rpc_error
-
-    async def run(agent, args):
-        try:
-            return await fn(agent, args)
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None
-
-    return run

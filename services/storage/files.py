@@ -139,7 +139,7 @@ class FileStore:
     # -- write -----------------------------------------------------------
 
     async def write(self, owner: str, path: str, chunks: AsyncIterator[bytes], *,
-                    content_type: str = "", if_version_id: str = "") -> FileInfo:
+                    content_type: str = "", if_version_id: str = "", if_absent: bool = False) -> FileInfo:
         owner = paths.owner(owner, "header.owner")
         rel = paths.path(path, "header.path")
         content_type = _content_type(content_type, rel, "header.content_type")
@@ -166,18 +166,25 @@ class FileStore:
         # Shielded: once committing starts, a cancelled caller does not leave
         # the object written but unpruned or unindexed.
         return await asyncio.shield(self._commit_write(
-            owner, rel, spool, size, content_type, digest.hexdigest(), if_version_id, texts, vectors))
+            owner, rel, spool, size, content_type, digest.hexdigest(), if_version_id, if_absent, texts, vectors))
 
     async def _commit_write(self, owner, rel, spool, size, content_type, sha256, if_version_id,
-                            texts, vectors) -> FileInfo:
+                            if_absent, texts, vectors) -> FileInfo:
         key = paths.key(owner, rel)
         try:
+            # The condition is checked and the object written under the
+            # owner's lock, so no other write of this service comes between.
             async with self._lock(owner):
-                if if_version_id:
+                if if_version_id or if_absent:
                     try:
                         current = (await self._run(self.objects.stat, key)).version_id
                     except Missing:
                         current = ""
+                    if if_absent and current:
+                        raise errors.Aborted(
+                            f"{rel} exists (version {current}): this write may only create it",
+                            reason="FILE_EXISTS", metadata={"current_version_id": current})
+                if if_version_id:
                     if current != if_version_id:
                         raise errors.Aborted(
                             f"{rel} is at version {current or '(none)'}, not {if_version_id}",

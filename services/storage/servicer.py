@@ -51,7 +51,8 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
                 yield part.chunk
 
         info = await self.files.write(header.owner, header.path, chunks(),
-                                      content_type=header.content_type, if_version_id=header.if_version_id)
+                                      content_type=header.content_type, if_version_id=header.if_version_id,
+                                      if_absent=header.if_absent)
         return pb.WriteFileResponse(file=file_info(info))
 
     async def ReadFile(self, request, context):

@@ -539,7 +539,8 @@ class _ConfirmationWatch:
 
     def saw(self, record: ks.SyscallRecord):
         """The hook's result when the record shows a new confirmation."""
-        if record.state != ks.SYSCALL_STATE_AWAITING_CONFIRMATION or not record.confirmation_id:
+        # A parked call, or a tool call one of whose own syscalls is parked.
+        if not record.confirmation_id:
             return None
         if self.pending is not None and self.pending.confirmation_id == record.confirmation_id:
             return None

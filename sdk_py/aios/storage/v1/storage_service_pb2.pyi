@@ -31,16 +31,18 @@ class FileInfo(_message.Message):
     def __init__(self, owner: _Optional[str] = ..., path: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., content_type: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version_id: _Optional[str] = ..., is_folder: _Optional[bool] = ...) -> None: ...
 
 class WriteFileHeader(_message.Message):
-    __slots__ = ("owner", "path", "content_type", "if_version_id")
+    __slots__ = ("owner", "path", "content_type", "if_version_id", "if_absent")
     OWNER_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     IF_VERSION_ID_FIELD_NUMBER: _ClassVar[int]
+    IF_ABSENT_FIELD_NUMBER: _ClassVar[int]
     owner: str
     path: str
     content_type: str
     if_version_id: str
-    def __init__(self, owner: _Optional[str] = ..., path: _Optional[str] = ..., content_type: _Optional[str] = ..., if_version_id: _Optional[str] = ...) -> None: ...
+    if_absent: bool
+    def __init__(self, owner: _Optional[str] = ..., path: _Optional[str] = ..., content_type: _Optional[str] = ..., if_version_id: _Optional[str] = ..., if_absent: _Optional[bool] = ...) -> None: ...
 
 class WriteFileRequest(_message.Message):
     __slots__ = ("header", "chunk")

@@ -1,0 +1,53 @@
+"""Checks an LLM syscall must pass before it is queued, whichever door it came
+through (gRPC Submit or the OpenAI-compatible HTTP door): no fields that only
+the kernel sets, sampling settings in their ranges, and tool calls in the
+history whose arguments are JSON objects. Each failure is INVALID_ARGUMENT
+naming the field."""
+
+from __future__ import annotations
+
+import json
+
+from aios.llm.v1 import llm_service_pb2 as llm
+from services.runtime import errors
+
+# OpenAI's ranges, which every OpenAI-compatible backend accepts.
+TEMPERATURE = (0.0, 2.0)
+TOP_P = (0.0, 1.0)
+
+
+def check_generate(req: llm.GenerateRequest, prefix: str = "syscall.llm") -> None:
+    """INVALID_ARGUMENT naming the field (under `prefix`, "" for none) at fault."""
+    def at(name: str) -> str:
+        return f"{prefix}.{name}" if prefix else name
+
+    # What the kernel itself sets when it dispatches: a preempted call's
+    # snapshot, its time slice, the session (from the Syscall envelope).
+    for name, given in (("resume", req.HasField("resume")), ("slice_tokens", req.slice_tokens != 0),
+                        ("session_id", bool(req.session_id))):
+        if given:
+            raise errors.InvalidArgument(f"{name} is set by the kernel when it dispatches the call, "
+                                         "never by an agent", reason="KERNEL_ONLY_FIELD", field=at(name))
+    if req.HasField("temperature") and not TEMPERATURE[0] <= req.temperature <= TEMPERATURE[1]:
+        raise errors.InvalidArgument(f"temperature must be between {TEMPERATURE[0]:g} and {TEMPERATURE[1]:g}, "
+                                     f"not {req.temperature:g}", field=at("temperature"))
+    if req.HasField("top_p") and not TOP_P[0] < req.top_p <= TOP_P[1]:
+        raise errors.InvalidArgument(f"top_p must be above {TOP_P[0]:g} and at most {TOP_P[1]:g}, "
+                                     f"not {req.top_p:g}", field=at("top_p"))
+    if req.HasField("max_tokens") and req.max_tokens < 1:
+        raise errors.InvalidArgument(f"max_tokens must be at least 1, not {req.max_tokens}",
+                                     field=at("max_tokens"))
+    for i, tool in enumerate(req.tools):
+        if not tool.name:
+            raise errors.InvalidArgument("every tool needs a name", field=at(f"tools[{i}].name"))
+    for i, message in enumerate(req.messages):
+        for j, call in enumerate(message.tool_calls):
+            where = f"messages[{i}].tool_calls[{j}].arguments"
+            try:
+                value = json.loads(call.arguments_json or "{}")
+            except ValueError:
+                raise errors.InvalidArgument(f"the arguments of tool call {call.id or call.name!r} are not JSON",
+                                             field=at(where)) from None
+            if not isinstance(value, dict):
+                raise errors.InvalidArgument(
+                    f"the arguments of tool call {call.id or call.name!r} are not a JSON object", field=at(where))
