@@ -5,7 +5,7 @@
 #   docker build -t aios:0.1.0-dev --build-arg LOCAL_MODELS=true . # dev: + the embedded model server
 #
 # LOCAL_MODELS=true adds llama.cpp (xllamacpp) and SmolLM2 for
-# `python -m services.llm_core.local_server` (the dev overlay's model server);
+# `python -m services.local.llm_server` (the dev overlay's model server);
 # without it the image is ~200 MB smaller and llm_core talks to an external
 # OpenAI-compatible server (vLLM, Ollama, ...). all-MiniLM-L6-v2 is always in:
 # llm_core computes embeddings locally unless AIOS_LLM_EMBEDDING_MODEL names a

@@ -157,7 +157,7 @@ def start_memory(llm_addr: str, data_dir: Path) -> Child:
 
 
 def start_seaweed(data_dir: Path) -> Child:
-    from services.storage.seaweed import start_seaweed as start
+    from services.local.seaweed import start_seaweed as start
 
     sp = start(data_dir / "s3", "127.0.0.1")
     child = Child("seaweedfs", sp.process, sp.endpoint, stopper=_SeaweedStopper(sp))

@@ -15,7 +15,7 @@ import json
 import pytest
 import pytest_asyncio
 
-from services.llm_core.local_server import MODEL_ALIAS, start_local_server
+from services.local.llm_server import MODEL_ALIAS, start_local_server
 from services.runtime import logs
 from services.runtime.server import start_server
 

@@ -15,7 +15,7 @@ import pytest_asyncio
 
 from aios.agents import Agent, AgentLoadError, load_agent, run_agent
 from aios.sdk import AsyncClient, NotFoundError, PermissionDeniedError, UnavailableError
-from services.storage.seaweed import start_seaweed
+from services.local.seaweed import start_seaweed
 from tests.conftest import kernel_config
 
 ROOT = Path(__file__).resolve().parents[1]

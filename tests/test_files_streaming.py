@@ -29,7 +29,7 @@ async def kernel(tmp_path_factory, start_service):
     """The kernel's address, over storage over SeaweedFS."""
     from services.scheduler.app import build as kernel_build
     from services.storage.app import build as storage_build
-    from services.storage.seaweed import start_seaweed
+    from services.local.seaweed import start_seaweed
 
     data = tmp_path_factory.mktemp("files-streaming")
     s3 = start_seaweed(data / "s3")

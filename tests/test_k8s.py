@@ -591,7 +591,7 @@ def test_dev_overlay():
     assert of_kind(docs, "HorizontalPodAutoscaler") == []
     server = find(docs, "Deployment", "model-server")
     [c] = server["spec"]["template"]["spec"]["containers"]
-    assert aios_module(c) == "llm_core.local_server"
+    assert aios_module(c) == "local.llm_server"
     assert c["image"] == next(aios_containers(docs))[1]["image"]
     endpoints = json.loads(configmap(docs, "aios-llm-endpoints")["data"]["endpoints.json"])
     for e in endpoints:

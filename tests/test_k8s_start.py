@@ -52,7 +52,7 @@ from aios.llm.v1 import llm_service_pb2_grpc as llm_grpc
 from aios.memory.v1 import memory_service_pb2 as mem_pb
 from aios.memory.v1 import memory_service_pb2_grpc as mem_grpc
 from services.cli.stack import free_port
-from services.storage.seaweed import CREDENTIALS_FILE, start_seaweed
+from services.local.seaweed import CREDENTIALS_FILE, start_seaweed
 from tests.test_k8s import (
     NAMESPACE,
     REPO,

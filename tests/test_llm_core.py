@@ -28,7 +28,7 @@ from aios.llm.v1 import llm_service_pb2 as pb
 from aios.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from services.llm_core.app import build
 from services.llm_core.config import Config
-from services.llm_core.local_server import MODEL_ALIAS, READY_PREFIX, stop_local_server
+from services.local.llm_server import MODEL_ALIAS, READY_PREFIX, stop_local_server
 from services.runtime.server import start_server
 
 MODEL = MODEL_ALIAS
@@ -258,7 +258,7 @@ async def keyed_llama_server(key: str):
     """A second llama.cpp server that requires an API key (llama.cpp's own
     api_keys check), started like the embedded one with the key added."""
     child = ("import os, sys\n"
-             "import services.llm_core.local_server as ls\n"
+             "import services.local.llm_server as ls\n"
              "build = ls._build_params\n"
              "def with_key(*a, **k):\n"
              "    p = build(*a, **k)\n"

@@ -1,4 +1,4 @@
-"""Integration tests for the embedded LLM server (services/llm_core/local_server.py).
+"""Integration tests for the embedded LLM server (services/local/llm_server.py).
 
 Starts the real llama.cpp server (SmolLM2-135M, CPU) once per session on a free port.
 """
@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 from openai import OpenAI
 
-from services.llm_core.local_server import (
+from services.local.llm_server import (
     MODEL_ALIAS,
     default_model_path,
     start_local_server,

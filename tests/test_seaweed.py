@@ -1,4 +1,4 @@
-"""Tests for services.storage.seaweed: a local SeaweedFS S3 stack.
+"""Tests for services.local.seaweed: a local SeaweedFS S3 stack.
 
 Each test starts real `weed server` processes on free loopback ports under
 pytest's tmp_path.  Start-up takes ~3.5 s; a graceful stop ~15 s (weed's own
@@ -25,7 +25,7 @@ from minio import Minio
 from minio.error import S3Error
 from minio.versioningconfig import ENABLED, VersioningConfig
 
-from services.storage.seaweed import (
+from services.local.seaweed import (
     CREDENTIALS_FILE,
     SeaweedError,
     SeaweedProcess,
@@ -202,7 +202,7 @@ def test_busy_s3_port_is_reported(tmp_path):
 def test_cli_prints_listening_and_stops_on_sigterm(tmp_path):
     data = tmp_path / "cli"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.storage.seaweed", "--data", str(data)],
+        [sys.executable, "-m", "services.local.seaweed", "--data", str(data)],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

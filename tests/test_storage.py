@@ -27,7 +27,7 @@ from services.runtime.server import start_server
 from services.runtime.status import from_rpc_error
 from services.storage.app import build
 from services.storage.config import Config
-from services.storage.seaweed import start_seaweed
+from services.local.seaweed import start_seaweed
 
 MiB = 1024 * 1024
 REPO_ROOT = Path(__file__).resolve().parents[1]

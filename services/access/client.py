@@ -34,7 +34,7 @@ from aios.access.v1 import access_service_pb2_grpc as pb_grpc
 from services.access import convert as cv
 from services.access import model as m
 from services.runtime import errors
-from services.runtime.interceptors import client_interceptors
+from services.runtime.channels import channel
 from services.runtime.status import from_rpc_error
 
 CACHE_ENTRIES = 10_000
@@ -43,7 +43,7 @@ CACHE_ENTRIES = 10_000
 class AccessClient:
     def __init__(self, address: str, service_token: str = "", *, auth_cache_seconds: float = 5.0,
                  timeout: float = 5.0, clock=time.monotonic) -> None:
-        self._channel = grpc.aio.insecure_channel(address, interceptors=client_interceptors(service_token))
+        self._channel = channel(address, service_token)
         self._stub = pb_grpc.AccessServiceStub(self._channel)
         self.auth_cache_seconds = auth_cache_seconds
         self.timeout = timeout

@@ -21,9 +21,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.llm_core.local_server import LocalServer, start_local_server
+from services.local.llm_server import LocalServer, start_local_server
 from services.runtime import trust
-from services.storage.seaweed import SeaweedProcess, start_seaweed
+from services.local.seaweed import SeaweedProcess, start_seaweed
 
 SERVICES = ("access", "llm_core", "memory", "storage", "scheduler")
 DEFAULT_PORTS = {"scheduler": 50051, "llm_core": 50052, "memory": 50053, "storage": 50054, "access": 50055}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aios.memory.v1 import memory_service_pb2 as pb
 from aios.memory.v1 import memory_service_pb2_grpc as pb_grpc
 from services.memory.config import Config
-from services.memory.embeddings import LlmEmbeddings
+from services.llm_core.client import EmbeddingClient
 from services.memory.memory import Memory, WorkingPolicy
 from services.memory.records import Limits
 from services.memory.servicer import MemoryServicer
@@ -27,9 +27,10 @@ async def build(config: Config) -> Service:
     store = await QdrantStore.open(
         path=config.qdrant_path, url=config.qdrant_url, api_key=config.qdrant_api_key,
         collection=config.collection, vector_size=config.vector_size)
-    embeddings = LlmEmbeddings(
+    # 64 inputs a call: llm_core accepts more; smaller calls keep each short.
+    embeddings = EmbeddingClient(
         config.llm_addr, model=config.embedding_model, dimensions=config.vector_size,
-        service_token=config.service_token or service_trust.token, timeout=config.embed_timeout)
+        service_token=config.service_token or service_trust.token, timeout=config.embed_timeout, batch=64)
     memory = Memory(store, embeddings,
                     Limits(max_content_bytes=config.max_content_bytes, max_batch=config.max_batch),
                     WorkingPolicy(limit=config.working_limit, k=config.lru_k))

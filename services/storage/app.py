@@ -9,7 +9,7 @@ from aios.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from services.runtime import logs, trust
 from services.runtime.server import Service
 from services.storage.config import DEFAULT_PORT, Config
-from services.storage.embeddings import LlmEmbedder
+from services.llm_core.client import EmbeddingClient
 from services.storage.files import FileStore
 from services.storage.index import FileIndex
 from services.storage.objects import ObjectStore
@@ -32,8 +32,8 @@ async def build(config: Config) -> Service:
     index = embedder = None
     if config.index_enabled:
         index = FileIndex(config.qdrant_path, config.qdrant_url)
-        embedder = LlmEmbedder(config.llm_addr, config.embedding_model,
-                               config.service_token or service_trust.token)
+        embedder = EmbeddingClient(config.llm_addr, model=config.embedding_model,
+                                   service_token=config.service_token or service_trust.token)
     files = FileStore(objects, index, embedder, max_versions=config.max_versions,
                       quota_bytes=config.quota_bytes, quota_files=config.quota_files,
                       index_max_bytes=config.index_max_bytes)

@@ -7,7 +7,7 @@ configures it and keeps the process alive.
 
 CLI (a parent waits for the LISTENING line, and stops us by PID with SIGTERM):
 
-    python -m services.llm_core.local_server --host 127.0.0.1 --port 0 \
+    python -m services.local.llm_server --host 127.0.0.1 --port 0 \
         [--model PATH] [--parallel 4] [--ctx 8192] [--threads T]
 
     -> stdout: "LISTENING http://127.0.0.1:<port>/v1"   (llama.cpp logs go to stderr)
@@ -43,8 +43,8 @@ MODEL_ALIAS = "smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 READY_PREFIX = "LISTENING "
 
-# repo root (…/services/llm_core/local_server.py -> parents[2]); put on the child's
-# PYTHONPATH so `python -m services.llm_core.local_server` works from any cwd.
+# repo root (…/services/local/llm_server.py -> parents[2]); put on the child's
+# PYTHONPATH so `python -m services.local.llm_server` works from any cwd.
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -209,7 +209,7 @@ def start_local_server(
     timeout: float = 120.0,
     python: str = sys.executable,
 ) -> LocalServer:
-    """Start `python -m services.llm_core.local_server` and wait for its LISTENING line.
+    """Start `python -m services.local.llm_server` and wait for its LISTENING line.
 
     Returns LocalServer(proc, base_url, log_path), which also unpacks as
     `proc, base_url = start_local_server(...)`.
@@ -217,7 +217,7 @@ def start_local_server(
     so an unread pipe can never stall the server.  Raises RuntimeError with the
     stderr tail if the child exits or `timeout` elapses first.
     """
-    cmd = [python, "-m", "services.llm_core.local_server", "--host", host, "--port", str(port),
+    cmd = [python, "-m", "services.local.llm_server", "--host", host, "--port", str(port),
            "--parallel", str(parallel), "--ctx", str(ctx), "--exit-on-stdin-eof"]
     if model:
         cmd += ["--model", model]

@@ -1,8 +1,7 @@
-"""Vectors for memory content, from llm_core's Embed RPC.
-
-Calls carry this service's credential and the current request's id and agent
-(the shared client interceptors).
-"""
+"""The client other services use for llm_core's Embed RPC (memory and
+storage index text by meaning): batches, a deadline per call, this
+service's own credential, and errors as domain errors, with llm_core down
+or slow reported as UNAVAILABLE EMBEDDINGS_UNAVAILABLE (retry later)."""
 
 from __future__ import annotations
 
@@ -11,29 +10,28 @@ import grpc
 from aios.llm.v1 import llm_service_pb2 as llm
 from aios.llm.v1 import llm_service_pb2_grpc as llm_grpc
 from services.runtime import errors
-from services.runtime.interceptors import client_interceptors
+from services.runtime.channels import channel
 from services.runtime.status import from_rpc_error
 
-# Inputs per Embed call (llm_core accepts more; smaller calls keep each short).
-CHUNK = 64
 
-
-class LlmEmbeddings:
-    def __init__(self, address: str, *, model: str, dimensions: int, service_token: str,
-                 timeout: float) -> None:
-        self._channel = grpc.aio.insecure_channel(address, interceptors=client_interceptors(service_token))
+class EmbeddingClient:
+    def __init__(self, address: str, *, model: str = "", service_token: str = "", timeout: float = 120.0,
+                 batch: int = 32, dimensions: int | None = None) -> None:
+        self._channel = channel(address, service_token)
         self._stub = llm_grpc.LlmServiceStub(self._channel)
         self.model = model
-        self.dimensions = dimensions
         self.timeout = timeout
+        self.batch = batch
+        # When set, every vector must have this many dimensions.
+        self.dimensions = dimensions
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
+        """One vector per text, in order."""
         vectors: list[list[float]] = []
-        for start in range(0, len(texts), CHUNK):
-            part = texts[start:start + CHUNK]
+        for start in range(0, len(texts), self.batch):
+            part = texts[start:start + self.batch]
             try:
-                resp = await self._stub.Embed(llm.EmbedRequest(model=self.model, inputs=part),
-                                              timeout=self.timeout)
+                resp = await self._stub.Embed(llm.EmbedRequest(model=self.model, inputs=part), timeout=self.timeout)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     raise errors.Unavailable(f"the embedding service is unavailable: {exc.details()}",
@@ -42,12 +40,14 @@ class LlmEmbeddings:
             if len(resp.embeddings) != len(part):
                 raise errors.Internal(f"llm_core returned {len(resp.embeddings)} embeddings for {len(part)} inputs")
             for emb in resp.embeddings:
-                if len(emb.values) != self.dimensions:
+                if self.dimensions is not None and len(emb.values) != self.dimensions:
                     raise errors.FailedPrecondition(
-                        f"model {resp.model!r} gives {len(emb.values)}-dimension vectors, the memory "
-                        f"collection holds {self.dimensions}", reason="VECTOR_SIZE_MISMATCH")
+                        f"model {resp.model!r} gives {len(emb.values)}-dimension vectors, the collection "
+                        f"holds {self.dimensions}", reason="VECTOR_SIZE_MISMATCH")
                 vectors.append(list(emb.values))
         return vectors
+
+    __call__ = embed
 
     async def close(self) -> None:
         await self._channel.close()

@@ -23,7 +23,7 @@ to move them; ``SeaweedProcess.stop`` removes those of its own ports.
 
 Run standalone::
 
-    python -m services.storage.seaweed --data DIR [--s3-port N]
+    python -m services.local.seaweed --data DIR [--s3-port N]
 
 prints ``LISTENING s3 http://127.0.0.1:PORT`` once S3 answers, and stops the
 stack cleanly on SIGTERM/SIGINT.
@@ -574,7 +574,7 @@ def start_seaweed(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m services.storage.seaweed",
+        prog="python -m services.local.seaweed",
         description="Run a local SeaweedFS S3 server (loopback only).",
     )
     parser.add_argument("--data", required=True, type=Path, help="data directory")
