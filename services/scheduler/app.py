@@ -14,6 +14,7 @@ from services.scheduler.config import Config
 from services.scheduler.dispatch import Dispatcher
 from services.scheduler.kernel import Kernel, Limits
 from services.scheduler.http_door import HttpDoor
+from services.scheduler.intake import Intake
 from services.scheduler.metrics import KernelMetrics
 from services.scheduler.queues import PolicySettings
 from services.scheduler.servicer import KernelServicer
@@ -39,8 +40,8 @@ async def build(config: Config) -> Service:
     dispatcher = Dispatcher(llm_ch, mem_ch, st_ch)
     tools = ToolManager()
     # The built-in tools' file and memory operations go through the intake
-    # (the servicer, made below) as syscalls of the calling agent.
-    for tool in builtin_tools(lambda parent, syscall: servicer.submit_for(parent, syscall)):
+    # (made below, once the kernel is) as syscalls of the calling agent.
+    for tool in builtin_tools(lambda parent, syscall: intake.submit_for(parent, syscall)):
         tools.register(tool)
     for server in config.mcp_servers():
         await tools.add_mcp_server(server["name"], command=server.get("command"), url=server.get("url"),
@@ -72,9 +73,9 @@ async def build(config: Config) -> Service:
     services = {"llm_core": (config.llm_addr, llm_ch), "memory": (config.memory_addr, mem_ch),
                 "storage": (config.storage_addr, st_ch),
                 "access": (config.access_addr, gate.client.channel if config.auth == "access" else None)}
-    servicer = KernelServicer(kernel, gate, catalog, config.default_timeout, tools,
-                              services=services, auth_mode=config.auth, precheck=dispatcher.precheck)
-    door = HttpDoor(servicer)
+    intake = Intake(kernel, gate, catalog, config.default_timeout, tools, precheck=dispatcher.precheck)
+    servicer = KernelServicer(intake, services=services, auth_mode=config.auth)
+    door = HttpDoor(intake)
     if config.http_port >= 0:
         port = await door.start(config.host, config.http_port)
         log.info("openai-compatible door", address=f"http://{config.host}:{port}/v1")

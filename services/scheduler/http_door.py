@@ -14,14 +14,13 @@ import uuid
 from typing import Any
 
 from aiohttp import web
-from google.protobuf import struct_pb2
 
 from aios.kernel.v1 import syscall_pb2 as ks
 from aios.llm.v1 import llm_service_pb2 as llm
 from services.runtime import context as rctx
 from services.runtime import errors, logs
 from services.scheduler import validation
-from services.scheduler.servicer import drain
+from services.scheduler.intake import drain
 from services.scheduler.table import Entry
 
 log = logs.get("http")
@@ -179,26 +178,26 @@ def _usage(record: ks.SyscallRecord) -> dict[str, int]:
 
 
 class HttpDoor:
-    def __init__(self, servicer) -> None:
-        self.servicer = servicer  # KernelServicer: authentication, validation, kernel
-        self.kernel = servicer.kernel
+    def __init__(self, intake) -> None:
+        self.intake = intake  # every check and the kernel: this door only translates
+        self.kernel = intake.kernel
         self._runner: web.AppRunner | None = None
         self.port = 0
 
     async def _caller(self, request: web.Request):
         header = request.headers.get("Authorization", "")
-        return await self.servicer.caller([("authorization", header)] if header else [])
+        return await self.intake.caller([("authorization", header)] if header else [])
 
     async def models(self, request: web.Request) -> web.Response:
         try:
             await self._caller(request)
-            await self.servicer.catalog.refresh()
+            await self.intake.catalog.refresh()
         except errors.AiosError as err:
             return _error(err)
         now = int(time.time())
         return web.json_response({"object": "list", "data": [
             {"id": name, "object": "model", "created": now, "owned_by": "aios"}
-            for name in sorted(self.servicer.catalog.capacity)]})
+            for name in sorted(self.intake.catalog.capacity)]})
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         rctx.request_id.set(request.headers.get("X-Request-Id") or uuid.uuid4().hex)
@@ -217,13 +216,13 @@ class HttpDoor:
             )
             stream = bool(body.get("stream"))
             events: asyncio.Queue = asyncio.Queue()
-            entry = await self.servicer.start(caller, syscall, None, events if stream else None)
+            entry = await self.intake.start(caller, syscall, None, events if stream else None)
         except errors.AiosError as err:
             return _error(err)
         if not stream:
             try:
                 await self.kernel.wait(entry, entry.deadline)
-                record = self.servicer.outcome(entry)
+                record = self.intake.outcome(entry)
             except errors.AiosError as err:
                 return _error(err)
             return web.json_response(self._completion(entry, record))
@@ -260,7 +259,7 @@ class HttpDoor:
                     break
             await waiter
             try:
-                record = self.servicer.outcome(entry)
+                record = self.intake.outcome(entry)
             except errors.AiosError as err:
                 await resp.write(f"data: {json.dumps({'error': {'message': err.message, 'code': err.code}})}\n\n"
                                  .encode())

@@ -1,0 +1,234 @@
+"""The intake: every syscall, from every door (gRPC Submit and its streaming
+and file twins, the OpenAI-compatible HTTP door, a built-in tool's inner
+operations), passes here in one order before it runs:
+
+1. authenticate: the caller from its credential (the gate);
+2. validate: a well-formed call, the default model filled in, LLM settings
+   in range, a tool's arguments against its schema;
+3. deduplicate: a repeated request id is the first call (its fingerprint
+   must match: a request id names one call);
+4. authorize: the access rules (the gate), which may ask for confirmations;
+5. confirm: a call that could never run is refused first; the rest are
+   parked until a person approves, announced on the call (and on the tool
+   call it is part of);
+6. admit and enqueue: the kernel's limits, then its queues.
+
+Doors are adapters: they translate their protocol into a Syscall and the
+outcome back, and decide nothing. Nothing here imports grpc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+
+from google.protobuf import json_format
+
+from aios.kernel.v1 import syscall_pb2 as ks
+from services.runtime import context as rctx
+from services.runtime import errors
+from services.scheduler import records, validation
+from services.scheduler.auth import Caller
+from services.scheduler.kernel import Kernel
+from services.scheduler.table import SUCCEEDED, Entry
+
+# Seconds before a call's deadline at which waiting for a confirmation ends.
+CONFIRM_MARGIN = 1.0
+
+
+class Intake:
+    def __init__(self, kernel: Kernel, auth, catalog, default_timeout: float, tools=None, precheck=None) -> None:
+        self.kernel = kernel
+        self.auth = auth  # DevGate or AccessGate
+        self.catalog = catalog
+        self.default_timeout = default_timeout
+        self.tools = tools
+        # async (entry) -> None: refuses a call that could never run before a
+        # person is asked to confirm it.
+        self.precheck = precheck
+
+    async def caller(self, metadata) -> Caller:
+        caller = await self.auth.caller(metadata)
+        rctx.agent.set(caller.name)
+        return caller
+
+    def _deadline(self, syscall: ks.Syscall, remaining: float | None) -> float:
+        now_mono, now_wall = time.monotonic(), time.time()
+        candidates = [now_mono + self.default_timeout]
+        if remaining is not None:
+            candidates.append(now_mono + remaining)
+        if syscall.HasField("deadline"):
+            candidates.append(now_mono + (syscall.deadline.ToNanoseconds() / 1e9 - now_wall))
+        return min(candidates)
+
+    async def build_entry(self, agent: str, syscall: ks.Syscall, remaining: float | None,
+                          parent_id: str = "") -> Entry:
+        """Validate a syscall and make its process-table entry (not yet queued).
+        An empty owner of a memory or storage call means the caller's own;
+        `remaining` is the caller's own deadline in seconds, if any."""
+        call = syscall.WhichOneof("call")
+        if call is None:
+            raise errors.InvalidArgument(
+                "the syscall has no call: set one of llm, memory, storage or tool",
+                reason="EMPTY_SYSCALL", field="syscall.call")
+        if len(syscall.request_id) > 128:
+            raise errors.InvalidArgument("request_id is longer than 128 characters",
+                                         field="syscall.request_id")
+        copy = ks.Syscall()
+        copy.CopyFrom(syscall)
+        if call == "llm":
+            if not copy.llm.model:
+                copy.llm.model = await self.catalog.default_model()
+            if not copy.llm.messages:
+                raise errors.InvalidArgument("llm.messages must not be empty",
+                                             field="syscall.llm.messages")
+            validation.check_generate(copy.llm)
+            await self.catalog.check(copy.llm.model)
+            resource = f"llm:{copy.llm.model}"
+        elif call in ("memory", "storage"):
+            inner = getattr(copy, call)
+            op = inner.WhichOneof("op")
+            if op is None:
+                raise errors.InvalidArgument(f"{call} call has no operation", field=f"syscall.{call}")
+            request = getattr(inner, op)
+            if op == "retrieve":
+                if not request.owners:
+                    request.owners.append(agent)
+            elif hasattr(request, "owner") and not request.owner:
+                request.owner = agent
+            resource = call
+        else:
+            if not copy.tool.name:
+                raise errors.InvalidArgument("tool.name is required", field="syscall.tool.name")
+            if self.tools is None:
+                raise errors.Unimplemented("the tool manager is not enabled")
+            # Schema violations are refused before anything is queued or run.
+            self.tools.validate(copy.tool.name, json_format.MessageToDict(copy.tool.arguments))
+            resource = "tool"
+        return Entry(
+            agent=agent, kind=call, resource=resource, syscall=copy,
+            request_id=copy.request_id, session_id=copy.session_id,
+            priority=copy.priority, deadline=self._deadline(copy, remaining),
+            fingerprint=fingerprint(copy), parent_id=parent_id,
+        )
+
+    async def start(self, caller: Caller, syscall: ks.Syscall, remaining: float | None,
+                    events: asyncio.Queue | None = None, body=None, parent_id: str = "") -> Entry:
+        """Validate, authorize, and queue a syscall; an irreversible one first
+        waits (parked in the process table) for a person's confirmation.
+        Returns the entry to wait for: the first one of a repeated request id."""
+        entry = await self.build_entry(caller.name, syscall, remaining, parent_id)
+        entry.body = body
+        if events is not None:
+            entry.stream = True
+            entry.subscribers.append(events)
+        if entry.request_id:
+            first = self.kernel.first_of(entry)
+            if first is not None:  # a retry: no new checks, no second run
+                if events is not None:
+                    first.subscribers.append(events)
+                    if first.done:
+                        events.put_nowait(("finished", first, time.time(), first.id))
+                return first
+        pending = await self.auth.authorize(caller, entry)
+        if pending:
+            if self.precheck is not None:
+                await self.precheck(entry)
+            first = self.kernel.park(entry)
+            if first is not entry:
+                return first
+            try:
+                for need in pending:
+                    timeout = max(0.0, entry.deadline - time.monotonic())
+                    confirmation = await self.auth.confirm(caller, entry, need, timeout)
+                    self._awaiting(entry, confirmation)
+                    await self._confirmed(entry, confirmation)
+                    self._awaiting(entry, "")
+            except asyncio.CancelledError:
+                self.kernel.refuse(entry, errors.Cancelled("the caller went away while awaiting confirmation"))
+                raise
+            except errors.AiosError as err:
+                self.kernel.refuse(entry, err)
+                raise
+        return self.kernel.admit(entry)
+
+    def _awaiting(self, entry: Entry, confirmation: str) -> None:
+        """Show (or clear) the confirmation an entry waits for, also on the
+        tool call it is part of: that is the call its agent watches."""
+        entry.confirmation_id = confirmation
+        if confirmation:
+            entry.publish("awaiting_confirmation", confirmation)
+        parent = self.kernel.table.get(entry.parent_id) if entry.parent_id else None
+        if parent is not None:
+            parent.confirmation_id = confirmation
+            if confirmation:
+                parent.publish("awaiting_confirmation", confirmation)
+
+    async def submit_for(self, parent: Entry, syscall: ks.Syscall) -> ks.SyscallRecord:
+        """A syscall a built-in tool makes for the agent that called it: the
+        same intake as the agent's own calls, within the tool call's
+        deadline, recorded as part of it. Returns the record or raises."""
+        syscall.session_id = parent.session_id
+        syscall.priority = parent.priority
+        remaining = None if parent.deadline is None else max(0.0, parent.deadline - time.monotonic())
+        entry = await self.start(Caller(parent.agent), syscall, remaining, parent_id=parent.id)
+        await self.kernel.wait(entry, entry.deadline)
+        return self.outcome(entry)
+
+    async def _confirmed(self, entry: Entry, confirmation: str) -> None:
+        """Wait for a person's approval, unless the parked call is cancelled
+        (Cancel) first. Nobody answering ends the wait a little before the
+        call's deadline, so the caller hears which confirmation timed out
+        rather than a bare deadline of its own."""
+        remaining = max(0.0, entry.deadline - time.monotonic())
+        approval = asyncio.ensure_future(
+            self.auth.wait(confirmation, remaining - min(CONFIRM_MARGIN, remaining / 10)))
+        finished = asyncio.ensure_future(entry.finished.wait())
+        try:
+            await asyncio.wait({approval, finished}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            finished.cancel()
+            if not approval.done():
+                approval.cancel()
+        if entry.done:
+            raise entry.error or errors.Cancelled("the syscall was cancelled")
+        try:
+            approval.result()
+        except errors.DeadlineExceeded:
+            raise errors.DeadlineExceeded(
+                f"nobody approved confirmation {confirmation} before the call's deadline "
+                f"(a person approves it with `aios confirm approve {confirmation}`; "
+                "give the call a longer timeout to leave more time)",
+                reason="CONFIRMATION_TIMEOUT",
+                metadata={"confirmation_id": confirmation, "syscall_id": entry.id}) from None
+
+    @staticmethod
+    def outcome(entry: Entry) -> ks.SyscallRecord:
+        """The finished entry's record, or its error raised."""
+        if entry.state != SUCCEEDED:
+            raise entry.error or errors.Internal("the syscall ended without a result")
+        return records.record(entry)
+
+
+
+def fingerprint(syscall: ks.Syscall) -> bytes:
+    """What a syscall asks for, without the facts a retry may change."""
+    call = ks.Syscall()
+    call.CopyFrom(syscall)
+    for name in ("request_id", "session_id", "deadline"):
+        call.ClearField(name)
+    return hashlib.sha256(call.SerializeToString(deterministic=True)).digest()
+
+
+async def drain(events: asyncio.Queue, until: asyncio.Future):
+    """Yield queued events until `until` is done and the queue is empty."""
+    while True:
+        getter = asyncio.ensure_future(events.get())
+        await asyncio.wait({getter, until}, return_when=asyncio.FIRST_COMPLETED)
+        if getter.done():
+            yield getter.result()
+            continue
+        getter.cancel()
+        if events.empty():
+            return
