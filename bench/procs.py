@@ -74,8 +74,11 @@ class Child:
                 self.proc.wait(timeout=5)
 
 
-def _env(extra: dict[str, str]) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "AIOS_LOG_LEVEL": "WARNING", **extra}
+def _env(extra: dict[str, str], root: Path = ROOT) -> dict[str, str]:
+    # Another checkout (an earlier commit, for a before/after run) brings its
+    # own stubs too.
+    path = str(ROOT) if root == ROOT else os.pathsep.join([str(root), str(root / "sdk_py")])
+    return {**os.environ, "PYTHONPATH": path, "AIOS_LOG_LEVEL": "WARNING", **extra}
 
 
 def _log(name: str):
@@ -101,14 +104,15 @@ def start_simulator(*args: str, timeout: float = 30) -> tuple[Child, list[str]]:
 
 
 def start_service(module: str, prefix: str, env: dict[str, str], *, name: str | None = None,
-                  python_args: tuple[str, ...] = (), entry: str = "") -> Child:
+                  python_args: tuple[str, ...] = (), entry: str = "", root: Path = ROOT) -> Child:
     """`python [python_args] -m services.<module>` (or -m entry) on a free
-    port, waited for until its health check serves."""
+    port, waited for until its health check serves; `root` runs the code of
+    another checkout."""
     port = free_port()
     name = name or module
     with _log(name) as log:
-        proc = subprocess.Popen([sys.executable, *python_args, "-m", entry or f"services.{module}"], cwd=ROOT,
-                                env=_env({f"{prefix}HOST": "127.0.0.1", f"{prefix}PORT": str(port), **env}),
+        proc = subprocess.Popen([sys.executable, *python_args, "-m", entry or f"services.{module}"], cwd=root,
+                                env=_env({f"{prefix}HOST": "127.0.0.1", f"{prefix}PORT": str(port), **env}, root),
                                 stdout=subprocess.DEVNULL, stderr=log)
     address = f"127.0.0.1:{port}"
     try:
@@ -131,7 +135,7 @@ def start_llm_core(endpoints: list[dict], name: str = "llm_core") -> Child:
 
 
 def start_kernel(llm_addr: str, *, memory_addr: str = "", storage_addr: str = "",
-                 cprofile_out: str = "", variant: str = "", **settings) -> Child:
+                 cprofile_out: str = "", variant: str = "", root: Path = ROOT, **settings) -> Child:
     """The kernel; settings become AIOS_KERNEL_<NAME> (policy, http_port, ...).
     cprofile_out runs it under cProfile, written there when it stops;
     variant runs it with a proposed change (bench/kernel_variant.py)."""
@@ -148,7 +152,7 @@ def start_kernel(llm_addr: str, *, memory_addr: str = "", storage_addr: str = ""
         env["AIOS_BENCH_KERNEL_VARIANT"] = variant
     python_args = ("-m", "cProfile", "-o", cprofile_out) if cprofile_out else ()
     return start_service("scheduler", "AIOS_KERNEL_", env, name="kernel", python_args=python_args,
-                         entry="bench.kernel_variant" if variant else "")
+                         entry="bench.kernel_variant" if variant else "", root=root)
 
 
 def start_memory(llm_addr: str, data_dir: Path) -> Child:

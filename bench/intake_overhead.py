@@ -1,0 +1,121 @@
+"""The kernel's overhead per syscall before and after a change, side by side
+in one run: the kernel of an earlier commit (a git worktree) and this
+checkout's, alternating, each over the same llm_core and an instant
+simulated backend.
+
+    .venv/bin/python -m bench.intake_overhead [--base REV] [--rounds 2] [--out FILE]
+
+Per kernel: added latency over calling llm_core directly (p50, p99), kernel
+CPU per syscall, and syscalls/s with 16 and 256 concurrent callers. Printed
+and written as JSON. Compare the two columns, not absolute times: the
+machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+from aios.llm.v1 import llm_service_pb2 as llm
+from aios.llm.v1 import llm_service_pb2_grpc as llm_grpc
+from aios.sdk import AsyncClient
+from bench import procs
+from bench.kernel_bench import MODEL, pct
+
+
+async def sequential(kernel_addr: str, core_addr: str, n: int) -> dict:
+    req = llm.GenerateRequest(model=MODEL, max_tokens=1, messages=[llm.Message(role=llm.ROLE_USER, content="ping")])
+    async with grpc.aio.insecure_channel(core_addr) as ch, AsyncClient(kernel_addr, token="bench") as client:
+        stub = llm_grpc.LlmServiceStub(ch)
+        for _ in range(20):  # warm up
+            await stub.Generate(req)
+            await client.llm.chat("ping", model=MODEL, max_tokens=1)
+        direct, through = [], []
+        for _ in range(n):  # interleaved, so both see the same moment of the machine
+            t0 = time.perf_counter()
+            await stub.Generate(req)
+            t1 = time.perf_counter()
+            await client.llm.chat("ping", model=MODEL, max_tokens=1)
+            t2 = time.perf_counter()
+            direct.append(t1 - t0)
+            through.append(t2 - t1)
+    return {"added_p50_ms": (pct(through, 0.5) - pct(direct, 0.5)) * 1000,
+            "added_p99_ms": (pct(through, 0.99) - pct(direct, 0.99)) * 1000}
+
+
+async def concurrent(kernel_addr: str, callers: int, calls: int) -> float:
+    clients = [AsyncClient(kernel_addr, token=f"agent-{i}") for i in range(callers)]
+
+    async def run(c: AsyncClient) -> None:
+        for _ in range(calls):
+            await c.llm.chat("ping", model=MODEL, max_tokens=1)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(run(c) for c in clients))
+    elapsed = time.perf_counter() - t0
+    for c in clients:
+        await c.close()
+    return callers * calls / elapsed
+
+
+async def measure(root: Path, core_addr: str, n: int) -> dict:
+    kernel = procs.start_kernel(core_addr, root=root)
+    try:
+        out = await sequential(kernel.address, core_addr, n)
+        cpu0 = kernel.cpu_seconds()
+        out["syscalls_per_s_16"] = await concurrent(kernel.address, 16, 20)
+        out["syscalls_per_s_256"] = await concurrent(kernel.address, 256, 4)
+        out["kernel_cpu_ms_per_syscall"] = (kernel.cpu_seconds() - cpu0) / (16 * 20 + 256 * 4) * 1000
+        return out
+    finally:
+        kernel.stop()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", default="HEAD~1", help="the commit to compare against (default HEAD~1)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternations of the two kernels (default 2)")
+    parser.add_argument("-n", type=int, default=300, help="sequential calls per measurement (default 300)")
+    parser.add_argument("--out", default="bench/results/intake_overhead.json")
+    args = parser.parse_args()
+    base_rev = subprocess.run(["git", "rev-parse", "--short", args.base], cwd=procs.ROOT, check=True,
+                              capture_output=True, text=True).stdout.strip()
+    head_rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=procs.ROOT, check=True,
+                              capture_output=True, text=True).stdout.strip()
+    worktree = Path(tempfile.mkdtemp(prefix="aios-base-")) / "tree"
+    subprocess.run(["git", "worktree", "add", "--detach", str(worktree), base_rev], cwd=procs.ROOT, check=True,
+                   capture_output=True)
+    sim, _ = procs.start_simulator("--time-scale", "0", "--max-num-seqs", "1024")
+    core = procs.start_llm_core([{"name": "sim", "model": MODEL, "base_url": sim.address, "max_concurrency": 1024}])
+    runs: dict[str, list[dict]] = {f"before ({base_rev})": [], f"after ({head_rev}, working tree)": []}
+    try:
+        for _ in range(args.rounds):
+            for (label, results), root in zip(runs.items(), (worktree, procs.ROOT)):
+                results.append(await measure(root, core.address, args.n))
+                print(label, json.dumps({k: round(v, 3) for k, v in results[-1].items()}), flush=True)
+    finally:
+        for child in (core, sim):
+            child.stop()
+        subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=procs.ROOT, capture_output=True)
+    summary = {label: {k: round(statistics.median(r[k] for r in results), 3) for k in results[0]}
+               for label, results in runs.items()}
+    report = {"command": "python -m bench.intake_overhead --base " + args.base,
+              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "median_of_rounds": summary,
+              "rounds": runs}
+    print(json.dumps(summary, indent=1))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
