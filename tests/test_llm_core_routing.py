@@ -451,9 +451,10 @@ async def _closed_port():
 
 
 async def test_malformed_tool_call_is_a_clear_error():
-    # The simulator ignores response_format, so its words are no tool-call JSON.
+    # The simulator ignores response_format, so its words are no tool-call JSON
+    # (and, with no max_tokens, it stops by itself: no answer cut short).
     async with simulators(FAST) as (sim,), llm_core([endpoint(sim, "a")]) as stub:
-        req = request(20, tools=[pb.Tool(name="lookup", description="Look a word up")])
+        req = request(None, tools=[pb.Tool(name="lookup", description="Look a word up")])
         for run in (stub.Generate(req), _collect(stub.GenerateStream(req))):
             with pytest.raises(grpc.aio.AioRpcError) as exc:
                 await run

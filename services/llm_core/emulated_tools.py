@@ -177,7 +177,7 @@ def parse(p: ToolPlan, text: str, finish_reason: str, endpoint: str) -> tuple[st
         value = json.loads(text)
     except ValueError:
         if finish_reason == "length":
-            return "", [], "length"
+            return "", [], "length"  # cut short before the JSON asked for was complete
         raise malformed("not JSON") from None
     if not isinstance(value, dict):
         raise malformed("not a JSON object")
