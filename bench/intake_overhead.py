@@ -28,7 +28,7 @@ from aios.llm.v1 import llm_service_pb2 as llm
 from aios.llm.v1 import llm_service_pb2_grpc as llm_grpc
 from aios.sdk import AsyncClient
 from bench import procs
-from bench.kernel_bench import MODEL, pct
+from bench.kernel_bench import MODEL, pct, write_report
 
 
 async def sequential(kernel_addr: str, core_addr: str, n: int) -> dict:
@@ -111,10 +111,7 @@ async def main() -> None:
               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "median_of_rounds": summary,
               "rounds": runs}
     print(json.dumps(summary, indent=1))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written to {out}")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,13 @@ from bench import procs
 MODEL = "sim"
 
 
+def write_report(path: str, report: dict) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written to {out}")
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
@@ -192,10 +199,7 @@ async def main() -> None:
     report["agents"] = await agents_on_engine(64 if q else 256, 3 if q else 4, 64, 16 if q else 64,
                                               0.2 if q else 1.0)
     print("agents on a contended engine:", json.dumps(report["agents"], indent=1), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written to {out}")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":
