@@ -110,7 +110,7 @@ class Intake:
             agent=agent, kind=call, resource=resource, syscall=copy,
             request_id=copy.request_id, session_id=copy.session_id,
             priority=copy.priority, deadline=self._deadline(copy, remaining),
-            fingerprint=fingerprint(copy), parent_id=parent_id,
+            fingerprint=fingerprint(copy) if copy.request_id else b"", parent_id=parent_id,
         )
 
     async def start(self, caller: Caller, syscall: ks.Syscall, remaining: float | None,
