@@ -13,7 +13,6 @@ from pathlib import Path
 
 from services.cli import commands, common
 from services.cli import stack as stack_mod
-from services.cli.common import client, with_client  # noqa: F401 - the commands' shared helpers
 
 
 def _port_args(p: argparse.ArgumentParser) -> None:
@@ -26,19 +25,9 @@ def _port_args(p: argparse.ArgumentParser) -> None:
 
 def busy_ports(host: str, ports: dict[str, int]) -> list[tuple[str, int]]:
     """The (name, port) pairs another process already listens on."""
-    import socket
+    from services.local.ports import port_is_free
 
-    busy = []
-    for name, port in ports.items():
-        if port <= 0:
-            continue
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind((host, port))
-            except OSError:
-                busy.append((name, port))
-    return busy
+    return [(name, port) for name, port in ports.items() if port > 0 and not port_is_free(host, port)]
 
 
 def cmd_up(args) -> int:

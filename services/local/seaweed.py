@@ -48,6 +48,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.local.ports import port_is_free
+
 __all__ = [
     "SeaweedError",
     "SeaweedProcess",
@@ -152,15 +154,6 @@ def _write_identities(data_dir: Path, access_key: str, secret_key: str) -> Path:
     }
     _write_private(path, json.dumps(config, indent=2) + "\n")
     return path
-
-
-def _port_is_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def _choose_ports(host: str, names: list[str], preferred: dict[str, int]) -> dict[str, int]:
@@ -416,7 +409,7 @@ def _launch_once(
     # the master port (volumes/m<port>), so a stable port keeps one directory.
     ports = _choose_ports(host, names, preferred)
     if s3_port is not None:
-        if s3_port in ports.values() or not _port_is_free(host, s3_port):
+        if s3_port in ports.values() or not port_is_free(host, s3_port):
             raise SeaweedError(f"S3 port {host}:{s3_port} is not free")
         ports["s3"] = s3_port
     _write_private(ports_path, json.dumps(ports, indent=2) + "\n")

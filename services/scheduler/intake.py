@@ -211,14 +211,12 @@ class Intake:
         return records.record(entry)
 
 
-
 def fingerprint(syscall: ks.Syscall) -> bytes:
-    """What a syscall asks for, without the facts a retry may change."""
-    call = ks.Syscall()
-    call.CopyFrom(syscall)
-    for name in ("request_id", "session_id", "deadline"):
-        call.ClearField(name)
-    return hashlib.sha256(call.SerializeToString(deterministic=True)).digest()
+    """What a syscall asks for (its call and priority), without the facts a
+    retry may change (request id, session, deadline)."""
+    call = syscall.WhichOneof("call") or ""
+    inner = getattr(syscall, call).SerializeToString(deterministic=True) if call else b""
+    return hashlib.sha256(f"{call}:{syscall.priority}:".encode() + inner).digest()
 
 
 async def drain(events: asyncio.Queue, until: asyncio.Future):

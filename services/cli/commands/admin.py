@@ -124,10 +124,9 @@ def cmd_agent_ls(args):
         token = reply.next_page_token
         if not token:
             break
-    print(f"{'AGENT':<24} {'GROUPS':<24} {'TOKENS':>6} {'STATE':<8} CREATED")
-    for a in agents:
-        state = "revoked" if a.revoked else "active"
-        print(f"{a.name:<24} {','.join(a.groups):<24} {a.active_tokens:>6} {state:<8} {_when(a.create_time)}")
+    common.table(("AGENT", "GROUPS", "TOKENS", "STATE", "CREATED"),
+                 [(a.name, ",".join(a.groups), a.active_tokens, "revoked" if a.revoked else "active",
+                   _when(a.create_time)) for a in agents], right=(2,), empty="no agents")
 
 
 @_run
@@ -159,12 +158,11 @@ def cmd_grant_ls(args):
     from aios.access.v1 import access_service_pb2 as pb
 
     reply = _call(args, "ListGrants", pb.ListGrantsRequest(grantor=args.grantor, grantee=args.grantee))
-    print(f"{'ID':<15} {'FROM':<16} {'TO':<16} {'KIND':<7} {'PERMISSION':<10} {'PATH':<20} EXPIRES")
-    for g in reply.grants:
-        kind = _enum(pb.ResourceKind.Name(g.kind), "RESOURCE_KIND_")
-        perm = _enum(pb.Permission.Name(g.permission), "PERMISSION_")
-        print(f"{g.id:<15} {g.grantor:<16} {g.grantee:<16} {kind:<7} {perm:<10} "
-              f"{(g.path_prefix or '*'):<20} {_when(g.expire_time) if g.HasField('expire_time') else 'never'}")
+    common.table(("ID", "FROM", "TO", "KIND", "PERMISSION", "PATH", "EXPIRES"), [
+        (g.id, g.grantor, g.grantee, _enum(pb.ResourceKind.Name(g.kind), "RESOURCE_KIND_"),
+         _enum(pb.Permission.Name(g.permission), "PERMISSION_"), g.path_prefix or "*",
+         _when(g.expire_time) if g.HasField("expire_time") else "never") for g in reply.grants],
+        empty="no grants")
 
 
 @_run
@@ -189,11 +187,9 @@ def cmd_confirm_ls(args):
 
     state = pb.ConfirmationState.Value(f"CONFIRMATION_STATE_{args.state.upper()}")
     reply = _call(args, "ListConfirmations", pb.ListConfirmationsRequest(state=state))
-    print(f"{'ID':<15} {'AGENT':<16} {'ACTION':<8} {'RESOURCE':<32} {'EXPIRES':<19} SUMMARY")
-    for c in reply.confirmations:
-        action = _enum(pb.Action.Name(c.action), "ACTION_")
-        print(f"{c.id:<15} {c.agent:<16} {action:<8} {_resource(pb, c.resource)[:32]:<32} "
-              f"{_when(c.expire_time):<19} {c.summary}")
+    common.table(("ID", "AGENT", "ACTION", "RESOURCE", "EXPIRES", "SUMMARY"), [
+        (c.id, c.agent, _enum(pb.Action.Name(c.action), "ACTION_"), _resource(pb, c.resource)[:32],
+         _when(c.expire_time), c.summary) for c in reply.confirmations], empty=f"no {args.state} confirmations")
 
 
 def _resolve(args, approve: bool):
@@ -221,12 +217,10 @@ def cmd_audit(args):
 
     reply = _call(args, "ListAuditEvents", pb.ListAuditEventsRequest(principal=args.agent,
                                                                      page_size=args.limit))
-    print(f"{'ID':>6} {'TIME':<19} {'PRINCIPAL':<16} {'ACTION':<8} {'RESOURCE':<32} {'DECISION':<18} REASON")
-    for e in reversed(reply.events):  # oldest first, like a log
-        action = _enum(pb.Action.Name(e.action), "ACTION_") if e.action else "-"
-        decision = _enum(pb.Decision.Name(e.decision), "DECISION_")
-        print(f"{e.id:>6} {_when(e.time):<19} {(e.principal or '?'):<16} {action:<8} "
-              f"{_resource(pb, e.resource)[:32]:<32} {decision:<18} {e.reason}")
+    common.table(("ID", "TIME", "PRINCIPAL", "ACTION", "RESOURCE", "DECISION", "REASON"), [
+        (e.id, _when(e.time), e.principal or "?", _enum(pb.Action.Name(e.action), "ACTION_") if e.action else "-",
+         _resource(pb, e.resource)[:32], _enum(pb.Decision.Name(e.decision), "DECISION_"), e.reason)
+        for e in reversed(reply.events)], right=(0,), empty="no audit events")  # oldest first, like a log
 
 
 @_run
