@@ -9,9 +9,8 @@ import stat
 
 import pytest
 
-from aios.kernel.v1 import syscall_pb2 as ks
 from services.access import model as m
-from services.access import policy, syscalls, tokens
+from services.access import policy, tokens
 from services.runtime import errors, trust
 from services.runtime.config import ConfigError
 
@@ -127,44 +126,6 @@ def test_tokens_are_random_prefixed_and_hashed():
     assert t1 != t2 and t1.startswith("aios_") and len(t1) == 48
     assert tokens.well_formed(t1) and not tokens.well_formed(t1[:-1]) and not tokens.well_formed("a" + t1)
     assert len(tokens.hash_token(t1)) == 64 and tokens.hash_token(t1) != tokens.hash_token(t2)
-
-
-def _syscall(**call) -> ks.Syscall:
-    return ks.Syscall(**call)
-
-
-def test_syscall_needs_cover_every_call():
-    n = syscalls.needs("a", _syscall(llm={"model": "smollm2"}))
-    assert n == [syscalls.Need(m.EXECUTE, m.Resource(m.LLM, "", "smollm2"), False, "use model smollm2")]
-    n = syscalls.needs("a", _syscall(tool={"name": "rm"}), irreversible_tools={"rm"})
-    assert (n[0].action, n[0].resource.kind, n[0].irreversible) == (m.EXECUTE, m.TOOL, True)
-
-    def one(call, **kw):
-        (need,) = syscalls.needs("a", call, **kw)
-        return need.action, need.resource, need.irreversible
-
-    assert one(_syscall(memory={"get": {"id": "m1"}})) == (m.READ, m.Resource(m.MEMORY, "a", "m1"), False)
-    assert one(_syscall(memory={"search": {"owner": "b", "query": "q"}})) == (
-        m.READ, m.Resource(m.MEMORY, "b", ""), False)
-    assert one(_syscall(memory={"add": {}})) == (m.WRITE, m.Resource(m.MEMORY, "a", ""), False)
-    assert one(_syscall(memory={"update": {"owner": "b", "id": "m1"}})) == (
-        m.WRITE, m.Resource(m.MEMORY, "b", "m1"), True)
-    assert one(_syscall(memory={"delete": {"id": "m1"}})) == (m.DELETE, m.Resource(m.MEMORY, "a", "m1"), True)
-    assert one(_syscall(storage={"read": {"owner": "b", "path": "x"}})) == (
-        m.READ, m.Resource(m.FILES, "b", "x"), False)
-    assert one(_syscall(storage={"write": {"path": "x"}})) == (m.WRITE, m.Resource(m.FILES, "a", "x"), False)
-    assert one(_syscall(storage={"write": {"path": "x"}}), overwrite=True)[2] is True
-    assert one(_syscall(storage={"write": {"path": "x", "if_version_id": "v1"}}))[2] is True
-    assert one(_syscall(storage={"delete": {"path": "x"}})) == (m.DELETE, m.Resource(m.FILES, "a", "x"), True)
-    assert one(_syscall(storage={"rollback": {"path": "x", "version_id": "v"}})) == (
-        m.WRITE, m.Resource(m.FILES, "a", "x"), True)
-    assert one(_syscall(storage={"list": {"prefix": "docs/"}})) == (
-        m.READ, m.Resource(m.FILES, "a", "docs/"), False)
-    assert one(_syscall(storage={"share": {"path": "docs", "grantee": "b"}}))[:2] == (
-        m.WRITE, m.Resource(m.FILES, "a", "docs"))
-    n = syscalls.needs("a", _syscall(storage={"retrieve": {"owners": ["a", "b"], "query": "q"}}))
-    assert [x.resource.owner for x in n] == ["a", "b"] and {x.action for x in n} == {m.READ}
-    assert syscalls.needs("a", _syscall()) == []
 
 
 # -- service credentials ------------------------------------------------------------------

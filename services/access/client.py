@@ -33,9 +33,17 @@ from aios.access.v1 import access_service_pb2 as pb
 from aios.access.v1 import access_service_pb2_grpc as pb_grpc
 from services.access import convert as cv
 from services.access import model as m
+# The vocabulary of a check, part of this client's interface: callers use
+# these names and never import the access service's domain modules.
+from services.access.model import (
+    ADMIN, DELETE, DENY, EXECUTE, FILES, LLM, MEMORY, NEEDS_CONFIRMATION, READ, TOOL, WRITE, Principal, Resource,
+)
 from services.runtime import errors
 from services.runtime.channels import channel
 from services.runtime.status import from_rpc_error
+
+__all__ = ["AccessClient", "ADMIN", "DELETE", "DENY", "EXECUTE", "FILES", "LLM", "MEMORY", "NEEDS_CONFIRMATION",
+           "READ", "TOOL", "WRITE", "Principal", "Resource"]
 
 CACHE_ENTRIES = 10_000
 

@@ -14,9 +14,15 @@ gates share one interface:
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 
+from google.protobuf import timestamp_pb2
+
+from aios.access.v1 import access_service_pb2 as apb
+from services.access import client as access
 from services.runtime import errors
+from services.scheduler.needs import needs
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -101,23 +107,19 @@ class AccessGate:
     stat_file: object = None  # async (owner, path) -> bool: does the file exist?
 
     async def caller(self, metadata) -> Caller:
-        from services.access import model as m
-
         token = bearer_token(metadata)
         if not token:
             raise errors.Unauthenticated("this call needs 'authorization: Bearer <token>' metadata",
                                          reason="MISSING_CREDENTIAL")
         principal = await self.client.authenticate(token)
-        return Caller(principal.name, admin=principal.kind == m.ADMIN)
+        return Caller(principal.name, admin=principal.kind == access.ADMIN)
 
     async def may_use_model(self, caller: Caller, model: str) -> bool:
         """Whether LLM syscalls of the caller on this model would be allowed."""
-        from services.access import model as m
-
         if caller.admin:
             return True
-        decision = await self.client.check(caller.name, m.EXECUTE, m.Resource(m.LLM, "", model))
-        return decision.decision != m.DENY
+        decision = await self.client.check(caller.name, access.EXECUTE, access.Resource(access.LLM, "", model))
+        return decision.decision != access.DENY
 
     async def overwrites(self, entry) -> bool:
         """Whether a file write replaces an existing file (irreversible)."""
@@ -130,9 +132,6 @@ class AccessGate:
         return await self.stat_file(req.owner, req.path) if self.stat_file else False
 
     async def authorize(self, caller: Caller, entry) -> list[Pending]:
-        from services.access import model as m
-        from services.access.syscalls import needs
-
         pending = []
         overwrite = await self.overwrites(entry)
         call = entry.syscall
@@ -142,10 +141,10 @@ class AccessGate:
                           overwrite=overwrite):
             decision = await self.client.check(caller.name, need.action, need.resource,
                                                syscall_id=entry.id, irreversible=need.irreversible)
-            if decision.decision == m.DENY:
+            if decision.decision == access.DENY:
                 raise errors.PermissionDenied(decision.reason or "denied by access control",
                                               reason="ACCESS_DENIED")
-            if decision.decision == m.NEEDS_CONFIRMATION:
+            if decision.decision == access.NEEDS_CONFIRMATION:
                 pending.append(Pending(need.action, need.resource, need.summary))
         return pending
 
@@ -161,15 +160,9 @@ class AccessGate:
         await self.client.wait_approved(confirmation_id, timeout)
 
     async def share(self, caller: Caller, request):
-        from aios.access.v1 import access_service_pb2 as apb
-
         grant = apb.Grant(grantor=caller.name, grantee=request.grantee, kind=apb.RESOURCE_KIND_FILES,
                           path_prefix=request.path, permission=request.permission or apb.PERMISSION_READ)
         if request.HasField("ttl"):
-            import time
-
-            from google.protobuf import timestamp_pb2
-
             expire = timestamp_pb2.Timestamp()
             expire.FromNanoseconds(int((time.time() + request.ttl.ToNanoseconds() / 1e9) * 1e9))
             grant.expire_time.CopyFrom(expire)
