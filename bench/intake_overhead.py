@@ -5,7 +5,8 @@ simulated backend.
 
     .venv/bin/python -m bench.intake_overhead [--base REV] [--rounds 2] [--out FILE]
 
-Per kernel: added latency over calling llm_core directly (p50, p99), kernel
+Each tree runs its own llm_core, so the two may differ in llm_core's
+contract. Per kernel: added latency over calling llm_core directly (p50, p99), kernel
 CPU per syscall, and syscalls/s with 16 and 256 concurrent callers. Printed
 and written as JSON. Compare the two columns, not absolute times: the
 machine is shared.
@@ -24,24 +25,33 @@ from pathlib import Path
 
 import grpc
 
+from aios.common.v1 import llm_pb2 as lc
 from aios.llm.v1 import llm_service_pb2 as llm
-from aios.llm.v1 import llm_service_pb2_grpc as llm_grpc
 from aios.sdk import AsyncClient
 from bench import procs
 from bench.kernel_bench import MODEL, pct, write_report
 
 
-async def sequential(kernel_addr: str, core_addr: str, n: int) -> dict:
-    req = llm.GenerateRequest(model=MODEL, max_tokens=1, messages=[llm.Message(role=llm.ROLE_USER, content="ping")])
+def direct_request(root: Path) -> bytes:
+    """llm_core's Generate request as that tree's llm_core reads it. Before
+    aios.common.v1 it was the agent's call itself, flat (the same field
+    numbers as LlmCall); since, the call is nested in GenerateRequest."""
+    call = lc.LlmCall(model=MODEL, max_tokens=1, messages=[lc.Message(role=lc.ROLE_USER, content="ping")])
+    if (root / "protos/aios/common/v1/llm.proto").exists():
+        return llm.GenerateRequest(call=call).SerializeToString()
+    return call.SerializeToString()
+
+
+async def sequential(kernel_addr: str, core_addr: str, n: int, req: bytes) -> dict:
     async with grpc.aio.insecure_channel(core_addr) as ch, AsyncClient(kernel_addr, token="bench") as client:
-        stub = llm_grpc.LlmServiceStub(ch)
+        generate = ch.unary_unary("/aios.llm.v1.LlmService/Generate")  # bytes in, bytes out
         for _ in range(20):  # warm up
-            await stub.Generate(req)
+            await generate(req)
             await client.llm.chat("ping", model=MODEL, max_tokens=1)
         direct, through = [], []
         for _ in range(n):  # interleaved, so both see the same moment of the machine
             t0 = time.perf_counter()
-            await stub.Generate(req)
+            await generate(req)
             t1 = time.perf_counter()
             await client.llm.chat("ping", model=MODEL, max_tokens=1)
             t2 = time.perf_counter()
@@ -66,10 +76,12 @@ async def concurrent(kernel_addr: str, callers: int, calls: int) -> float:
     return callers * calls / elapsed
 
 
-async def measure(root: Path, core_addr: str, n: int) -> dict:
-    kernel = procs.start_kernel(core_addr, root=root)
+async def measure(root: Path, sim_addr: str, n: int) -> dict:
+    core = procs.start_llm_core([{"name": "sim", "model": MODEL, "base_url": sim_addr, "max_concurrency": 1024}],
+                                root=root)
+    kernel = procs.start_kernel(core.address, root=root)
     try:
-        out = await sequential(kernel.address, core_addr, n)
+        out = await sequential(kernel.address, core.address, n, direct_request(root))
         cpu0 = kernel.cpu_seconds()
         out["syscalls_per_s_16"] = await concurrent(kernel.address, 16, 20)
         out["syscalls_per_s_256"] = await concurrent(kernel.address, 256, 4)
@@ -77,6 +89,7 @@ async def measure(root: Path, core_addr: str, n: int) -> dict:
         return out
     finally:
         kernel.stop()
+        core.stop()
 
 
 async def main() -> None:
@@ -94,16 +107,14 @@ async def main() -> None:
     subprocess.run(["git", "worktree", "add", "--detach", str(worktree), base_rev], cwd=procs.ROOT, check=True,
                    capture_output=True)
     sim, _ = procs.start_simulator("--time-scale", "0", "--max-num-seqs", "1024")
-    core = procs.start_llm_core([{"name": "sim", "model": MODEL, "base_url": sim.address, "max_concurrency": 1024}])
     runs: dict[str, list[dict]] = {f"before ({base_rev})": [], f"after ({head_rev}, working tree)": []}
     try:
         for _ in range(args.rounds):
             for (label, results), root in zip(runs.items(), (worktree, procs.ROOT)):
-                results.append(await measure(root, core.address, args.n))
+                results.append(await measure(root, sim.address, args.n))
                 print(label, json.dumps({k: round(v, 3) for k, v in results[-1].items()}), flush=True)
     finally:
-        for child in (core, sim):
-            child.stop()
+        sim.stop()
         subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=procs.ROOT, capture_output=True)
     summary = {label: {k: round(statistics.median(r[k] for r in results), 3) for k in results[0]}
                for label, results in runs.items()}

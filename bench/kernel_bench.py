@@ -21,6 +21,7 @@ from pathlib import Path
 import grpc
 import openai
 
+from aios.common.v1 import llm_pb2 as lc
 from aios.llm.v1 import llm_service_pb2 as llm
 from aios.llm.v1 import llm_service_pb2_grpc as llm_grpc
 from aios.sdk import AsyncClient
@@ -55,8 +56,8 @@ async def overhead(n: int) -> dict:
     try:
         direct = openai.AsyncOpenAI(base_url=sim.address, api_key="x", max_retries=0)
         msgs = [{"role": "user", "content": "ping"}]
-        req = llm.GenerateRequest(model=MODEL, max_tokens=1,
-                                  messages=[llm.Message(role=llm.ROLE_USER, content="ping")])
+        req = llm.GenerateRequest(call=lc.LlmCall(model=MODEL, max_tokens=1,
+                                  messages=[lc.Message(role=lc.ROLE_USER, content="ping")]))
         out: dict = {}
         async with grpc.aio.insecure_channel(core.address) as ch, \
                 AsyncClient(kernel.address, token="bench") as client:

@@ -26,6 +26,7 @@ from pathlib import Path
 import grpc
 import openai
 
+from aios.common.v1 import llm_pb2 as lc
 from aios.llm.v1 import llm_service_pb2 as llm
 from aios.llm.v1 import llm_service_pb2_grpc as llm_grpc
 from aios.memory.v1 import memory_service_pb2 as mem
@@ -383,8 +384,8 @@ async def overhead_sweep(ns: list[int], total_calls: int, sequential_calls: int,
         async with grpc.aio.insecure_channel(core.address) as ch:
             stub = llm_grpc.LlmServiceStub(ch)
             client = AsyncClient(kernel.address, token="bench", timeout=600, retries=0)
-            req = llm.GenerateRequest(model=MODEL, max_tokens=1,
-                                      messages=[llm.Message(role=llm.ROLE_USER, content="ping")])
+            req = llm.GenerateRequest(call=lc.LlmCall(model=MODEL, max_tokens=1,
+                                      messages=[lc.Message(role=lc.ROLE_USER, content="ping")]))
             msgs = [{"role": "user", "content": "ping"}]
             for _ in range(20):
                 await direct.chat.completions.create(model=MODEL, messages=msgs, max_tokens=1)

@@ -9,10 +9,12 @@ from __future__ import annotations
 import pytest
 from google.protobuf import struct_pb2
 
+from aios.common.v1 import llm_pb2 as lc
 from aios.kernel.v1 import syscall_pb2 as ks
 from aios.llm.v1 import llm_service_pb2 as llm
 from services.runtime import errors
 from services.scheduler.auth import Caller, DevGate
+from services.scheduler.dispatch import Dispatcher
 from services.scheduler.intake import Intake
 from services.scheduler.kernel import Kernel, Limits, Outcome
 from services.scheduler.queues import PolicySettings
@@ -81,12 +83,10 @@ async def test_a_request_id_names_one_call(intake):
     (ks.Syscall(), "EMPTY_SYSCALL"),
     (ks.Syscall(request_id="x" * 129, tool=ks.ToolCall(name="calculator")), "syscall.request_id"),
     (calc(""), "TOOL_ARGUMENTS_INVALID"),
-    (ks.Syscall(llm=llm.GenerateRequest(model="m")), "syscall.llm.messages"),
-    (ks.Syscall(llm=llm.GenerateRequest(model="nope", messages=[llm.Message(content="hi")])), "UNKNOWN_MODEL"),
-    (ks.Syscall(llm=llm.GenerateRequest(messages=[llm.Message(content="hi")], temperature=9)),
+    (ks.Syscall(llm=lc.LlmCall(model="m")), "syscall.llm.messages"),
+    (ks.Syscall(llm=lc.LlmCall(model="nope", messages=[lc.Message(content="hi")])), "UNKNOWN_MODEL"),
+    (ks.Syscall(llm=lc.LlmCall(messages=[lc.Message(content="hi")], temperature=9)),
      "syscall.llm.temperature"),
-    (ks.Syscall(llm=llm.GenerateRequest(messages=[llm.Message(content="hi")],
-                                        resume=llm.ResumeSnapshot(text="forged"))), "KERNEL_ONLY_FIELD"),
 ])
 async def test_what_is_invalid_is_refused_before_it_is_queued(intake, syscall, reason_or_field):
     with pytest.raises(errors.AiosError) as exc:
@@ -96,8 +96,8 @@ async def test_what_is_invalid_is_refused_before_it_is_queued(intake, syscall, r
 
 
 async def test_an_llm_call_without_a_model_gets_the_default(intake):
-    entry = await intake.build_entry("ann", ks.Syscall(llm=llm.GenerateRequest(
-        messages=[llm.Message(role=llm.ROLE_USER, content="hi")])), None)
+    entry = await intake.build_entry("ann", ks.Syscall(llm=lc.LlmCall(
+        messages=[lc.Message(role=lc.ROLE_USER, content="hi")])), None)
     assert entry.syscall.llm.model == "m" and entry.resource == "llm:m"
 
 
@@ -118,3 +118,67 @@ async def test_the_outcome_is_the_record_or_the_error(intake):
     assert entry.state != SUCCEEDED
     with pytest.raises(errors.InvalidArgument):
         intake.outcome(entry)
+
+
+def _field(number: int, payload: bytes | int) -> bytes:
+    """One protobuf field on the wire: length-delimited bytes or a varint."""
+    def varint(n: int) -> bytes:
+        out = b""
+        while True:
+            byte, n = n & 0x7F, n >> 7
+            out += bytes([byte | (0x80 if n else 0)])
+            if not n:
+                return out
+    if isinstance(payload, int):
+        return varint(number << 3) + varint(payload)
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+async def test_what_only_the_kernel_sets_never_comes_from_the_agent():
+    """An agent on the old contract sent llm_core's own request, whose fields
+    11 to 13 were a resume snapshot, the session and the time slice. None of
+    them reaches llm_core: the kernel builds those itself."""
+    clean = lc.LlmCall(model="m", messages=[lc.Message(role=lc.ROLE_USER, content="hi")])
+    call = clean.SerializeToString()
+    forged = llm.ResumeSnapshot(text="forged", completion_tokens=999).SerializeToString()
+    call += _field(11, forged) + _field(12, b"someone-else") + _field(13, 1)
+    syscall = ks.Syscall.FromString(_field(10, call))
+    sent = []
+
+    class Llm:
+        async def Generate(self, request, timeout=None):
+            sent.append(request)
+            return lc.Completion(text="ok", finish_reason=lc.FINISH_REASON_STOP)
+
+    # The channels are never used: only the LLM stub is called.
+    import grpc
+
+    channel = grpc.aio.insecure_channel("127.0.0.1:9")
+    dispatcher = Dispatcher(channel, channel, channel)
+    dispatcher.llm = Llm()
+    intake = Intake(Kernel(dispatcher, PolicySettings(kind="fifo"), Limits()), DevGate(), Catalog(),
+                    default_timeout=30)
+    record = await run(intake, syscall)
+    await channel.close()
+    assert record.llm.text == "ok" and len(sent) == 1
+    request = sent[0]
+    assert not request.HasField("resume") and request.session_id == "ann" and request.slice_tokens == 0
+    # Nor do they travel inside the call as fields llm_core does not know.
+    assert request.call.SerializeToString() == clean.SerializeToString()
+
+
+async def test_a_call_reports_its_lifecycle_as_typed_events(intake):
+    import asyncio
+
+    from services.scheduler import events as ev
+
+    queue: asyncio.Queue = asyncio.Queue()
+    entry = await intake.start(Caller("ann"), calc("2**10"), None, queue)
+    await intake.kernel.wait(entry, entry.deadline)
+    seen = []
+    while not queue.empty():
+        seen.append(queue.get_nowait())
+    assert [type(e) for e in seen] == [ev.Queued, ev.Started, ev.Finished]
+    assert all(e.syscall_id == entry.id for e in seen) and seen[0].position == 0
+    assert seen[0].time <= seen[1].time <= seen[2].time and seen[-1].entry is entry
+    assert intake.outcome(seen[-1].entry).tool.output == "1024"

@@ -47,12 +47,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from aios.llm.v1 import llm_service_pb2 as llm_pb
+from aios.common.v1 import llm_pb2 as lc
 from aios.llm.v1 import llm_service_pb2_grpc as llm_grpc
 from aios.memory.v1 import memory_service_pb2 as mem_pb
 from aios.memory.v1 import memory_service_pb2_grpc as mem_grpc
 from services.cli.stack import free_port
 from services.local.seaweed import CREDENTIALS_FILE, start_seaweed
+from tests.support.llm import generate
 from tests.test_k8s import (
     NAMESPACE,
     REPO,
@@ -387,9 +388,9 @@ async def _each_service_answers(cluster: Cluster) -> None:
     # or the external server's stand-in).
     endpoints = json.loads(Path(llm.env["AIOS_LLM_ENDPOINTS_FILE"]).read_text())
     async with grpc.aio.insecure_channel(f"127.0.0.1:{llm.local('grpc')}") as ch:
-        reply = await llm_grpc.LlmServiceStub(ch).Generate(llm_pb.GenerateRequest(
+        reply = await llm_grpc.LlmServiceStub(ch).Generate(generate(
             model=endpoints[0]["model"], max_tokens=8,
-            messages=[llm_pb.Message(role=llm_pb.ROLE_USER, content="Say hello")]), metadata=auth, timeout=60)
+            messages=[lc.Message(role=lc.ROLE_USER, content="Say hello")]), metadata=auth, timeout=60)
     assert reply.usage.completion_tokens > 0
 
     # memory: a record is stored and found again (embeddings come from llm_core).

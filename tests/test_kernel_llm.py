@@ -5,10 +5,10 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from aios.common.v1 import llm_pb2 as lc
 from aios.kernel.v1 import kernel_service_pb2 as kpb
 from aios.kernel.v1 import kernel_service_pb2_grpc as kpb_grpc
 from aios.kernel.v1 import syscall_pb2 as ks
-from aios.llm.v1 import llm_service_pb2 as llm
 from aios.sdk import AsyncClient, ChatResult, InvalidArgumentError, NotFoundError
 
 
@@ -61,7 +61,7 @@ async def test_empty_syscall_is_invalid_and_kernel_keeps_serving(client):
         await client.submit(ks.Syscall())
     assert exc.value.reason == "EMPTY_SYSCALL" and "llm" in exc.value.message
     with pytest.raises(InvalidArgumentError):
-        await client.submit(ks.Syscall(llm=llm.GenerateRequest(model="smollm2")))
+        await client.submit(ks.Syscall(llm=lc.LlmCall(model="smollm2")))
     with pytest.raises(NotFoundError) as exc:
         await client.llm.chat("hi", model="no-such-model")
     assert "no-such-model" in exc.value.message and exc.value.field == "syscall.llm.model"

@@ -24,12 +24,14 @@ import pytest
 from google.protobuf import json_format, struct_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from aios.common.v1 import llm_pb2 as lc
 from aios.llm.v1 import llm_service_pb2 as pb
 from aios.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from services.llm_core.app import build
 from services.llm_core.config import Config
 from services.local.llm_server import MODEL_ALIAS, READY_PREFIX, stop_local_server
 from services.runtime.server import start_server
+from tests.support.llm import generate
 
 MODEL = MODEL_ALIAS
 
@@ -40,8 +42,8 @@ async def stub(llm_core_addr):
         yield pb_grpc.LlmServiceStub(channel)
 
 
-def user(text: str) -> pb.Message:
-    return pb.Message(role=pb.ROLE_USER, content=text)
+def user(text: str) -> lc.Message:
+    return lc.Message(role=lc.ROLE_USER, content=text)
 
 
 def struct(value: dict) -> struct_pb2.Struct:
@@ -82,33 +84,33 @@ async def wait_until(pred, timeout: float = 15.0, what: str = "condition"):
 
 
 async def test_chat(stub):
-    r = await stub.Generate(pb.GenerateRequest(
+    r = await stub.Generate(generate(
         model=MODEL, messages=[user("What is the capital of France? Answer in one sentence.")],
         max_tokens=32, temperature=0), timeout=120)
     assert "paris" in r.text.lower()
-    assert r.finish_reason in (pb.FINISH_REASON_STOP, pb.FINISH_REASON_LENGTH)
+    assert r.finish_reason in (lc.FINISH_REASON_STOP, lc.FINISH_REASON_LENGTH)
     assert r.usage.prompt_tokens > 0 and 0 < r.usage.completion_tokens <= 32
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
     assert r.endpoint == "local" and r.model == MODEL
 
 
 async def test_stream_yields_many_deltas(stub):
-    req = pb.GenerateRequest(model=MODEL, max_tokens=24, temperature=0, messages=[
-        pb.Message(role=pb.ROLE_SYSTEM, content="You are a poet."), user("Write two sentences about the sea.")])
+    req = generate(model=MODEL, max_tokens=24, temperature=0, messages=[
+        lc.Message(role=lc.ROLE_SYSTEM, content="You are a poet."), user("Write two sentences about the sea.")])
     chunks = [c async for c in stub.GenerateStream(req, timeout=120)]
     deltas = [c.delta for c in chunks if c.delta]
     assert len(deltas) > 1
     final = chunks[-1]
-    assert final.finish_reason != pb.FINISH_REASON_UNSPECIFIED and not final.delta
+    assert final.finish_reason != lc.FINISH_REASON_UNSPECIFIED and not final.delta
     # One delta per token; a final end-of-text token may be counted without text.
     assert len(deltas) <= final.usage.completion_tokens <= len(deltas) + 1
     assert "sea" in "".join(deltas).lower()
 
 
 async def test_json_object_and_json_schema_output_parse(stub):
-    req = pb.GenerateRequest(model=MODEL, max_tokens=80, temperature=0, messages=[
+    req = generate(model=MODEL, max_tokens=80, temperature=0, messages=[
         user("Describe a cat as a JSON object with keys name and age.")])
-    req.response_format.type = pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT
+    req.call.response_format.type = lc.RESPONSE_FORMAT_TYPE_JSON_OBJECT
     r = await stub.Generate(req, timeout=120)
     assert isinstance(json.loads(r.text), dict)
 
@@ -116,42 +118,42 @@ async def test_json_object_and_json_schema_output_parse(stub):
         "action": {"type": "string", "enum": ["read", "write", "delete"]},
         "path": {"type": "string"}, "count": {"type": "integer"}},
         "required": ["action", "path", "count"], "additionalProperties": False}
-    req = pb.GenerateRequest(model=MODEL, max_tokens=80, temperature=0, messages=[
+    req = generate(model=MODEL, max_tokens=80, temperature=0, messages=[
         user("I want to read the file notes.txt twice. Reply as JSON.")])
-    req.response_format.type = pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA
-    req.response_format.schema_name = "file_op"
-    req.response_format.json_schema.update(schema)
+    req.call.response_format.type = lc.RESPONSE_FORMAT_TYPE_JSON_SCHEMA
+    req.call.response_format.schema_name = "file_op"
+    req.call.response_format.json_schema.update(schema)
     text = "".join([c.delta async for c in stub.GenerateStream(req, timeout=120)])
     jsonschema.validate(json.loads(text), schema)
 
 
 # minLength travels as 1.0 in a Struct; llama.cpp accepts only an integer there.
-WEATHER = pb.Tool(name="get_weather", description="Get the current weather in a city",
+WEATHER = lc.Tool(name="get_weather", description="Get the current weather in a city",
                   parameters=struct({"type": "object", "properties": {"city": {"type": "string", "minLength": 1}},
                                      "required": ["city"]}))
-ADD = pb.Tool(name="add", description="Add two numbers",
+ADD = lc.Tool(name="add", description="Add two numbers",
               parameters=struct({"type": "object", "properties": {"a": {"type": "number"},
                                                                   "b": {"type": "number"}},
                                  "required": ["a", "b"]}))
 
 
-def tool_request(mode=pb.TOOL_CHOICE_MODE_AUTO, name: str = "", question="What is the weather in Paris?"):
-    return pb.GenerateRequest(model=MODEL, messages=[user(question)], tools=[WEATHER, ADD],
-                              tool_choice=pb.ToolChoice(mode=mode, name=name), max_tokens=150, temperature=0)
+def tool_request(mode=lc.TOOL_CHOICE_MODE_AUTO, name: str = "", question="What is the weather in Paris?"):
+    return generate(model=MODEL, messages=[user(question)], tools=[WEATHER, ADD],
+                              tool_choice=lc.ToolChoice(mode=mode, name=name), max_tokens=150, temperature=0)
 
 
 async def test_tool_call_is_returned_as_a_tool_call(stub):
-    r = await stub.Generate(tool_request(pb.TOOL_CHOICE_MODE_FUNCTION, "get_weather"), timeout=120)
-    assert r.finish_reason == pb.FINISH_REASON_TOOL_CALLS and r.text == ""
+    r = await stub.Generate(tool_request(lc.TOOL_CHOICE_MODE_FUNCTION, "get_weather"), timeout=120)
+    assert r.finish_reason == lc.FINISH_REASON_TOOL_CALLS and r.text == ""
     (call,) = r.tool_calls
     assert call.name == "get_weather" and call.id.startswith("call_")
     assert "paris" in json.loads(call.arguments_json)["city"].lower()
 
     # Required: at least one call of an offered tool, arguments per its schema.
-    req = tool_request(pb.TOOL_CHOICE_MODE_REQUIRED, question="What is 2 plus 3?")
-    del req.tools[0]
+    req = tool_request(lc.TOOL_CHOICE_MODE_REQUIRED, question="What is 2 plus 3?")
+    del req.call.tools[0]
     r = await stub.Generate(req, timeout=120)
-    assert r.finish_reason == pb.FINISH_REASON_TOOL_CALLS and r.tool_calls
+    assert r.finish_reason == lc.FINISH_REASON_TOOL_CALLS and r.tool_calls
     assert len({c.id for c in r.tool_calls}) == len(r.tool_calls)
     for c in r.tool_calls:
         assert c.name == "add"
@@ -160,33 +162,33 @@ async def test_tool_call_is_returned_as_a_tool_call(stub):
     # Auto, streamed: either calls or words, both well formed; calls come on the last chunk.
     chunks = [c async for c in stub.GenerateStream(tool_request(), timeout=120)]
     final = chunks[-1]
-    if final.finish_reason == pb.FINISH_REASON_TOOL_CALLS:
+    if final.finish_reason == lc.FINISH_REASON_TOOL_CALLS:
         assert final.tool_calls and all(c.name in ("get_weather", "add") for c in final.tool_calls)
     else:
         assert "".join(c.delta for c in chunks) and not final.tool_calls
 
 
 async def test_tool_results_go_back_to_the_model(stub):
-    call = pb.ToolCall(id="call_1", name="get_weather", arguments_json='{"city": "Paris"}')
-    req = pb.GenerateRequest(model=MODEL, max_tokens=24, temperature=0, messages=[
+    call = lc.ToolCall(id="call_1", name="get_weather", arguments_json='{"city": "Paris"}')
+    req = generate(model=MODEL, max_tokens=24, temperature=0, messages=[
         user("What is the weather in Paris?"),
-        pb.Message(role=pb.ROLE_ASSISTANT, tool_calls=[call]),
-        pb.Message(role=pb.ROLE_TOOL, tool_call_id="call_1", content="Sunny, 24 degrees Celsius"),
+        lc.Message(role=lc.ROLE_ASSISTANT, tool_calls=[call]),
+        lc.Message(role=lc.ROLE_TOOL, tool_call_id="call_1", content="Sunny, 24 degrees Celsius"),
         user("So, what is the weather? Answer in words.")])
     r = await stub.Generate(req, timeout=120)
-    assert r.text and r.finish_reason in (pb.FINISH_REASON_STOP, pb.FINISH_REASON_LENGTH)
+    assert r.text and r.finish_reason in (lc.FINISH_REASON_STOP, lc.FINISH_REASON_LENGTH)
     # With tools offered again (tool choice none), the history still renders.
-    req.tools.extend([WEATHER])
-    req.tool_choice.mode = pb.TOOL_CHOICE_MODE_NONE
+    req.call.tools.extend([WEATHER])
+    req.call.tool_choice.mode = lc.TOOL_CHOICE_MODE_NONE
     r = await stub.Generate(req, timeout=120)
     assert r.text and not r.tool_calls
 
 
 async def test_resume_from_a_slice_continues_and_counts_tokens_once(stub):
-    req = pb.GenerateRequest(model=MODEL, messages=[user("Write two sentences about the sea.")],
+    req = generate(model=MODEL, messages=[user("Write two sentences about the sea.")],
                              max_tokens=30, temperature=0, slice_tokens=12)
     part = await stub.Generate(req, timeout=120)
-    assert part.finish_reason == pb.FINISH_REASON_PREEMPTED
+    assert part.finish_reason == lc.FINISH_REASON_PREEMPTED
     assert part.text and part.usage.completion_tokens == 12
 
     req.slice_tokens = 0
@@ -196,7 +198,7 @@ async def test_resume_from_a_slice_continues_and_counts_tokens_once(stub):
     # Whole-generation counts: the 12 snapshot tokens once, plus the new ones,
     # within max_tokens; the prompt excludes the snapshot sent back as prefill.
     assert 12 < rest.usage.completion_tokens <= 30
-    whole = await stub.Generate(pb.GenerateRequest(model=MODEL, messages=req.messages, max_tokens=30,
+    whole = await stub.Generate(generate(model=MODEL, messages=req.call.messages, max_tokens=30,
                                                    temperature=0), timeout=120)
     assert abs(rest.usage.prompt_tokens - whole.usage.prompt_tokens) <= 2
     if rest.text != whole.text:  # temperature 0 usually gives the same text; report if not
@@ -213,7 +215,7 @@ async def test_cancelling_a_stream_frees_the_llama_cpp_slot(stub, llm_server):
         return await asyncio.to_thread(get)
 
     await wait_until(lambda: _eq(busy_slots(), 0), what="idle server")
-    call = stub.GenerateStream(pb.GenerateRequest(
+    call = stub.GenerateStream(generate(
         model=MODEL, messages=[user("Tell a very long story about a dragon.")], max_tokens=2000,
         temperature=0), timeout=120)
     for _ in range(3):
@@ -239,17 +241,17 @@ async def test_errors(stub):
             assert reason_of(exc.value) == reason
         return exc.value
 
-    bad_schema = pb.GenerateRequest(model=MODEL, messages=[user("hi")], max_tokens=5)
-    bad_schema.response_format.type = pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA
-    bad_schema.response_format.json_schema.update({"type": "bogus"})
+    bad_schema = generate(model=MODEL, messages=[user("hi")], max_tokens=5)
+    bad_schema.call.response_format.type = lc.RESPONSE_FORMAT_TYPE_JSON_SCHEMA
+    bad_schema.call.response_format.json_schema.update({"type": "bogus"})
     e = await fails(bad_schema, grpc.StatusCode.INVALID_ARGUMENT, "BACKEND_REJECTED")  # llama.cpp's own 400
     assert "local" in e.details()
-    await fails(pb.GenerateRequest(model="nope", messages=[user("hi")]), grpc.StatusCode.NOT_FOUND, "UNKNOWN_MODEL")
-    await fails(pb.GenerateRequest(model=MODEL), grpc.StatusCode.INVALID_ARGUMENT)
-    e = await fails(tool_request(pb.TOOL_CHOICE_MODE_FUNCTION, "no_such_tool"), grpc.StatusCode.INVALID_ARGUMENT)
+    await fails(generate(model="nope", messages=[user("hi")]), grpc.StatusCode.NOT_FOUND, "UNKNOWN_MODEL")
+    await fails(generate(model=MODEL), grpc.StatusCode.INVALID_ARGUMENT)
+    e = await fails(tool_request(lc.TOOL_CHOICE_MODE_FUNCTION, "no_such_tool"), grpc.StatusCode.INVALID_ARGUMENT)
     assert "tool_choice.name" in e.details()
     # Still serving.
-    assert (await stub.Generate(pb.GenerateRequest(model=MODEL, messages=[user("Say yes.")], max_tokens=4,
+    assert (await stub.Generate(generate(model=MODEL, messages=[user("Say yes.")], max_tokens=4,
                                                    temperature=0))).text
 
 
@@ -294,12 +296,12 @@ async def test_backend_auth_failure_names_the_endpoint_never_the_key():
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
                 stub = pb_grpc.LlmServiceStub(channel)
-                ok = await stub.Generate(pb.GenerateRequest(model="right", messages=[user("Say hi.")],
+                ok = await stub.Generate(generate(model="right", messages=[user("Say hi.")],
                                                             max_tokens=4, temperature=0), timeout=60)
                 assert ok.text and ok.endpoint == "keyed-right"
                 for call in (stub.Generate, lambda r, timeout: _first(stub.GenerateStream(r, timeout=timeout))):
                     with pytest.raises(grpc.aio.AioRpcError) as exc:
-                        await call(pb.GenerateRequest(model="wrong", messages=[user("hi")], max_tokens=4), timeout=60)
+                        await call(generate(model="wrong", messages=[user("hi")], max_tokens=4), timeout=60)
                     e = exc.value
                     assert e.code() == grpc.StatusCode.FAILED_PRECONDITION and reason_of(e) == "BACKEND_AUTH"
                     assert "keyed-wrong" in e.details() and "TEST_WRONG_KEY" in e.details()

@@ -22,6 +22,7 @@ import pytest
 from aiohttp import web
 from google.rpc import error_details_pb2, status_pb2
 
+from aios.common.v1 import llm_pb2 as lc
 from aios.llm.v1 import llm_service_pb2 as pb
 from aios.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from bench.simulator.engine import EngineConfig
@@ -32,10 +33,11 @@ from services.llm_core.config import Config, EndpointConfig
 from services.llm_core.engine import ChatRequest, LlmEngine
 from services.runtime import errors
 from services.runtime.server import start_server
+from tests.support.llm import generate
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "sim"
-USER = [pb.Message(role=pb.ROLE_USER, content="Tell me about continuous batching.")]
+USER = [lc.Message(role=lc.ROLE_USER, content="Tell me about continuous batching.")]
 
 
 def endpoint(srv_or_url, name: str, concurrency: int = 8, **extra) -> dict:
@@ -77,8 +79,8 @@ async def wait_until(pred, timeout: float = 10.0, what: str = "condition"):
 
 
 def request(max_tokens: int | None = 40, content: str | None = None, **kw) -> pb.GenerateRequest:
-    messages = USER if content is None else [pb.Message(role=pb.ROLE_USER, content=content)]
-    return pb.GenerateRequest(model=MODEL, messages=messages, max_tokens=max_tokens, **kw)
+    messages = USER if content is None else [lc.Message(role=lc.ROLE_USER, content=content)]
+    return generate(model=MODEL, messages=messages, max_tokens=max_tokens, **kw)
 
 
 def details(exc: grpc.aio.AioRpcError) -> tuple[str, dict, float | None]:
@@ -107,7 +109,7 @@ FAST = EngineConfig(time_scale=0.01)
 async def test_slices_and_resume_give_the_uninterrupted_text_and_count_tokens_once():
     async with simulators(FAST) as (sim,), llm_core([endpoint(sim, "a")]) as stub:
         full = await stub.Generate(request(40))
-        assert full.finish_reason == pb.FINISH_REASON_LENGTH and full.usage.completion_tokens == 40
+        assert full.finish_reason == lc.FINISH_REASON_LENGTH and full.usage.completion_tokens == 40
 
         # Preempt every 15 tokens and resume from the snapshot until done.
         snapshot, tokens, rounds = "", 0, 0
@@ -119,14 +121,14 @@ async def test_slices_and_resume_give_the_uninterrupted_text_and_count_tokens_on
             rounds += 1
             assert part.text.startswith(snapshot)
             snapshot, tokens = part.text, part.usage.completion_tokens
-            if part.finish_reason != pb.FINISH_REASON_PREEMPTED:
+            if part.finish_reason != lc.FINISH_REASON_PREEMPTED:
                 break
             assert tokens == 15 * rounds and len(snapshot.split()) == tokens
             assert part.usage.prompt_tokens == 0  # reported by the run that finishes
         assert rounds == 3
         assert snapshot == full.text
         assert tokens == 40  # the snapshot counted once, not again as new output
-        assert part.finish_reason == pb.FINISH_REASON_LENGTH
+        assert part.finish_reason == lc.FINISH_REASON_LENGTH
         assert part.usage.prompt_tokens > 0
 
         # The same through GenerateStream: the deltas of a slice are the snapshot.
@@ -134,7 +136,7 @@ async def test_slices_and_resume_give_the_uninterrupted_text_and_count_tokens_on
         async for chunk in stub.GenerateStream(request(40, slice_tokens=15)):
             deltas.append(chunk.delta)
             final = chunk
-        assert final.finish_reason == pb.FINISH_REASON_PREEMPTED
+        assert final.finish_reason == lc.FINISH_REASON_PREEMPTED
         assert "".join(deltas) == " ".join(full.text.split()[:15]) and final.usage.completion_tokens == 15
         resumed = request(40)
         resumed.resume.text, resumed.resume.completion_tokens = "".join(deltas), 15
@@ -147,7 +149,7 @@ async def test_slices_and_resume_give_the_uninterrupted_text_and_count_tokens_on
         done = request(40)
         done.resume.text, done.resume.completion_tokens = full.text, 40
         out = await stub.Generate(done)
-        assert out.text == full.text and out.finish_reason == pb.FINISH_REASON_LENGTH
+        assert out.text == full.text and out.finish_reason == lc.FINISH_REASON_LENGTH
         assert out.usage.completion_tokens == 40
         assert sim.engine.metrics()["requests_received"] == received
 
@@ -155,11 +157,11 @@ async def test_slices_and_resume_give_the_uninterrupted_text_and_count_tokens_on
 async def test_constrained_output_is_not_sliced_and_cannot_resume():
     async with simulators(FAST) as (sim,), llm_core([endpoint(sim, "a")]) as stub:
         req = request(20, slice_tokens=5)
-        req.response_format.type = pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT
+        req.call.response_format.type = lc.RESPONSE_FORMAT_TYPE_JSON_OBJECT
         out = await stub.Generate(req)  # the simulator ignores the format; what matters is no slice
-        assert out.finish_reason == pb.FINISH_REASON_LENGTH and out.usage.completion_tokens == 20
+        assert out.finish_reason == lc.FINISH_REASON_LENGTH and out.usage.completion_tokens == 20
         req = request(20)
-        req.response_format.type = pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT
+        req.call.response_format.type = lc.RESPONSE_FORMAT_TYPE_JSON_OBJECT
         req.resume.text, req.resume.completion_tokens = '{"a": ', 3
         with pytest.raises(grpc.aio.AioRpcError) as exc:
             await stub.Generate(req)
@@ -396,7 +398,7 @@ async def test_backend_statuses_map_to_grpc_codes():
                {**endpoint(closed, "closed"), "model": "closed"}]
         async with llm_core(eps) as stub:
             async def fails(model: str, timeout: float = 5, max_tokens: int = 10):
-                req = pb.GenerateRequest(model=model, messages=USER, max_tokens=max_tokens)
+                req = generate(model=model, messages=USER, max_tokens=max_tokens)
                 with pytest.raises(grpc.aio.AioRpcError) as exc:
                     await stub.Generate(req, timeout=timeout)
                 return exc.value
@@ -454,7 +456,7 @@ async def test_malformed_tool_call_is_a_clear_error():
     # The simulator ignores response_format, so its words are no tool-call JSON
     # (and, with no max_tokens, it stops by itself: no answer cut short).
     async with simulators(FAST) as (sim,), llm_core([endpoint(sim, "a")]) as stub:
-        req = request(None, tools=[pb.Tool(name="lookup", description="Look a word up")])
+        req = request(None, tools=[lc.Tool(name="lookup", description="Look a word up")])
         for run in (stub.Generate(req), _collect(stub.GenerateStream(req))):
             with pytest.raises(grpc.aio.AioRpcError) as exc:
                 await run

@@ -55,3 +55,29 @@ def test_stubs_import_as_versioned_packages():
                      "aios.access.v1.AccessService"}
     calls = {f.name for f in syscall_pb2.Syscall.DESCRIPTOR.oneofs_by_name["call"].fields}
     assert calls == {"llm", "memory", "storage", "tool"}
+
+
+def test_the_agents_contract_holds_nothing_of_llm_cores_own():
+    """An agent's LLM call carries only what an agent may set; the kernel's
+    contract does not import llm_core's, so nothing internal can leak in."""
+    from aios.common.v1 import llm_pb2
+    from aios.kernel.v1 import kernel_service_pb2, syscall_pb2
+    from aios.llm.v1 import llm_service_pb2
+
+    def imports(fd) -> set[str]:
+        seen: set[str] = set()
+        todo = [fd]
+        while todo:
+            for dep in todo.pop().dependencies:
+                if dep.name not in seen:
+                    seen.add(dep.name)
+                    todo.append(dep)
+        return seen
+
+    for fd in (syscall_pb2.DESCRIPTOR, kernel_service_pb2.DESCRIPTOR):
+        assert "aios/llm/v1/llm_service.proto" not in imports(fd)
+    call = syscall_pb2.Syscall.DESCRIPTOR.fields_by_name["llm"].message_type
+    assert call is llm_pb2.LlmCall.DESCRIPTOR
+    kernel_only = {"resume", "slice_tokens", "session_id"}
+    assert not kernel_only & set(call.fields_by_name)
+    assert kernel_only <= set(llm_service_pb2.GenerateRequest.DESCRIPTOR.fields_by_name)

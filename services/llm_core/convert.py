@@ -6,28 +6,31 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from aios.common.v1 import llm_pb2 as lc
 from aios.llm.v1 import llm_service_pb2 as pb
 from services.llm_core.engine import ChatRequest, Completion
 from services.runtime import errors
 
 _ROLES = {
-    pb.ROLE_SYSTEM: "system",
-    pb.ROLE_USER: "user",
-    pb.ROLE_ASSISTANT: "assistant",
-    pb.ROLE_TOOL: "tool",
+    lc.ROLE_SYSTEM: "system",
+    lc.ROLE_USER: "user",
+    lc.ROLE_ASSISTANT: "assistant",
+    lc.ROLE_TOOL: "tool",
 }
 
 FINISH = {
-    "stop": pb.FINISH_REASON_STOP,
-    "length": pb.FINISH_REASON_LENGTH,
-    "tool_calls": pb.FINISH_REASON_TOOL_CALLS,
-    "function_call": pb.FINISH_REASON_TOOL_CALLS,
-    "content_filter": pb.FINISH_REASON_CONTENT_FILTER,
-    "preempted": pb.FINISH_REASON_PREEMPTED,
+    "stop": lc.FINISH_REASON_STOP,
+    "length": lc.FINISH_REASON_LENGTH,
+    "tool_calls": lc.FINISH_REASON_TOOL_CALLS,
+    "function_call": lc.FINISH_REASON_TOOL_CALLS,
+    "content_filter": lc.FINISH_REASON_CONTENT_FILTER,
+    "preempted": lc.FINISH_REASON_PREEMPTED,
 }
 
 
-def chat_request(req: pb.GenerateRequest) -> ChatRequest:
+def chat_request(request: pb.GenerateRequest) -> ChatRequest:
+    """Field names in errors are those of the agent's call (LlmCall)."""
+    req = request.call
     if not req.model:
         raise errors.InvalidArgument("model is required", field="model")
     if not req.messages:
@@ -83,10 +86,10 @@ def chat_request(req: pb.GenerateRequest) -> ChatRequest:
         response_format=_response_format(req.response_format),
         sampling=sampling,
         max_tokens=req.max_tokens if req.HasField("max_tokens") else None,
-        session_id=req.session_id,
-        resume_text=req.resume.text,
-        resume_tokens=req.resume.completion_tokens,
-        slice_tokens=max(0, req.slice_tokens),
+        session_id=request.session_id,
+        resume_text=request.resume.text,
+        resume_tokens=request.resume.completion_tokens,
+        slice_tokens=max(0, request.slice_tokens),
     )
 
 
@@ -107,14 +110,14 @@ def _whole_numbers(value: Any) -> Any:
     return value
 
 
-def _tool_choice(req: pb.GenerateRequest) -> Any:
+def _tool_choice(req: lc.LlmCall) -> Any:
     choice = req.tool_choice
     mode = choice.mode
-    if mode == pb.TOOL_CHOICE_MODE_NONE:
+    if mode == lc.TOOL_CHOICE_MODE_NONE:
         return "none"
-    if mode == pb.TOOL_CHOICE_MODE_REQUIRED:
+    if mode == lc.TOOL_CHOICE_MODE_REQUIRED:
         return "required"
-    if mode == pb.TOOL_CHOICE_MODE_FUNCTION:
+    if mode == lc.TOOL_CHOICE_MODE_FUNCTION:
         if not choice.name:
             raise errors.InvalidArgument("tool_choice.name is required for mode FUNCTION",
                                          field="tool_choice.name")
@@ -125,10 +128,10 @@ def _tool_choice(req: pb.GenerateRequest) -> Any:
     return None  # auto
 
 
-def _response_format(fmt: pb.ResponseFormat) -> dict[str, Any] | None:
-    if fmt.type == pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT:
+def _response_format(fmt: lc.ResponseFormat) -> dict[str, Any] | None:
+    if fmt.type == lc.RESPONSE_FORMAT_TYPE_JSON_OBJECT:
         return {"type": "json_object"}
-    if fmt.type == pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
+    if fmt.type == lc.RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
         if not fmt.HasField("json_schema"):
             raise errors.InvalidArgument("response_format.json_schema is required for JSON_SCHEMA",
                                          field="response_format.json_schema")
@@ -140,8 +143,8 @@ def _response_format(fmt: pb.ResponseFormat) -> dict[str, Any] | None:
     return None
 
 
-def usage(c: Completion) -> pb.Usage:
-    return pb.Usage(
+def usage(c: Completion) -> lc.Usage:
+    return lc.Usage(
         prompt_tokens=c.prompt_tokens,
         completion_tokens=c.completion_tokens,
         total_tokens=c.prompt_tokens + c.completion_tokens,
@@ -149,15 +152,15 @@ def usage(c: Completion) -> pb.Usage:
     )
 
 
-def tool_calls(c: Completion) -> list[pb.ToolCall]:
-    return [pb.ToolCall(id=t["id"], name=t["name"], arguments_json=t["arguments"]) for t in c.tool_calls]
+def tool_calls(c: Completion) -> list[lc.ToolCall]:
+    return [lc.ToolCall(id=t["id"], name=t["name"], arguments_json=t["arguments"]) for t in c.tool_calls]
 
 
-def generate_response(c: Completion) -> pb.GenerateResponse:
-    return pb.GenerateResponse(
+def completion(c: Completion) -> lc.Completion:
+    return lc.Completion(
         text=c.text,
         tool_calls=tool_calls(c),
-        finish_reason=FINISH.get(c.finish_reason, pb.FINISH_REASON_STOP),
+        finish_reason=FINISH.get(c.finish_reason, lc.FINISH_REASON_STOP),
         usage=usage(c),
         model=c.model,
         endpoint=c.endpoint,
@@ -167,7 +170,7 @@ def generate_response(c: Completion) -> pb.GenerateResponse:
 def final_chunk(c: Completion) -> pb.GenerateStreamResponse:
     return pb.GenerateStreamResponse(
         tool_calls=tool_calls(c),
-        finish_reason=FINISH.get(c.finish_reason, pb.FINISH_REASON_STOP),
+        finish_reason=FINISH.get(c.finish_reason, lc.FINISH_REASON_STOP),
         usage=usage(c),
         model=c.model,
         endpoint=c.endpoint,

@@ -7,6 +7,7 @@ import asyncio
 
 import openai
 
+from aios.common.v1 import llm_pb2 as lc
 from aios.llm.v1 import llm_service_pb2 as pb
 from services.llm_core.config import EndpointConfig
 from services.llm_core.engine import Endpoint, map_error
@@ -67,7 +68,7 @@ class Embeddings:
         return pb.EmbedResponse(
             embeddings=[pb.Embedding(values=d.embedding) for d in data], dimensions=dims,
             model=resp.model or model,
-            usage=pb.Usage(prompt_tokens=getattr(resp.usage, "prompt_tokens", 0) or 0,
+            usage=lc.Usage(prompt_tokens=getattr(resp.usage, "prompt_tokens", 0) or 0,
                            total_tokens=getattr(resp.usage, "total_tokens", 0) or 0))
 
     async def close(self) -> None:

@@ -26,7 +26,7 @@ class LlmServicer(pb_grpc.LlmServiceServicer):
 
     async def Generate(self, request, context):
         completion = await self.engine.generate(convert.chat_request(request), deadline_of(context))
-        return convert.generate_response(completion)
+        return convert.completion(completion)
 
     async def GenerateStream(self, request, context):
         # aclosing: leaving early (the caller cancelled) closes the backend stream at once.

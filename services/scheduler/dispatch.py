@@ -11,6 +11,7 @@ import time
 
 import grpc
 
+from aios.common.v1 import llm_pb2 as lc
 from aios.kernel.v1 import kernel_service_pb2 as kpb
 from aios.kernel.v1 import syscall_pb2 as ks
 from aios.llm.v1 import llm_service_pb2 as llm
@@ -21,6 +22,7 @@ from aios.storage.v1 import storage_service_pb2 as st
 from aios.storage.v1 import storage_service_pb2_grpc as st_grpc
 from services.runtime import errors
 from services.runtime.status import from_rpc_error
+from services.scheduler import events as ev
 from services.scheduler.kernel import Outcome
 from services.scheduler.table import Entry
 
@@ -85,20 +87,20 @@ class Dispatcher:
         raise errors.InvalidArgument(f"unknown syscall kind {entry.kind!r}")
 
     async def _llm(self, entry: Entry, slice_tokens: int) -> Outcome:
-        req = llm.GenerateRequest()
-        req.CopyFrom(entry.syscall.llm)
-        req.session_id = entry.session_id or entry.agent
+        # The agent's call plus what only the kernel decides: the session,
+        # the snapshot of a preempted run, the time slice.
+        req = llm.GenerateRequest(call=entry.syscall.llm, session_id=entry.session_id or entry.agent)
         if entry.snapshot_text or entry.snapshot_tokens:
             req.resume.text = entry.snapshot_text
             req.resume.completion_tokens = entry.snapshot_tokens
         req.slice_tokens = slice_tokens
         timeout = _timeout(entry)
         if entry.stream:
-            resp = llm.GenerateResponse(text=entry.snapshot_text)
+            resp = lc.Completion(text=entry.snapshot_text)
             async for chunk in self.llm.GenerateStream(req, timeout=timeout):
                 if chunk.delta:
                     resp.text += chunk.delta
-                    entry.publish("delta", chunk.delta)
+                    entry.publish(ev.Delta, text=chunk.delta)
                 if chunk.finish_reason:
                     resp.finish_reason = chunk.finish_reason
                     resp.tool_calls.extend(chunk.tool_calls)
@@ -111,13 +113,13 @@ class Dispatcher:
         # only what this run added.
         new_completion = resp.usage.completion_tokens - entry.snapshot_tokens
         outcome = Outcome(completion_tokens=max(0, new_completion))
-        if resp.finish_reason != llm.FINISH_REASON_PREEMPTED:
+        if resp.finish_reason != lc.FINISH_REASON_PREEMPTED:
             # The prompt is charged once, by the run that finishes: a slice cut
             # short reports no usage, and a resumed run's prompt excludes the
             # snapshot (llm_core subtracts it).
             outcome.prompt_tokens = resp.usage.prompt_tokens
             outcome.cached_tokens = resp.usage.cached_prompt_tokens
-        if resp.finish_reason == llm.FINISH_REASON_PREEMPTED:
+        if resp.finish_reason == lc.FINISH_REASON_PREEMPTED:
             outcome.preempted = True
             outcome.snapshot_text = resp.text
             outcome.snapshot_tokens = resp.usage.completion_tokens

@@ -15,10 +15,11 @@ from typing import Any
 
 from aiohttp import web
 
+from aios.common.v1 import llm_pb2 as lc
 from aios.kernel.v1 import syscall_pb2 as ks
-from aios.llm.v1 import llm_service_pb2 as llm
 from services.runtime import context as rctx
 from services.runtime import errors, logs
+from services.scheduler import events as ev
 from services.scheduler import validation
 from services.scheduler.intake import drain
 from services.scheduler.table import Entry
@@ -30,10 +31,10 @@ _HTTP_STATUS = {
     "NOT_FOUND": 404, "ALREADY_EXISTS": 409, "ABORTED": 409, "RESOURCE_EXHAUSTED": 429,
     "CANCELLED": 499, "UNIMPLEMENTED": 501, "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504,
 }
-_ROLES = {"system": llm.ROLE_SYSTEM, "developer": llm.ROLE_SYSTEM, "user": llm.ROLE_USER,
-          "assistant": llm.ROLE_ASSISTANT, "tool": llm.ROLE_TOOL}
-_FINISH = {llm.FINISH_REASON_STOP: "stop", llm.FINISH_REASON_LENGTH: "length",
-           llm.FINISH_REASON_TOOL_CALLS: "tool_calls", llm.FINISH_REASON_CONTENT_FILTER: "content_filter"}
+_ROLES = {"system": lc.ROLE_SYSTEM, "developer": lc.ROLE_SYSTEM, "user": lc.ROLE_USER,
+          "assistant": lc.ROLE_ASSISTANT, "tool": lc.ROLE_TOOL}
+_FINISH = {lc.FINISH_REASON_STOP: "stop", lc.FINISH_REASON_LENGTH: "length",
+           lc.FINISH_REASON_TOOL_CALLS: "tool_calls", lc.FINISH_REASON_CONTENT_FILTER: "content_filter"}
 
 
 def _error(err: errors.AiosError) -> web.Response:
@@ -83,8 +84,8 @@ def _object(value: Any, field: str) -> dict[str, Any]:
     return value
 
 
-def generate_request(body: dict[str, Any]) -> llm.GenerateRequest:
-    """An OpenAI chat-completions body as the kernel's GenerateRequest; a
+def llm_call(body: dict[str, Any]) -> lc.LlmCall:
+    """An OpenAI chat-completions body as the agent's LlmCall; a
     field of the wrong type or out of range is INVALID_ARGUMENT naming it."""
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise errors.InvalidArgument("model is required", field="model")
@@ -93,7 +94,7 @@ def generate_request(body: dict[str, Any]) -> llm.GenerateRequest:
         raise errors.InvalidArgument("messages must be a non-empty list", field="messages")
     if _integer(body, "n") not in (None, 1):
         raise errors.InvalidArgument("n must be 1: the kernel returns one choice per call", field="n")
-    req = llm.GenerateRequest(model=body["model"])
+    req = lc.LlmCall(model=body["model"])
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or m.get("role") not in _ROLES:
             raise errors.InvalidArgument(f"messages[{i}].role must be one of {sorted(_ROLES)}",
@@ -122,19 +123,19 @@ def generate_request(body: dict[str, Any]) -> llm.GenerateRequest:
             tool.parameters.update(_object(fn["parameters"], f"tools[{i}].function.parameters"))
     choice = body.get("tool_choice")
     if choice in ("auto", "none", "required"):
-        req.tool_choice.mode = {"auto": llm.TOOL_CHOICE_MODE_AUTO, "none": llm.TOOL_CHOICE_MODE_NONE,
-                                "required": llm.TOOL_CHOICE_MODE_REQUIRED}[choice]
+        req.tool_choice.mode = {"auto": lc.TOOL_CHOICE_MODE_AUTO, "none": lc.TOOL_CHOICE_MODE_NONE,
+                                "required": lc.TOOL_CHOICE_MODE_REQUIRED}[choice]
     elif isinstance(choice, dict):
-        req.tool_choice.mode = llm.TOOL_CHOICE_MODE_FUNCTION
+        req.tool_choice.mode = lc.TOOL_CHOICE_MODE_FUNCTION
         req.tool_choice.name = str(_object(choice.get("function"), "tool_choice.function").get("name", ""))
     elif choice is not None:
         raise _bad("tool_choice", '"auto", "none", "required" or {"type": "function", "function": {"name": ...}}')
     fmt = _object(body.get("response_format") or {}, "response_format")
     if fmt.get("type") == "json_object":
-        req.response_format.type = llm.RESPONSE_FORMAT_TYPE_JSON_OBJECT
+        req.response_format.type = lc.RESPONSE_FORMAT_TYPE_JSON_OBJECT
     elif fmt.get("type") == "json_schema":
         schema = _object(fmt.get("json_schema") or {}, "response_format.json_schema")
-        req.response_format.type = llm.RESPONSE_FORMAT_TYPE_JSON_SCHEMA
+        req.response_format.type = lc.RESPONSE_FORMAT_TYPE_JSON_SCHEMA
         req.response_format.schema_name = str(schema.get("name", ""))
         req.response_format.strict = bool(schema.get("strict", False))
         req.response_format.json_schema.update(_object(schema.get("schema") or {}, "response_format.json_schema.schema"))
@@ -155,11 +156,11 @@ def generate_request(body: dict[str, Any]) -> llm.GenerateRequest:
         if not isinstance(stop, list) or not all(isinstance(x, str) for x in stop):
             raise _bad("stop", "a string or a list of strings")
         req.stop.extend(stop)
-    validation.check_generate(req, prefix="")
+    validation.check_llm_call(req, prefix="")
     return req
 
 
-def _message(resp: llm.GenerateResponse) -> dict[str, Any]:
+def _message(resp: lc.Completion) -> dict[str, Any]:
     msg: dict[str, Any] = {"role": "assistant", "content": resp.text or None}
     if resp.tool_calls:
         msg["tool_calls"] = [{"id": tc.id, "type": "function",
@@ -210,7 +211,7 @@ class HttpDoor:
             if not isinstance(body, dict):
                 raise errors.InvalidArgument("the body must be a JSON object")
             syscall = ks.Syscall(
-                llm=generate_request(body),
+                llm=llm_call(body),
                 request_id=request.headers.get("Idempotency-Key", ""),
                 session_id=request.headers.get("X-AIOS-Session", "") or str(body.get("user") or ""),
             )
@@ -252,10 +253,10 @@ class HttpDoor:
         waiter = asyncio.ensure_future(self.kernel.wait(entry, entry.deadline))
         try:
             await send({"role": "assistant", "content": ""})
-            async for kind, payload, _, _ in drain(events, waiter):
-                if kind == "delta":
-                    await send({"content": payload})
-                elif kind == "finished":
+            async for event in drain(events, waiter):
+                if isinstance(event, ev.Delta):
+                    await send({"content": event.text})
+                elif isinstance(event, ev.Finished):
                     break
             await waiter
             try:

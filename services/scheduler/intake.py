@@ -28,6 +28,7 @@ from google.protobuf import json_format
 from aios.kernel.v1 import syscall_pb2 as ks
 from services.runtime import context as rctx
 from services.runtime import errors
+from services.scheduler import events as ev
 from services.scheduler import records, validation
 from services.scheduler.auth import Caller
 from services.scheduler.kernel import Kernel
@@ -77,13 +78,16 @@ class Intake:
                                          field="syscall.request_id")
         copy = ks.Syscall()
         copy.CopyFrom(syscall)
+        # Fields outside the contract (say, an old client's llm_core-only
+        # fields) are dropped, never forwarded to a service.
+        copy.DiscardUnknownFields()
         if call == "llm":
             if not copy.llm.model:
                 copy.llm.model = await self.catalog.default_model()
             if not copy.llm.messages:
                 raise errors.InvalidArgument("llm.messages must not be empty",
                                              field="syscall.llm.messages")
-            validation.check_generate(copy.llm)
+            validation.check_llm_call(copy.llm)
             await self.catalog.check(copy.llm.model)
             resource = f"llm:{copy.llm.model}"
         elif call in ("memory", "storage"):
@@ -129,7 +133,7 @@ class Intake:
                 if events is not None:
                     first.subscribers.append(events)
                     if first.done:
-                        events.put_nowait(("finished", first, time.time(), first.id))
+                        events.put_nowait(ev.Finished(syscall_id=first.id, time=time.time(), entry=first))
                 return first
         pending = await self.auth.authorize(caller, entry)
         if pending:
@@ -158,12 +162,12 @@ class Intake:
         tool call it is part of: that is the call its agent watches."""
         entry.confirmation_id = confirmation
         if confirmation:
-            entry.publish("awaiting_confirmation", confirmation)
+            entry.publish(ev.AwaitingConfirmation, confirmation_id=confirmation)
         parent = self.kernel.table.get(entry.parent_id) if entry.parent_id else None
         if parent is not None:
             parent.confirmation_id = confirmation
             if confirmation:
-                parent.publish("awaiting_confirmation", confirmation)
+                parent.publish(ev.AwaitingConfirmation, confirmation_id=confirmation)
 
     async def submit_for(self, parent: Entry, syscall: ks.Syscall) -> ks.SyscallRecord:
         """A syscall a built-in tool makes for the agent that called it: the

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from services.runtime import context as rctx
 from services.runtime import errors, logs
+from services.scheduler import events as ev
 from services.scheduler import queues
 from services.scheduler.queues import PolicySettings
 from services.scheduler.table import (
@@ -209,7 +210,7 @@ class Kernel:
         entry.queued_at = time.monotonic()
         position = len(res.queue)
         res.queue.push(entry)
-        entry.publish("queued", position)
+        entry.publish(ev.Queued, position=position)
 
     # --- dispatch ---------------------------------------------------------
 
@@ -225,7 +226,7 @@ class Kernel:
             entry.state = RUNNING
             if not entry.start_wall:
                 entry.start_wall = time.time()
-            entry.publish("resumed" if resumed else "started", entry.endpoint)
+            entry.publish(ev.Resumed if resumed else ev.Started, endpoint=entry.endpoint)
             slice_tokens = 0
             if entry.kind == "llm" and self.settings.kind == queues.ROUND_ROBIN:
                 # Every generation gets a slice: a call that arrives later
@@ -259,7 +260,7 @@ class Kernel:
             entry.snapshot_tokens = outcome.snapshot_tokens
             entry.state = PREEMPTED
             res.running -= 1
-            entry.publish("preempted", outcome.snapshot_tokens)
+            entry.publish(ev.Preempted, snapshot_tokens=outcome.snapshot_tokens)
             self._enqueue(entry, res)
             self._pump(res)
             return
@@ -296,7 +297,7 @@ class Kernel:
         entry.finish_wall = time.time()
         self._outstanding[entry.agent] = max(0, self._outstanding.get(entry.agent, 1) - 1)
         self.table.finish(entry)
-        entry.publish("finished", entry)
+        entry.publish(ev.Finished, entry=entry)
         entry.finished.set()
         if self.observer is not None:
             self.observer.finished(entry)

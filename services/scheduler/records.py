@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from aios.common.v1 import llm_pb2 as lc
 from aios.kernel.v1 import kernel_service_pb2 as kpb
 from aios.kernel.v1 import syscall_pb2 as ks
-from aios.llm.v1 import llm_service_pb2 as llm
 from services.scheduler import table
 from services.scheduler.table import Entry
 
@@ -64,7 +64,7 @@ def record(entry: Entry, *, with_output: bool = True) -> ks.SyscallRecord:
         preemptions=entry.preemptions,
         confirmation_id=entry.confirmation_id,
         parent_id=entry.parent_id,
-        usage=llm.Usage(
+        usage=lc.Usage(
             prompt_tokens=entry.prompt_tokens,
             completion_tokens=entry.completion_tokens,
             total_tokens=entry.prompt_tokens + entry.completion_tokens,

@@ -12,6 +12,7 @@ from aios.kernel.v1 import kernel_service_pb2_grpc as kpb_grpc
 from aios.kernel.v1 import syscall_pb2 as ks
 from aios.storage.v1 import storage_service_pb2 as st
 from services.runtime import errors
+from services.scheduler import events as ev
 from services.scheduler import queues, records
 from services.scheduler.auth import Caller
 from services.scheduler.queues import PolicySettings
@@ -67,15 +68,15 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
         waiter: asyncio.Future | None = None
         entry: Entry | None = None
         try:
-            async for kind, payload, when, eid in drain(events, starter):
-                if kind != "finished":  # the final event comes with the outcome below
-                    yield _event(eid, kind, payload, when)
+            async for event in drain(events, starter):
+                if not isinstance(event, ev.Finished):  # that one comes with the outcome below
+                    yield _event(event)
             entry = starter.result()
             waiter = asyncio.ensure_future(self.kernel.wait(entry, entry.deadline))
-            async for kind, payload, when, eid in drain(events, waiter):
-                if kind == "finished":
+            async for event in drain(events, waiter):
+                if isinstance(event, ev.Finished):
                     break
-                yield _event(eid, kind, payload, when)
+                yield _event(event)
             await waiter
             yield ks.SyscallEvent(syscall_id=entry.id, time=records.timestamp(time.time()),
                                   finished=self.outcome(entry))
@@ -263,18 +264,19 @@ async def probe(name: str, address: str, channel, timeout: float = 2.0) -> kpb.S
     return row
 
 
-def _event(syscall_id: str, kind: str, payload, when: float) -> ks.SyscallEvent:
-    event = ks.SyscallEvent(syscall_id=syscall_id, time=records.timestamp(when))
-    if kind == "queued":
-        event.queued.position = payload
-    elif kind == "started":
-        event.started.endpoint = payload or ""
-    elif kind == "resumed":
-        event.resumed.SetInParent()
-    elif kind == "delta":
-        event.delta.text = payload
-    elif kind == "preempted":
-        event.preempted.snapshot_tokens = payload
-    elif kind == "awaiting_confirmation":
-        event.awaiting_confirmation.confirmation_id = payload
-    return event
+def _event(event: ev.Event) -> ks.SyscallEvent:
+    out = ks.SyscallEvent(syscall_id=event.syscall_id, time=records.timestamp(event.time))
+    match event:
+        case ev.Queued(position=position):
+            out.queued.position = position
+        case ev.Started(endpoint=endpoint):
+            out.started.endpoint = endpoint or ""
+        case ev.Resumed():
+            out.resumed.SetInParent()
+        case ev.Delta(text=text):
+            out.delta.text = text
+        case ev.Preempted(snapshot_tokens=tokens):
+            out.preempted.snapshot_tokens = tokens
+        case ev.AwaitingConfirmation(confirmation_id=confirmation):
+            out.awaiting_confirmation.confirmation_id = confirmation
+    return out

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.runtime import errors
+from services.scheduler import events as ev
 
 QUEUED = "queued"
 RUNNING = "running"
@@ -74,9 +75,11 @@ class Entry:
     subscribers: list[asyncio.Queue] = field(default_factory=list)
     task: asyncio.Task | None = None
 
-    def publish(self, kind: str, payload: Any = None) -> None:
+    def publish(self, event_type: type[ev.Event], **fields: Any) -> None:
+        """Tell every subscriber, e.g. publish(ev.Queued, position=3)."""
+        event = event_type(syscall_id=self.id, time=time.time(), **fields)
         for q in self.subscribers:
-            q.put_nowait((kind, payload, time.time(), self.id))
+            q.put_nowait(event)
 
 
 @dataclass

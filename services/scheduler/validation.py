@@ -1,14 +1,15 @@
 """Checks an LLM syscall must pass before it is queued, whichever door it came
-through (gRPC Submit or the OpenAI-compatible HTTP door): no fields that only
-the kernel sets, sampling settings in their ranges, and tool calls in the
-history whose arguments are JSON objects. Each failure is INVALID_ARGUMENT
-naming the field."""
+through (gRPC Submit or the OpenAI-compatible HTTP door): sampling settings
+in their ranges, and tool calls in the history whose arguments are JSON
+objects. Each failure is INVALID_ARGUMENT naming the field. What only the
+kernel sets (snapshots, slices, the session) is not in the agent's contract
+(aios.common.v1.LlmCall) at all."""
 
 from __future__ import annotations
 
 import json
 
-from aios.llm.v1 import llm_service_pb2 as llm
+from aios.common.v1 import llm_pb2 as lc
 from services.runtime import errors
 
 # OpenAI's ranges, which every OpenAI-compatible backend accepts.
@@ -16,18 +17,11 @@ TEMPERATURE = (0.0, 2.0)
 TOP_P = (0.0, 1.0)
 
 
-def check_generate(req: llm.GenerateRequest, prefix: str = "syscall.llm") -> None:
+def check_llm_call(req: lc.LlmCall, prefix: str = "syscall.llm") -> None:
     """INVALID_ARGUMENT naming the field (under `prefix`, "" for none) at fault."""
     def at(name: str) -> str:
         return f"{prefix}.{name}" if prefix else name
 
-    # What the kernel itself sets when it dispatches: a preempted call's
-    # snapshot, its time slice, the session (from the Syscall envelope).
-    for name, given in (("resume", req.HasField("resume")), ("slice_tokens", req.slice_tokens != 0),
-                        ("session_id", bool(req.session_id))):
-        if given:
-            raise errors.InvalidArgument(f"{name} is set by the kernel when it dispatches the call, "
-                                         "never by an agent", reason="KERNEL_ONLY_FIELD", field=at(name))
     if req.HasField("temperature") and not TEMPERATURE[0] <= req.temperature <= TEMPERATURE[1]:
         raise errors.InvalidArgument(f"temperature must be between {TEMPERATURE[0]:g} and {TEMPERATURE[1]:g}, "
                                      f"not {req.temperature:g}", field=at("temperature"))

@@ -35,7 +35,7 @@ from google.protobuf import struct_pb2
 from aios.kernel.v1 import kernel_service_pb2 as kpb
 from aios.kernel.v1 import kernel_service_pb2_grpc as kpb_grpc
 from aios.kernel.v1 import syscall_pb2 as ks
-from aios.llm.v1 import llm_service_pb2 as llm
+from aios.common.v1 import llm_pb2 as llm
 from aios.memory.v1 import memory_service_pb2 as mem
 from aios.storage.v1 import storage_service_pb2 as st
 from aios.sdk.errors import (
@@ -185,8 +185,8 @@ class _Llm:
                 max_tokens: int | None = None, stop: list[str] | None = None, seed: int | None = None,
                 priority: int = 0, request_id: str | None = None) -> ks.Syscall:
         """The LLM syscall `chat` sends (see there), without sending it."""
-        req = llm.GenerateRequest(model=model or DEFAULT_MODEL, messages=_messages(prompt, system),
-                                  stop=stop or [])
+        req = llm.LlmCall(model=model or DEFAULT_MODEL, messages=_messages(prompt, system),
+                          stop=stop or [])
         for t in tools or []:
             req.tools.append(_tool(t))
         if tool_choice in ("auto", "none", "required"):

@@ -1,7 +1,7 @@
 import datetime
 
 from aios.access.v1 import access_service_pb2 as _access_service_pb2
-from aios.llm.v1 import llm_service_pb2 as _llm_service_pb2
+from aios.common.v1 import llm_pb2 as _llm_pb2
 from aios.memory.v1 import memory_service_pb2 as _memory_service_pb2
 from aios.storage.v1 import storage_service_pb2 as _storage_service_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
@@ -61,11 +61,11 @@ class Syscall(_message.Message):
     session_id: str
     priority: int
     deadline: _timestamp_pb2.Timestamp
-    llm: _llm_service_pb2.GenerateRequest
+    llm: _llm_pb2.LlmCall
     memory: MemoryCall
     storage: StorageCall
     tool: ToolCall
-    def __init__(self, request_id: _Optional[str] = ..., session_id: _Optional[str] = ..., priority: _Optional[int] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., llm: _Optional[_Union[_llm_service_pb2.GenerateRequest, _Mapping]] = ..., memory: _Optional[_Union[MemoryCall, _Mapping]] = ..., storage: _Optional[_Union[StorageCall, _Mapping]] = ..., tool: _Optional[_Union[ToolCall, _Mapping]] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., session_id: _Optional[str] = ..., priority: _Optional[int] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., llm: _Optional[_Union[_llm_pb2.LlmCall, _Mapping]] = ..., memory: _Optional[_Union[MemoryCall, _Mapping]] = ..., storage: _Optional[_Union[StorageCall, _Mapping]] = ..., tool: _Optional[_Union[ToolCall, _Mapping]] = ...) -> None: ...
 
 class MemoryCall(_message.Message):
     __slots__ = ("add", "batch_add", "get", "update", "delete", "list", "search")
@@ -253,15 +253,15 @@ class SyscallRecord(_message.Message):
     waiting: _duration_pb2.Duration
     turnaround: _duration_pb2.Duration
     preemptions: int
-    usage: _llm_service_pb2.Usage
+    usage: _llm_pb2.Usage
     error: SyscallError
     confirmation_id: str
     parent_id: str
-    llm: _llm_service_pb2.GenerateResponse
+    llm: _llm_pb2.Completion
     memory: MemoryResult
     storage: StorageResult
     tool: ToolResult
-    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., agent: _Optional[str] = ..., session_id: _Optional[str] = ..., kind: _Optional[_Union[SyscallKind, str]] = ..., resource: _Optional[str] = ..., state: _Optional[_Union[SyscallState, str]] = ..., priority: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., waiting: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., turnaround: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., preemptions: _Optional[int] = ..., usage: _Optional[_Union[_llm_service_pb2.Usage, _Mapping]] = ..., error: _Optional[_Union[SyscallError, _Mapping]] = ..., confirmation_id: _Optional[str] = ..., parent_id: _Optional[str] = ..., llm: _Optional[_Union[_llm_service_pb2.GenerateResponse, _Mapping]] = ..., memory: _Optional[_Union[MemoryResult, _Mapping]] = ..., storage: _Optional[_Union[StorageResult, _Mapping]] = ..., tool: _Optional[_Union[ToolResult, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., agent: _Optional[str] = ..., session_id: _Optional[str] = ..., kind: _Optional[_Union[SyscallKind, str]] = ..., resource: _Optional[str] = ..., state: _Optional[_Union[SyscallState, str]] = ..., priority: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., waiting: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., turnaround: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., preemptions: _Optional[int] = ..., usage: _Optional[_Union[_llm_pb2.Usage, _Mapping]] = ..., error: _Optional[_Union[SyscallError, _Mapping]] = ..., confirmation_id: _Optional[str] = ..., parent_id: _Optional[str] = ..., llm: _Optional[_Union[_llm_pb2.Completion, _Mapping]] = ..., memory: _Optional[_Union[MemoryResult, _Mapping]] = ..., storage: _Optional[_Union[StorageResult, _Mapping]] = ..., tool: _Optional[_Union[ToolResult, _Mapping]] = ...) -> None: ...
 
 class SyscallEvent(_message.Message):
     __slots__ = ("syscall_id", "time", "queued", "started", "delta", "preempted", "resumed", "awaiting_confirmation", "finished")

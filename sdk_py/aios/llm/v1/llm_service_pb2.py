@@ -22,60 +22,38 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from aios.common.v1 import llm_pb2 as aios_dot_common_dot_v1_dot_llm__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61ios/llm/v1/llm_service.proto\x12\x0b\x61ios.llm.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x8a\x01\n\x07Message\x12\x1f\n\x04role\x18\x01 \x01(\x0e\x32\x11.aios.llm.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12)\n\ntool_calls\x18\x04 \x03(\x0b\x32\x15.aios.llm.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\"<\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"V\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12+\n\nparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"E\n\nToolChoice\x12)\n\x04mode\x18\x01 \x01(\x0e\x32\x1b.aios.llm.v1.ToolChoiceMode\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x92\x01\n\x0eResponseFormat\x12-\n\x04type\x18\x01 \x01(\x0e\x32\x1f.aios.llm.v1.ResponseFormatType\x12\x13\n\x0bschema_name\x18\x02 \x01(\t\x12,\n\x0bjson_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06strict\x18\x04 \x01(\x08\"m\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x04 \x01(\x03\"9\n\x0eResumeSnapshot\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\"\xbf\x03\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12&\n\x08messages\x18\x02 \x03(\x0b\x32\x14.aios.llm.v1.Message\x12 \n\x05tools\x18\x03 \x03(\x0b\x32\x11.aios.llm.v1.Tool\x12,\n\x0btool_choice\x18\x04 \x01(\x0b\x32\x17.aios.llm.v1.ToolChoice\x12\x34\n\x0fresponse_format\x18\x05 \x01(\x0b\x32\x1b.aios.llm.v1.ResponseFormat\x12\x18\n\x0btemperature\x18\x06 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x07 \x01(\x02H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x08 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\t \x03(\t\x12\x11\n\x04seed\x18\n \x01(\x03H\x03\x88\x01\x01\x12+\n\x06resume\x18\x0b \x01(\x0b\x32\x1b.aios.llm.v1.ResumeSnapshot\x12\x12\n\nsession_id\x18\x0c \x01(\t\x12\x14\n\x0cslice_tokens\x18\r \x01(\x05\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seed\"\xc1\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12)\n\ntool_calls\x18\x02 \x03(\x0b\x32\x15.aios.llm.v1.ToolCall\x12\x30\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x19.aios.llm.v1.FinishReason\x12!\n\x05usage\x18\x04 \x01(\x0b\x32\x12.aios.llm.v1.Usage\x12\r\n\x05model\x18\x05 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x06 \x01(\t\"\xc8\x01\n\x16GenerateStreamResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12)\n\ntool_calls\x18\x02 \x03(\x0b\x32\x15.aios.llm.v1.ToolCall\x12\x30\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x19.aios.llm.v1.FinishReason\x12!\n\x05usage\x18\x04 \x01(\x0b\x32\x12.aios.llm.v1.Usage\x12\r\n\x05model\x18\x05 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x06 \x01(\t\"-\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x81\x01\n\rEmbedResponse\x12*\n\nembeddings\x18\x01 \x03(\x0b\x32\x16.aios.llm.v1.Embedding\x12\x12\n\ndimensions\x18\x02 \x01(\x05\x12\r\n\x05model\x18\x03 \x01(\t\x12!\n\x05usage\x18\x04 \x01(\x0b\x32\x12.aios.llm.v1.Usage\"\x13\n\x11ListModelsRequest\"\xa3\x01\n\x08\x45ndpoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x0f\n\x07healthy\x18\x04 \x01(\x08\x12\x17\n\x0fmax_concurrency\x18\x05 \x01(\x05\x12\x11\n\tin_flight\x18\x06 \x01(\x05\x12\x14\n\x0cnative_tools\x18\x07 \x01(\x08\x12\x12\n\nlast_error\x18\x08 \x01(\t\"e\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.aios.llm.v1.ModelKind\x12(\n\tendpoints\x18\x03 \x03(\x0b\x32\x15.aios.llm.v1.Endpoint\"8\n\x12ListModelsResponse\x12\"\n\x06models\x18\x01 \x03(\x0b\x32\x12.aios.llm.v1.Model*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04*\xa6\x01\n\x0eToolChoiceMode\x12 \n\x1cTOOL_CHOICE_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15TOOL_CHOICE_MODE_AUTO\x10\x01\x12\x19\n\x15TOOL_CHOICE_MODE_NONE\x10\x02\x12\x1d\n\x19TOOL_CHOICE_MODE_REQUIRED\x10\x03\x12\x1d\n\x19TOOL_CHOICE_MODE_FUNCTION\x10\x04*\xa5\x01\n\x12ResponseFormatType\x12$\n RESPONSE_FORMAT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESPONSE_FORMAT_TYPE_TEXT\x10\x01\x12$\n RESPONSE_FORMAT_TYPE_JSON_OBJECT\x10\x02\x12$\n RESPONSE_FORMAT_TYPE_JSON_SCHEMA\x10\x03*\xbc\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x03\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x04\x12\x1b\n\x17\x46INISH_REASON_PREEMPTED\x10\x05*V\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODEL_KIND_CHAT\x10\x01\x12\x18\n\x14MODEL_KIND_EMBEDDING\x10\x02\x32\xbb\x02\n\nLlmService\x12G\n\x08Generate\x12\x1c.aios.llm.v1.GenerateRequest\x1a\x1d.aios.llm.v1.GenerateResponse\x12U\n\x0eGenerateStream\x12\x1c.aios.llm.v1.GenerateRequest\x1a#.aios.llm.v1.GenerateStreamResponse0\x01\x12>\n\x05\x45mbed\x12\x19.aios.llm.v1.EmbedRequest\x1a\x1a.aios.llm.v1.EmbedResponse\x12M\n\nListModels\x12\x1e.aios.llm.v1.ListModelsRequest\x1a\x1f.aios.llm.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61ios/llm/v1/llm_service.proto\x12\x0b\x61ios.llm.v1\x1a\x18\x61ios/common/v1/llm.proto\"9\n\x0eResumeSnapshot\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\"\x8f\x01\n\x0fGenerateRequest\x12%\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x17.aios.common.v1.LlmCall\x12+\n\x06resume\x18\x02 \x01(\x0b\x32\x1b.aios.llm.v1.ResumeSnapshot\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x14\n\x0cslice_tokens\x18\x04 \x01(\x05\"\xd1\x01\n\x16GenerateStreamResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12,\n\ntool_calls\x18\x02 \x03(\x0b\x32\x18.aios.common.v1.ToolCall\x12\x33\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x1c.aios.common.v1.FinishReason\x12$\n\x05usage\x18\x04 \x01(\x0b\x32\x15.aios.common.v1.Usage\x12\r\n\x05model\x18\x05 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x06 \x01(\t\"-\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x84\x01\n\rEmbedResponse\x12*\n\nembeddings\x18\x01 \x03(\x0b\x32\x16.aios.llm.v1.Embedding\x12\x12\n\ndimensions\x18\x02 \x01(\x05\x12\r\n\x05model\x18\x03 \x01(\t\x12$\n\x05usage\x18\x04 \x01(\x0b\x32\x15.aios.common.v1.Usage\"\x13\n\x11ListModelsRequest\"\xa3\x01\n\x08\x45ndpoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x0f\n\x07healthy\x18\x04 \x01(\x08\x12\x17\n\x0fmax_concurrency\x18\x05 \x01(\x05\x12\x11\n\tin_flight\x18\x06 \x01(\x05\x12\x14\n\x0cnative_tools\x18\x07 \x01(\x08\x12\x12\n\nlast_error\x18\x08 \x01(\t\"e\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.aios.llm.v1.ModelKind\x12(\n\tendpoints\x18\x03 \x03(\x0b\x32\x15.aios.llm.v1.Endpoint\"8\n\x12ListModelsResponse\x12\"\n\x06models\x18\x01 \x03(\x0b\x32\x12.aios.llm.v1.Model*V\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODEL_KIND_CHAT\x10\x01\x12\x18\n\x14MODEL_KIND_EMBEDDING\x10\x02\x32\xb8\x02\n\nLlmService\x12\x44\n\x08Generate\x12\x1c.aios.llm.v1.GenerateRequest\x1a\x1a.aios.common.v1.Completion\x12U\n\x0eGenerateStream\x12\x1c.aios.llm.v1.GenerateRequest\x1a#.aios.llm.v1.GenerateStreamResponse0\x01\x12>\n\x05\x45mbed\x12\x19.aios.llm.v1.EmbedRequest\x1a\x1a.aios.llm.v1.EmbedResponse\x12M\n\nListModels\x12\x1e.aios.llm.v1.ListModelsRequest\x1a\x1f.aios.llm.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aios.llm.v1.llm_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=2162
-  _globals['_ROLE']._serialized_end=2257
-  _globals['_TOOLCHOICEMODE']._serialized_start=2260
-  _globals['_TOOLCHOICEMODE']._serialized_end=2426
-  _globals['_RESPONSEFORMATTYPE']._serialized_start=2429
-  _globals['_RESPONSEFORMATTYPE']._serialized_end=2594
-  _globals['_FINISHREASON']._serialized_start=2597
-  _globals['_FINISHREASON']._serialized_end=2785
-  _globals['_MODELKIND']._serialized_start=2787
-  _globals['_MODELKIND']._serialized_end=2873
-  _globals['_MESSAGE']._serialized_start=77
-  _globals['_MESSAGE']._serialized_end=215
-  _globals['_TOOLCALL']._serialized_start=217
-  _globals['_TOOLCALL']._serialized_end=277
-  _globals['_TOOL']._serialized_start=279
-  _globals['_TOOL']._serialized_end=365
-  _globals['_TOOLCHOICE']._serialized_start=367
-  _globals['_TOOLCHOICE']._serialized_end=436
-  _globals['_RESPONSEFORMAT']._serialized_start=439
-  _globals['_RESPONSEFORMAT']._serialized_end=585
-  _globals['_USAGE']._serialized_start=587
-  _globals['_USAGE']._serialized_end=696
-  _globals['_RESUMESNAPSHOT']._serialized_start=698
-  _globals['_RESUMESNAPSHOT']._serialized_end=755
-  _globals['_GENERATEREQUEST']._serialized_start=758
-  _globals['_GENERATEREQUEST']._serialized_end=1205
-  _globals['_GENERATERESPONSE']._serialized_start=1208
-  _globals['_GENERATERESPONSE']._serialized_end=1401
-  _globals['_GENERATESTREAMRESPONSE']._serialized_start=1404
-  _globals['_GENERATESTREAMRESPONSE']._serialized_end=1604
-  _globals['_EMBEDREQUEST']._serialized_start=1606
-  _globals['_EMBEDREQUEST']._serialized_end=1651
-  _globals['_EMBEDDING']._serialized_start=1653
-  _globals['_EMBEDDING']._serialized_end=1680
-  _globals['_EMBEDRESPONSE']._serialized_start=1683
-  _globals['_EMBEDRESPONSE']._serialized_end=1812
-  _globals['_LISTMODELSREQUEST']._serialized_start=1814
-  _globals['_LISTMODELSREQUEST']._serialized_end=1833
-  _globals['_ENDPOINT']._serialized_start=1836
-  _globals['_ENDPOINT']._serialized_end=1999
-  _globals['_MODEL']._serialized_start=2001
-  _globals['_MODEL']._serialized_end=2102
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2104
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2160
-  _globals['_LLMSERVICE']._serialized_start=2876
-  _globals['_LLMSERVICE']._serialized_end=3191
+  _globals['_MODELKIND']._serialized_start=1048
+  _globals['_MODELKIND']._serialized_end=1134
+  _globals['_RESUMESNAPSHOT']._serialized_start=72
+  _globals['_RESUMESNAPSHOT']._serialized_end=129
+  _globals['_GENERATEREQUEST']._serialized_start=132
+  _globals['_GENERATEREQUEST']._serialized_end=275
+  _globals['_GENERATESTREAMRESPONSE']._serialized_start=278
+  _globals['_GENERATESTREAMRESPONSE']._serialized_end=487
+  _globals['_EMBEDREQUEST']._serialized_start=489
+  _globals['_EMBEDREQUEST']._serialized_end=534
+  _globals['_EMBEDDING']._serialized_start=536
+  _globals['_EMBEDDING']._serialized_end=563
+  _globals['_EMBEDRESPONSE']._serialized_start=566
+  _globals['_EMBEDRESPONSE']._serialized_end=698
+  _globals['_LISTMODELSREQUEST']._serialized_start=700
+  _globals['_LISTMODELSREQUEST']._serialized_end=719
+  _globals['_ENDPOINT']._serialized_start=722
+  _globals['_ENDPOINT']._serialized_end=885
+  _globals['_MODEL']._serialized_start=887
+  _globals['_MODEL']._serialized_end=988
+  _globals['_LISTMODELSRESPONSE']._serialized_start=990
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1046
+  _globals['_LLMSERVICE']._serialized_start=1137
+  _globals['_LLMSERVICE']._serialized_end=1449
 # @@protoc_insertion_point(module_scope)

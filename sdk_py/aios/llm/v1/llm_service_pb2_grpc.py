@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from aios.common.v1 import llm_pb2 as aios_dot_common_dot_v1_dot_llm__pb2
 from aios.llm.v1 import llm_service_pb2 as aios_dot_llm_dot_v1_dot_llm__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -47,7 +48,7 @@ class LlmServiceStub:
         self.Generate = channel.unary_unary(
                 '/aios.llm.v1.LlmService/Generate',
                 request_serializer=aios_dot_llm_dot_v1_dot_llm__service__pb2.GenerateRequest.SerializeToString,
-                response_deserializer=aios_dot_llm_dot_v1_dot_llm__service__pb2.GenerateResponse.FromString,
+                response_deserializer=aios_dot_common_dot_v1_dot_llm__pb2.Completion.FromString,
                 _registered_method=True)
         self.GenerateStream = channel.unary_stream(
                 '/aios.llm.v1.LlmService/GenerateStream',
@@ -115,7 +116,7 @@ def add_LlmServiceServicer_to_server(servicer, server):
             'Generate': grpc.unary_unary_rpc_method_handler(
                     servicer.Generate,
                     request_deserializer=aios_dot_llm_dot_v1_dot_llm__service__pb2.GenerateRequest.FromString,
-                    response_serializer=aios_dot_llm_dot_v1_dot_llm__service__pb2.GenerateResponse.SerializeToString,
+                    response_serializer=aios_dot_common_dot_v1_dot_llm__pb2.Completion.SerializeToString,
             ),
             'GenerateStream': grpc.unary_stream_rpc_method_handler(
                     servicer.GenerateStream,
@@ -169,7 +170,7 @@ class LlmService:
             target,
             '/aios.llm.v1.LlmService/Generate',
             aios_dot_llm_dot_v1_dot_llm__service__pb2.GenerateRequest.SerializeToString,
-            aios_dot_llm_dot_v1_dot_llm__service__pb2.GenerateResponse.FromString,
+            aios_dot_common_dot_v1_dot_llm__pb2.Completion.FromString,
             options,
             channel_credentials,
             insecure,
