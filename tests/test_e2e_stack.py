@@ -173,6 +173,48 @@ def test_process_table_policy_and_metrics(stack):
     assert 'aios_tokens_total{agent="ps-agent",type="completion"}' in text
 
 
+def test_a_killed_child_heals_without_a_person(stack, tmp_path):
+    """kill -9 one child at a time: `aios up` starts it again on its port,
+    the rest keep serving, and `aios status` shows the restart."""
+    from services.cli.supervisor import read_state
+
+    data, kernel = stack["data"], f"127.0.0.1:{stack['ports']['scheduler']}"
+    env = {**os.environ, "AIOS_KERNEL": kernel, "AIOS_DATA_DIR": str(data)}
+    env.pop("AIOS_TOKEN", None)
+
+    def aios(*args, timeout=120):
+        return subprocess.run([str(BIN / "aios"), *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+    for name in ("memory", "s3", "llm_server"):
+        before = read_state(data)["children"][name]
+        os.kill(before["pid"], signal.SIGKILL)
+        end, child = time.monotonic() + 120, before
+        while time.monotonic() < end:
+            child = read_state(data)["children"][name]
+            if child["pid"] != before["pid"] and child["state"] == "running":
+                break
+            time.sleep(0.2)
+        assert child["state"] == "running" and child["restarts"] == before["restarts"] + 1, child
+        assert child["last_exit"] == -9
+        # Everything serves again (the restarted service's health included).
+        end = time.monotonic() + 60
+        while (status := aios("status")).returncode != 0 and time.monotonic() < end:
+            time.sleep(0.2)
+        assert status.returncode == 0, status.stdout + status.stderr
+    assert stack["proc"].poll() is None
+    for name in ("memory", "s3", "llm_server"):
+        row = next(line for line in status.stdout.splitlines() if line.startswith(name))
+        assert "1 (last exit -9)" in row, status.stdout
+    # And each does its work again.
+    assert aios("memory", "add", "healed after a restart").returncode == 0
+    note = tmp_path / "note.txt"
+    note.write_text("written after S3 came back")
+    put = aios("files", "put", str(note), "healed/note.txt")
+    assert put.returncode == 0, put.stderr
+    chat = aios("chat", "Say hello", "--max-tokens", "8")
+    assert chat.returncode == 0 and chat.stdout.strip(), chat.stderr
+
+
 def test_stop_leaves_no_process_behind(stack):
     proc = stack["proc"]
     children = _processes_with(str(stack["data"]))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from services.cli import commands, common
 from services.cli import stack as stack_mod
+from services.cli import supervisor
 
 
 def _port_args(p: argparse.ArgumentParser) -> None:
@@ -47,7 +48,7 @@ def cmd_up(args) -> int:
         llm_parallel=args.llm_parallel, policy=args.policy, metrics_port=args.metrics_port,
         http_port=args.http_port,
     )
-    stack = stack_mod.Stack(config)
+    stack = stack_mod.Stack(config, say=lambda line: print(line, file=sys.stderr, flush=True))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -67,9 +68,9 @@ def cmd_up(args) -> int:
               f"AIOS_DATA_DIR={config.data_dir}", flush=True)
     try:
         while not stop.wait(0.5):
-            dead = [svc for svc, p in stack.procs.items() if p.poll() is not None]
-            if dead:
-                print(f"service exited: {', '.join(dead)} (logs in {stack.logs})", file=sys.stderr)
+            reason = stack.supervise()
+            if reason:
+                print(f"aios up: giving up: {reason}", file=sys.stderr)
                 return 1
         return 0
     finally:
@@ -105,9 +106,31 @@ def cmd_status(args) -> int:
         print(f"the other services: unknown ({common.explain(err, args)})", file=sys.stderr)
         return 1
     rows += [(s.name, s.address, s.status, s.detail) for s in status.services]
-    common.table(("SERVICE", "ADDRESS", "STATUS", "DETAIL"), rows)
+    healthy = all(r[2] in ("SERVING", "NOT_USED") for r in rows)
+    supervised = supervisor.read_state(common.data_dir(args))
+    if supervised is None:
+        common.table(("SERVICE", "ADDRESS", "STATUS", "DETAIL"), rows)
+    else:
+        # The stack `aios up` keeps on this data folder: restarts per child,
+        # and the children the kernel does not see (S3, the LLM server).
+        children = supervised["children"]
+
+        def restarts(name: str) -> str:
+            child = children.get("scheduler" if name == "kernel" else name)
+            if child is None:
+                return "-"
+            last = f" (last exit {child['last_exit']})" if child["last_exit"] is not None else ""
+            return f"{child['restarts']}{last}"
+
+        rows = [(*r[:3], restarts(r[0]), r[3]) for r in rows]
+        for name in ("s3", "llm_server"):
+            if name in children:
+                state = children[name]["state"]
+                rows.append((name, f"pid {children[name]['pid']}", state.upper(), restarts(name), ""))
+                healthy = healthy and state == "running"
+        common.table(("SERVICE", "ADDRESS", "STATUS", "RESTARTS", "DETAIL"), rows)
     print(f"default model {status.default_model or '(none)'}, auth {status.auth}", file=sys.stderr)
-    return 0 if all(r[2] in ("SERVING", "NOT_USED") for r in rows) else 1
+    return 0 if healthy else 1
 
 
 def cmd_chat(args) -> int:

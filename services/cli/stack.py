@@ -3,7 +3,8 @@ server and the five services as child processes on loopback, data under one
 folder.
 
 Every child is started with its own environment and log file, waited for
-(bounded polling of its health or ready line) and stopped by its PID.
+(bounded polling of its health or ready line), restarted on the same port
+when it dies (services/cli/supervisor.py) and stopped by its PID.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.cli.supervisor import Child, Supervisor
 from services.local.llm_server import LocalServer, start_local_server
-from services.runtime import trust
 from services.local.seaweed import SeaweedProcess, start_seaweed
+from services.runtime import trust
 
 SERVICES = ("access", "llm_core", "memory", "storage", "scheduler")
 DEFAULT_PORTS = {"scheduler": 50051, "llm_core": 50052, "memory": 50053, "storage": 50054, "access": 50055}
@@ -78,12 +81,18 @@ class StackConfig:
 
 
 class Stack:
-    def __init__(self, config: StackConfig) -> None:
+    def __init__(self, config: StackConfig, say=lambda _: None) -> None:
         self.config = config
         self.llm_server: LocalServer | None = None
         self.s3: SeaweedProcess | None = None
-        self.procs: dict[str, subprocess.Popen] = {}
         self.logs = config.data_dir / "logs"
+        self.supervisor = Supervisor([], config.data_dir, say=say)
+        self._env: dict[str, str] = {}
+
+    @property
+    def procs(self) -> dict[str, subprocess.Popen]:
+        """The five services' processes, by service name."""
+        return {c.name: c.proc for c in self.supervisor.children if c.name in SERVICES and c.proc is not None}
 
     @property
     def admin_token_file(self) -> Path:
@@ -129,34 +138,68 @@ class Stack:
             env["AIOS_STORAGE_S3_SECRET_KEY"] = self.s3.secret_key
         return env
 
+    # -- children: each started again on the same port when it dies
+
+    def _launch_llm_server(self) -> subprocess.Popen:
+        cfg = self.config
+        port = urlsplit(self.llm_server.base_url).port if self.llm_server is not None else cfg.llm_server_port
+        self.llm_server = start_local_server(cfg.host, port, parallel=cfg.llm_parallel,
+                                             log_path=str(self.logs / "llm_server.log"))
+        return self.llm_server.proc
+
+    def _launch_s3(self) -> subprocess.Popen:
+        port = int(self.s3.endpoint.rpartition(":")[2]) if self.s3 is not None else None
+        self.s3 = start_seaweed(self.config.data_dir / "s3", self.config.host, port)
+        return self.s3.process
+
+    def _launch_service(self, svc: str) -> subprocess.Popen:
+        with open(self.logs / f"{svc}.log", "ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", f"services.{svc}"], env=self._env, cwd=str(REPO_ROOT),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches us; we stop children ourselves
+            )
+
+    def _serving(self, svc: str) -> bool:
+        with grpc.insecure_channel(self.address(svc)) as ch:
+            try:
+                resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=0.3)
+            except grpc.RpcError:
+                return False
+        return resp.status == health_pb2.HealthCheckResponse.SERVING
+
     def start(self, on_ready=None) -> None:
         cfg = self.config
         self.logs.mkdir(parents=True, exist_ok=True)
+        sup = self.supervisor
         try:
             endpoints = cfg.llm_endpoints
             if not endpoints:
-                self.llm_server = start_local_server(
-                    cfg.host, cfg.llm_server_port, parallel=cfg.llm_parallel,
-                    log_path=str(self.logs / "llm_server.log"))
+                child = Child("llm_server", self._launch_llm_server, lambda _: self.llm_server.stop(),
+                              log=str(self.logs / "llm_server.log"))
+                sup.children.append(child)
+                sup.start(child)
                 endpoints = json.dumps([{
                     "name": "local", "model": LOCAL_MODEL, "base_url": self.llm_server.base_url,
                     "model_id": LOCAL_MODEL, "max_concurrency": cfg.llm_parallel, "native_tools": False,
                 }])
                 if on_ready:
                     on_ready("llm server", self.llm_server.base_url)
-            self.s3 = start_seaweed(cfg.data_dir / "s3", cfg.host)
+            # The filer waits 15 s for connections to drain; acknowledged
+            # writes are durable, so 5 s of grace before the kill is enough.
+            child = Child("s3", self._launch_s3, lambda _: self.s3.stop(timeout=5),
+                          log=str(cfg.data_dir / "s3"))
+            sup.children.append(child)
+            sup.start(child)
             if on_ready:
                 on_ready("s3", self.s3.url)
-            env = self.env()
-            env["AIOS_LLM_ENDPOINTS"] = endpoints
+            self._env = self.env()
+            self._env["AIOS_LLM_ENDPOINTS"] = endpoints
             for svc in SERVICES:
-                log = open(self.logs / f"{svc}.log", "ab")
-                self.procs[svc] = subprocess.Popen(
-                    [sys.executable, "-m", f"services.{svc}"], env=env, cwd=str(REPO_ROOT),
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True,  # Ctrl-C reaches us; we stop children ourselves
-                )
-                log.close()
+                child = Child(svc, lambda svc=svc: self._launch_service(svc), _halt,
+                              ready=lambda svc=svc: self._serving(svc), log=str(self.logs / f"{svc}.log"))
+                sup.children.append(child)
+                sup.start(child)
             for svc in SERVICES:
                 try:
                     wait_healthy(self.address(svc), proc=self.procs[svc])
@@ -164,31 +207,28 @@ class Stack:
                     raise RuntimeError(f"{svc}: {exc}\n{_tail(self.logs / f'{svc}.log')}") from None
                 if on_ready:
                     on_ready(svc, self.address(svc))
+            sup.tick()
         except BaseException:
             self.stop()
             raise
 
+    def supervise(self) -> str | None:
+        """Restart what died; the reason to stop the stack, if any."""
+        return self.supervisor.tick()
+
     def stop(self, timeout: float = 15.0) -> None:
-        for svc in reversed(SERVICES):
-            proc = self.procs.get(svc)
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        end = time.monotonic() + timeout
-        for svc, proc in self.procs.items():
-            try:
-                proc.wait(timeout=max(0.1, end - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        self.procs.clear()
-        if self.llm_server is not None:
-            self.llm_server.stop()
-            self.llm_server = None
-        if self.s3 is not None:
-            # The filer waits 15 s for connections to drain; acknowledged
-            # writes are durable, so 5 s of grace before the kill is enough.
-            self.s3.stop(timeout=5)
-            self.s3 = None
+        self.supervisor.stop()
+        self.llm_server = None
+        self.s3 = None
+
+
+def _halt(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
 
 
 def _tail(path: Path, lines: int = 30) -> str:
