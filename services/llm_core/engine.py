@@ -34,7 +34,8 @@ from services.runtime import errors, logs
 
 log = logs.get("llm_core")
 
-# How long an endpoint that refused a connection is ranked last.
+# How long an endpoint that refused a connection is skipped (its circuit is
+# open); then calls try it again (half-open) and the first success closes it.
 DOWN_BACKOFF_SECONDS = 2.0
 # Sessions remembered for cache-affine routing.
 AFFINITY_ENTRIES = 100_000
@@ -312,7 +313,13 @@ class LlmEngine:
         last: errors.AiosError | None = None
         backoff = FIRST_BACKOFF_SECONDS
         for _ in range(MAX_ROUNDS):
+            tried = 0
             for ep in self.router.candidates(req.model, req.session_id):
+                if not ep.healthy(time.monotonic()):
+                    # Circuit open: it refused a connection moments ago. It
+                    # is tried again once DOWN_BACKOFF_SECONDS have passed.
+                    continue
+                tried += 1
                 timeout = _remaining(deadline)
                 if timeout is not None and timeout <= 0:
                     raise last or errors.DeadlineExceeded("the deadline passed before a model answered")
@@ -339,6 +346,10 @@ class LlmEngine:
                 ep.mark_up()
                 self.router.remember(req.session_id, ep)
                 return result
+            if not tried:
+                # No endpoint of the model is reachable: say so at once
+                # rather than at the deadline.
+                raise self._unreachable(req.model, last)
             # Every endpoint failed retryably: back off and go round again,
             # unless the wait would not fit before the deadline.
             timeout = _remaining(deadline)
@@ -348,6 +359,15 @@ class LlmEngine:
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
         assert last is not None
         raise last
+
+    def _unreachable(self, model: str, last: errors.AiosError | None) -> errors.AiosError:
+        eps = self.router.by_model.get(model, [])
+        now = time.monotonic()
+        why = "; ".join(f"{ep.name}: {ep.last_error or 'down'}" for ep in eps)
+        retry = max(0.1, min((ep.down_until - now for ep in eps), default=DOWN_BACKOFF_SECONDS))
+        return errors.Unavailable(f"no endpoint of model {model} is reachable ({why})",
+                                  reason="ENDPOINT_UNREACHABLE", retry_after=retry,
+                                  metadata={"model": model, **(last.metadata if last else {})})
 
     async def generate(self, req: ChatRequest, deadline: float | None = None) -> Completion:
         _validate(req)
