@@ -7,6 +7,14 @@ anything reaches S3, and the object appears whole or not at all. Mutations
 of one owner's space run one at a time (a lock per owner in this process),
 which keeps quota checks, version pruning and the index consistent.
 
+A conditional write (`if_absent`, `if_version_id`) is decided by the object
+store as it commits the object (If-None-Match / If-Match, see objects.py),
+since replicas of this service do not share their locks. The stat before
+only refuses early, before the body is sent. MinIO and AWS check and commit
+in one step; SeaweedFS 4.48 (the local store) does so for If-None-Match on a
+single PUT only: two If-Match writes, or two multipart completions, that
+reach it at the same moment can both pass there.
+
 Versions are S3 versions: each write, rollback or delete adds one; at most
 `max_versions` data versions of a file are kept, older ones are deleted.
 A delete hides the file behind a delete marker, so its versions can still
@@ -34,7 +42,7 @@ from functools import partial
 from services.runtime import errors, logs
 from services.storage import index as idx
 from services.storage import paths
-from services.storage.objects import Missing, ObjectMeta, ObjectStore, Version
+from services.storage.objects import Missing, ObjectMeta, ObjectStore, PreconditionFailed, Version
 
 CHUNK = 1024 * 1024
 SPOOL_MEMORY = 8 * 1024 * 1024
@@ -74,6 +82,17 @@ def _not_found(owner: str, rel: str, version_id: str = "") -> errors.NotFound:
         return errors.NotFound(f"{rel} of {owner!r} has no version {version_id!r}",
                                reason="VERSION_NOT_FOUND", field="version_id")
     return errors.NotFound(f"{owner!r} has no file {rel!r}", reason="FILE_NOT_FOUND")
+
+
+def _condition_failed(rel: str, current: ObjectMeta | None, if_absent: bool,
+                      if_version_id: str) -> errors.Aborted:
+    """The error of a conditional write refused, given the file's current version."""
+    version = current.version_id if current else ""
+    if not if_version_id or (if_absent and version):
+        return errors.Aborted(f"{rel} exists (version {version or '(none)'}): this write may only create it",
+                              reason="FILE_EXISTS", metadata={"current_version_id": version})
+    return errors.Aborted(f"{rel} is at version {version or '(none)'}, not {if_version_id}",
+                          reason="VERSION_MISMATCH", metadata={"current_version_id": version})
 
 
 def _content_type(value: str, rel: str, field: str) -> str:
@@ -172,32 +191,39 @@ class FileStore:
                             if_absent, texts, vectors) -> FileInfo:
         key = paths.key(owner, rel)
         try:
-            # The condition is checked and the object written under the
-            # owner's lock, so no other write of this service comes between.
             async with self._lock(owner):
+                if_etag = ""
                 if if_version_id or if_absent:
-                    try:
-                        current = (await self._run(self.objects.stat, key)).version_id
-                    except Missing:
-                        current = ""
-                    if if_absent and current:
-                        raise errors.Aborted(
-                            f"{rel} exists (version {current}): this write may only create it",
-                            reason="FILE_EXISTS", metadata={"current_version_id": current})
-                if if_version_id:
-                    if current != if_version_id:
-                        raise errors.Aborted(
-                            f"{rel} is at version {current or '(none)'}, not {if_version_id}",
-                            reason="VERSION_MISMATCH", metadata={"current_version_id": current})
+                    # The current version, not the one named: a file deleted
+                    # since is refused here too (MinIO lets If-Match pass over a
+                    # delete marker).
+                    current = await self._current(key)
+                    version = current.version_id if current else ""
+                    if (if_absent and version) or (if_version_id and version != if_version_id):
+                        raise _condition_failed(rel, current, if_absent, if_version_id)
+                    # The store compares ETags, not version ids: a newer version
+                    # with the same bytes passes too, which is harmless, as the
+                    # content the writer expected is what is current.
+                    if_etag = current.etag if if_version_id else ""
                 await self._check_quota(owner, key, size)
-                meta = await self._run(self.objects.put, key, spool, size, content_type=content_type,
-                                       sha256=sha256)
+                try:
+                    meta = await self._run(self.objects.put, key, spool, size, content_type=content_type,
+                                           sha256=sha256, if_absent=if_absent, if_etag=if_etag)
+                except PreconditionFailed:
+                    # Another write (likely another replica's) came first.
+                    raise _condition_failed(rel, await self._current(key), if_absent, if_version_id) from None
                 await self._settle(owner, rel, meta.version_id, texts, vectors)
         finally:
             spool.close()
         log.info("file written", owner=owner, path=rel, size=size, version_id=meta.version_id,
                  indexed=vectors is not None)
         return _info(owner, rel, meta)
+
+    async def _current(self, key: str) -> ObjectMeta | None:
+        try:
+            return await self._run(self.objects.stat, key)
+        except Missing:
+            return None
 
     def _over_bytes(self, owner: str, total: int, limit: int) -> errors.ResourceExhausted:
         return errors.ResourceExhausted(

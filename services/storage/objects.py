@@ -9,6 +9,10 @@ The bucket keeps S3 versions. Each object this service writes carries two
 metadata fields: its sha256 and the write time with sub-second precision,
 because S3 listings stamp versions only to the second on some servers
 (SeaweedFS), too coarse to order versions or to roll back to a time.
+
+A write may carry a condition (create only, or only over the version with a
+given ETag), sent as If-None-Match / If-Match for the store to evaluate as it
+commits the object; a refusal is `PreconditionFailed`.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import BinaryIO
 import urllib3
 from minio import Minio
 from minio.commonconfig import REPLACE, CopySource
-from minio.datatypes import parse_list_objects
+from minio.datatypes import CompleteMultipartUploadResult, parse_list_objects
 from minio.error import MinioException, S3Error, ServerError
 from minio.versioningconfig import ENABLED, VersioningConfig
 
@@ -34,12 +38,19 @@ SHA256_META = "sha256"
 TIME_META = "aios-time"
 PART_SIZE = 8 * 1024 * 1024
 _MISSING_CODES = {"NoSuchKey", "NoSuchVersion", "MethodNotAllowed"}
+# A conditional write refused; AWS answers 409 ConditionalRequestConflict when
+# a concurrent write or delete of the key got in the way.
+_PRECONDITION_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
 # 5xx answers with an S3 error body: worth retrying, not the caller's fault.
 _BUSY_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"}
 
 
 class Missing(Exception):
     """The object (or the version asked for) does not exist."""
+
+
+class PreconditionFailed(Exception):
+    """A conditional write's condition did not hold when the store committed it."""
 
 
 @dataclass
@@ -50,6 +61,7 @@ class ObjectMeta:
     content_type: str
     modified: float  # Unix seconds
     version_id: str
+    etag: str = ""  # without quotes
 
 
 @dataclass
@@ -155,19 +167,67 @@ class ObjectStore:
         meta = st.metadata
         return ObjectMeta(key=key, size=st.size or 0, sha256=meta.get(f"x-amz-meta-{SHA256_META}", ""),
                           content_type=st.content_type or "", modified=_header_time(meta),
-                          version_id=st.version_id or "")
+                          version_id=st.version_id or "", etag=st.etag or "")
 
-    def put(self, key: str, data: BinaryIO, length: int, *, content_type: str, sha256: str) -> ObjectMeta:
+    def put(self, key: str, data: BinaryIO, length: int, *, content_type: str, sha256: str,
+            if_absent: bool = False, if_etag: str = "") -> ObjectMeta:
+        """Store data as the key's new version; with if_absent only if the key
+        has no current object, with if_etag only over the current object of
+        that ETag (else PreconditionFailed)."""
         modified = time.time()
+        content_type = content_type or "application/octet-stream"
+        metadata = {SHA256_META: sha256, TIME_META: f"{modified:.6f}"}
         data.seek(0)
         with _mapped():
-            result = self.client.put_object(
-                self.bucket, key, data, length, content_type=content_type or "application/octet-stream",
-                metadata={SHA256_META: sha256, TIME_META: f"{modified:.6f}"},
-                part_size=PART_SIZE, num_parallel_uploads=2)
-        return ObjectMeta(key=key, size=length, sha256=sha256,
-                          content_type=content_type or "application/octet-stream",
-                          modified=modified, version_id=result.version_id or "")
+            if if_absent or if_etag:
+                condition = {"If-None-Match": "*"} if if_absent else {"If-Match": f'"{if_etag}"'}
+                headers = {"Content-Type": content_type, **{f"x-amz-meta-{k}": v for k, v in metadata.items()}}
+                try:
+                    version_id, etag = self._put_if(key, data, length, headers, condition)
+                except S3Error as exc:
+                    # A missing object fails If-Match (AWS answers 404 to it).
+                    if exc.code in _PRECONDITION_CODES or (if_etag and exc.code == "NoSuchKey"):
+                        raise PreconditionFailed(exc.code) from None
+                    raise
+            else:
+                result = self.client.put_object(
+                    self.bucket, key, data, length, content_type=content_type, metadata=metadata,
+                    part_size=PART_SIZE, num_parallel_uploads=2)
+                version_id, etag = result.version_id, result.etag
+        return ObjectMeta(key=key, size=length, sha256=sha256, content_type=content_type,
+                          modified=modified, version_id=version_id or "", etag=etag or "")
+
+    def _put_if(self, key: str, data: BinaryIO, length: int, headers: dict,
+                condition: dict) -> tuple[str | None, str | None]:
+        """A write with a condition header, as one PUT or, over a part, as a
+        multipart upload whose completion carries the condition (S3 evaluates
+        it there). (version id, ETag).
+
+        minio's public calls cannot send these headers (put_object turns the
+        metadata it is given into x-amz-meta-*, and _complete_multipart_upload
+        takes no headers), hence its internals.
+        """
+        if length <= PART_SIZE:
+            response = self.client._execute("PUT", self.bucket, key, body=data.read(length),
+                                            headers={**headers, **condition}, no_body_trace=True)
+            return response.headers.get("x-amz-version-id"), response.headers.get("etag", "").strip('"')
+        upload_id = self.client._create_multipart_upload(self.bucket, key, dict(headers))
+        try:
+            parts = []
+            for number, offset in enumerate(range(0, length, PART_SIZE), start=1):
+                chunk = data.read(min(PART_SIZE, length - offset))
+                etag = self.client._upload_part(self.bucket, key, chunk, None, upload_id, number)
+                parts.append(f"<Part><PartNumber>{number}</PartNumber><ETag>\"{etag}\"</ETag></Part>")
+            body = f"<CompleteMultipartUpload>{''.join(parts)}</CompleteMultipartUpload>".encode()
+            result = CompleteMultipartUploadResult(self.client._execute(
+                "POST", self.bucket, key, body=body, headers={"Content-Type": "application/xml", **condition},
+                query_params={"uploadId": upload_id}))
+        except BaseException:
+            # Refused or failed: drop the parts (the store would keep them).
+            with contextlib.suppress(Exception):
+                self.client._abort_multipart_upload(self.bucket, key, upload_id)
+            raise
+        return result.version_id, result.etag
 
     def restore(self, key: str, version: Version) -> ObjectMeta:
         """Copy an earlier version on top, as a new version with a fresh time."""
