@@ -8,6 +8,15 @@ long-term memory (a tier flag; they stay searchable and are never deleted).
 Operations that touch the working set of a namespace run one at a time under
 that namespace's lock, so the read of the set and the write of the new tiers
 agree. Embedding happens before taking the lock.
+
+A mutation with a request id applies once, so that a caller may retry one
+that was applied but not answered. An add stores its records under ids
+derived from the key (a retry finds them and returns them as they are now);
+updates and deletes write their key, in the same Qdrant request as the
+change, into the namespace's record of its last APPLIED_KEYS keyed updates
+and deletes, and a retry found there applies nothing. The record is read and
+rewritten under the namespace's lock, like the working set: one service
+process per Qdrant collection, as for that.
 """
 
 from __future__ import annotations
@@ -21,8 +30,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from services.memory import working
 from services.memory.records import (
-    LONG_TERM, WORKING, Filter, Limits, MemoryInput, Namespace, Record,
-    check_content, check_id, check_input, check_metadata, check_tags, new_id, parse_filter,
+    LONG_TERM, WORKING, Filter, Limits, MemoryInput, Namespace, Record, check_content, check_id,
+    check_input, check_metadata, check_request_id, check_tags, keyed_id, new_id, parse_filter,
 )
 from services.runtime import errors
 
@@ -34,6 +43,9 @@ MAX_TOP_K = 100
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 UPDATABLE = ("content", "metadata", "tags")
+# Keyed updates and deletes remembered per namespace (about 50 KiB at most): a
+# retry comes soon after its first try, not hundreds of mutations later.
+APPLIED_KEYS = 256
 
 
 class Embedder(Protocol):
@@ -69,11 +81,12 @@ class Memory:
         return rec
 
     async def _commit(self, ns: Namespace, used: list[Record],
-                      vectors: dict[str, list[float]] | None = None, fields: tuple[str, ...] = ()) -> None:
+                      vectors: dict[str, list[float]] | None = None, fields: tuple[str, ...] = (),
+                      applied: tuple[Namespace, list[list[str]]] | None = None) -> None:
         """Write the records of one call as just used, evicting what the working
         set no longer holds, in one request. `vectors` holds (re)embedded records
-        to write whole; the others get their access fields and `fields` set.
-        The caller holds ns's lock."""
+        to write whole; the others get their access fields and `fields` set;
+        `applied` replaces ns's remembered keys. The caller holds ns's lock."""
         vectors = vectors or {}
         histories = await self.store.working_histories(ns, WORKING)
         for rec in used:
@@ -89,21 +102,22 @@ class Memory:
                               **{name: getattr(r, name) for name in fields}})
                     for r in used if r.id not in vectors]
         await self.store.write(upserts=[(r, vectors[r.id]) for r in used if r.id in vectors],
-                               changes=changes)
+                               changes=changes, applied=applied)
 
-    def _new(self, ns: Namespace, item: MemoryInput) -> Record:
+    def _new(self, ns: Namespace, item: MemoryInput, record_id: str = "") -> Record:
         now = self.clock.now()
-        return Record(id=new_id(), owner=ns.owner, tenant=ns.tenant, content=item.content,
+        return Record(id=record_id or new_id(), owner=ns.owner, tenant=ns.tenant, content=item.content,
                       metadata=dict(item.metadata), tags=list(dict.fromkeys(item.tags)),
                       create_time=now, update_time=now, accesses=[now], access_count=1, tier=WORKING)
 
     # --- operations ---------------------------------------------------------------
 
-    async def add(self, ns: Namespace, item: MemoryInput) -> Record:
+    async def add(self, ns: Namespace, item: MemoryInput, request_id: str = "") -> Record:
         check_input(item, self.limits, "memory")
-        return (await self._add_all(ns, [item]))[0]
+        keyed = [keyed_id(ns, request_id)] if check_request_id(request_id) else None
+        return (await self._add_all(ns, [item], keyed))[0]
 
-    async def batch_add(self, ns: Namespace, items: list[MemoryInput]) -> list[Record]:
+    async def batch_add(self, ns: Namespace, items: list[MemoryInput], request_id: str = "") -> list[Record]:
         if not items:
             raise errors.InvalidArgument("memories must not be empty", field="memories")
         if len(items) > self.limits.max_batch:
@@ -112,14 +126,22 @@ class Memory:
                 field="memories", reason="BATCH_TOO_LARGE")
         for i, item in enumerate(items):
             check_input(item, self.limits, f"memories[{i}]")
-        return await self._add_all(ns, items)
+        keyed = ([keyed_id(ns, request_id, i) for i in range(len(items))]
+                 if check_request_id(request_id) else None)
+        return await self._add_all(ns, items, keyed)
 
-    async def _add_all(self, ns: Namespace, items: list[MemoryInput]) -> list[Record]:
+    async def _add_all(self, ns: Namespace, items: list[MemoryInput], keyed: list[str] | None) -> list[Record]:
+        """Store items as new records; with `keyed` ids (derived from a request
+        id), those already stored are a retry's and are returned as they are."""
         # All vectors first, then one write: a batch is stored whole or not at all.
         vectors = await self.embedder.embed([item.content for item in items])
         async with self._lock(ns):
-            records = [self._new(ns, item) for item in items]
-            await self._commit(ns, records, {r.id: v for r, v in zip(records, vectors)})
+            stored = await self.store.get_many(ns, keyed) if keyed else {}
+            ids = keyed or [new_id() for _ in items]
+            records = [stored.get(rid) or self._new(ns, item, rid) for rid, item in zip(ids, items)]
+            fresh = {r.id: v for r, v in zip(records, vectors) if r.id not in stored}
+            if fresh:
+                await self._commit(ns, [r for r in records if r.id in fresh], fresh)
         return records
 
     async def get(self, ns: Namespace, record_id: str) -> Record:
@@ -136,8 +158,10 @@ class Memory:
             raise errors.NotFound(f"no memory {record_id!r} for {ns.owner!r}", reason="MEMORY_NOT_FOUND")
         return rec
 
-    async def update(self, ns: Namespace, record_id: str, item: MemoryInput, fields: list[str]) -> Record:
+    async def update(self, ns: Namespace, record_id: str, item: MemoryInput, fields: list[str],
+                     request_id: str = "") -> Record:
         record_id = check_id(record_id)
+        check_request_id(request_id)
         chosen = self._update_fields(item, fields)
         if "content" in chosen:
             check_content(item.content, self.limits, "memory.content")
@@ -147,6 +171,10 @@ class Memory:
             check_metadata(item.metadata, "memory.metadata")
         vector = (await self.embedder.embed([item.content]))[0] if "content" in chosen else None
         async with self._lock(ns):
+            done, applied = await self._keys(ns, "update", request_id, record_id)
+            if done:
+                # Not again: a later update since would be undone.
+                return await self._existing(ns, record_id)
             rec = await self._existing(ns, record_id)
             now = self.clock.now()
             rec = replace(
@@ -157,10 +185,21 @@ class Memory:
             )
             self._accessed(rec, now)
             if vector is not None:
-                await self._commit(ns, [rec], {rec.id: vector})
+                await self._commit(ns, [rec], {rec.id: vector}, applied=applied)
             else:
-                await self._commit(ns, [rec], fields=("metadata", "tags", "update_time"))
+                await self._commit(ns, [rec], fields=("metadata", "tags", "update_time"), applied=applied)
         return rec
+
+    async def _keys(self, ns: Namespace, op: str, request_id: str, record_id: str
+                    ) -> tuple[bool, tuple[Namespace, list[list[str]]] | None]:
+        """For a keyed update or delete: whether this key applied it already,
+        and ns's remembered keys with this one added, for the store to write
+        with the change (None without a key). The caller holds ns's lock."""
+        if not request_id:
+            return False, None
+        entry = [op, request_id, record_id]
+        remembered = await self.store.applied(ns)
+        return entry in remembered, (ns, (remembered + [entry])[-APPLIED_KEYS:])
 
     @staticmethod
     def _update_fields(item: MemoryInput, fields: list[str]) -> set[str]:
@@ -178,11 +217,15 @@ class Memory:
                                          field="memory")
         return given
 
-    async def delete(self, ns: Namespace, record_id: str) -> None:
+    async def delete(self, ns: Namespace, record_id: str, request_id: str = "") -> None:
         record_id = check_id(record_id)
+        check_request_id(request_id)
         async with self._lock(ns):
+            done, applied = await self._keys(ns, "delete", request_id, record_id)
+            if done:
+                return  # deleted by this key's first try
             await self._existing(ns, record_id)
-            await self.store.delete(record_id)
+            await self.store.write(deletes=[record_id], applied=applied)
 
     async def list(self, ns: Namespace, *, filter: str = "", tier: str = "", page_size: int = 0,
                    page_token: str = "") -> tuple[list[Record], str]:

@@ -5,6 +5,7 @@ Plain data and validation; no gRPC and no Qdrant here.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -20,6 +21,10 @@ MAX_TAG_CHARS = 256
 MAX_METADATA_ENTRIES = 64
 MAX_METADATA_KEY_CHARS = 256
 MAX_METADATA_VALUE_CHARS = 4096
+MAX_REQUEST_ID_CHARS = 128
+_REQUEST_ID = re.compile(r"[!-~]{1,%d}" % MAX_REQUEST_ID_CHARS)
+# Names the ids derived from request ids (uuid5), so they never meet another scheme's.
+_KEYED = uuid.uuid5(uuid.NAMESPACE_URL, "urn:aios:memory:request-id")
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,25 @@ def check_id(record_id: str) -> str:
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+def check_request_id(value: str, where: str = "request_id") -> str:
+    if value and not _REQUEST_ID.fullmatch(value):
+        raise errors.InvalidArgument(
+            f"{where} must be at most {MAX_REQUEST_ID_CHARS} printable ASCII characters without spaces",
+            field=where, reason="INVALID_REQUEST_ID")
+    return value
+
+
+def keyed_id(ns: Namespace, request_id: str, index: int | None = None) -> str:
+    """The id of the record an add with this key stores (item `index` of a
+    batch): the same on every retry, so the retry finds it."""
+    return str(uuid.uuid5(_KEYED, json.dumps([ns.tenant, ns.owner, request_id, index])))
+
+
+def applied_id(ns: Namespace) -> str:
+    """The id of the point that remembers ns's last keyed updates and deletes."""
+    return str(uuid.uuid5(_KEYED, json.dumps(["applied", ns.tenant, ns.owner])))
 
 
 # --- filters -----------------------------------------------------------------

@@ -42,11 +42,12 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         self.memory = memory
 
     async def AddMemory(self, request, context):
-        rec = await self.memory.add(_ns(request), _input(request.memory))
+        rec = await self.memory.add(_ns(request), _input(request.memory), request.request_id)
         return pb.AddMemoryResponse(memory=to_proto(rec))
 
     async def BatchAddMemories(self, request, context):
-        recs = await self.memory.batch_add(_ns(request), [_input(m) for m in request.memories])
+        recs = await self.memory.batch_add(_ns(request), [_input(m) for m in request.memories],
+                                           request.request_id)
         return pb.BatchAddMemoriesResponse(memories=[to_proto(r) for r in recs])
 
     async def GetMemory(self, request, context):
@@ -54,11 +55,11 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
 
     async def UpdateMemory(self, request, context):
         rec = await self.memory.update(_ns(request), request.id, _input(request.memory),
-                                       list(request.update_mask.paths))
+                                       list(request.update_mask.paths), request.request_id)
         return pb.UpdateMemoryResponse(memory=to_proto(rec))
 
     async def DeleteMemory(self, request, context):
-        await self.memory.delete(_ns(request), request.id)
+        await self.memory.delete(_ns(request), request.id, request.request_id)
         return pb.DeleteMemoryResponse()
 
     async def ListMemories(self, request, context):

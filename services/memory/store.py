@@ -6,6 +6,10 @@ thread-safe, so every call runs on this adapter's one worker thread, off the
 event loop. One point per record: the id is the record id, the vector its
 content's embedding, the payload everything else (the access history too, so
 the working set survives a restart).
+
+Besides, one point per namespace remembers its last keyed updates and
+deletes (see Memory), so that one request can write a change and its key
+together. Its payload has no "owner", so no namespace's filter ever matches it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from services.memory.records import Filter, Namespace, Record
+from services.memory.records import Filter, Namespace, Record, applied_id
 from services.runtime import errors
 
 T = TypeVar("T")
@@ -134,18 +138,24 @@ class QdrantStore:
 
     async def get(self, ns: Namespace, record_id: str) -> Record | None:
         """The record if it exists in this namespace (another's looks absent)."""
-        points = await self._call(self._client.retrieve, self.collection, [record_id],
-                                  with_payload=True, with_vectors=False)
-        if not points:
-            return None
-        rec = _record(points[0].id, points[0].payload or {})
-        if rec.owner != ns.owner or rec.tenant != ns.tenant:
-            return None
-        return rec
+        return (await self.get_many(ns, [record_id])).get(record_id)
 
-    async def delete(self, record_id: str) -> None:
-        await self._call(self._client.delete, self.collection,
-                         points_selector=qm.PointIdsList(points=[record_id]), wait=True)
+    async def get_many(self, ns: Namespace, record_ids: list[str]) -> dict[str, Record]:
+        """Those of the records that exist in this namespace, by id."""
+        points = await self._call(self._client.retrieve, self.collection, record_ids,
+                                  with_payload=True, with_vectors=False)
+        found = {}
+        for p in points:
+            payload = p.payload or {}
+            if payload.get("owner") == ns.owner and payload.get("tenant", "") == ns.tenant:
+                found[str(p.id)] = _record(p.id, payload)
+        return found
+
+    async def applied(self, ns: Namespace) -> list[list[str]]:
+        """ns's remembered keyed updates and deletes, oldest first: [op, request id, record id]."""
+        points = await self._call(self._client.retrieve, self.collection, [applied_id(ns)],
+                                  with_payload=["applied"], with_vectors=False)
+        return [list(e) for e in (points[0].payload or {}).get("applied", [])] if points else []
 
     async def scroll(self, ns: Namespace, flt: Filter, tier: str, limit: int, after: str | None
                      ) -> tuple[list[Record], str | None]:
@@ -180,14 +190,25 @@ class QdrantStore:
         return await self._call(scan)
 
     async def write(self, upserts: Iterable[tuple[Record, list[float]]] = (),
-                    changes: Iterable[tuple[list[str], dict]] = ()) -> None:
+                    changes: Iterable[tuple[list[str], dict]] = (), deletes: Iterable[str] = (),
+                    applied: tuple[Namespace, list[list[str]]] | None = None) -> None:
         """In one request: set payload fields of existing points ((ids, fields)
-        pairs), then insert or replace whole records with their vectors."""
+        pairs), insert or replace whole records with their vectors, delete
+        records, and replace a namespace's remembered keys (see `applied`)."""
         ops: list = [qm.SetPayloadOperation(set_payload=qm.SetPayload(payload=fields, points=ids))
                      for ids, fields in changes if ids]
         points = [qm.PointStruct(id=rec.id, vector=vector, payload=_payload(rec)) for rec, vector in upserts]
+        if applied is not None:
+            ns, entries = applied
+            # Qdrant wants a vector on every point; a unit one, as cosine cannot
+            # normalise zero. No search reaches it (no owner in its payload).
+            points.append(qm.PointStruct(
+                id=applied_id(ns), vector=[1.0] + [0.0] * (self.vector_size - 1),
+                payload={"applied_owner": ns.owner, "applied_tenant": ns.tenant, "applied": entries}))
         if points:
             ops.append(qm.UpsertOperation(upsert=qm.PointsList(points=points)))
+        if deletes:
+            ops.append(qm.DeleteOperation(delete=qm.PointIdsList(points=list(deletes))))
         if ops:
             await self._call(self._client.batch_update_points, self.collection, ops, wait=True)
 

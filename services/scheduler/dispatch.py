@@ -7,6 +7,7 @@ into an Outcome. Errors of the downstream service pass through unchanged.
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import grpc
@@ -38,6 +39,10 @@ _MEMORY_RPC = {
     "list": "ListMemories",
     "search": "SearchMemories",
 }
+
+# Calls that change something: the kernel keys them (see _keyed).
+_MEMORY_MUTATIONS = {"add", "batch_add", "update", "delete"}
+_STORAGE_MUTATIONS = {"delete", "rollback"}  # and "write", whose header carries the key
 
 _STORAGE_UNARY = {
     "stat": "StatFile",
@@ -131,6 +136,8 @@ class Dispatcher:
         call = entry.syscall.memory
         op = call.WhichOneof("op")
         request = getattr(call, op)
+        if op in _MEMORY_MUTATIONS:
+            request = _keyed(request, _key(entry))
         response = await getattr(self.memory, _MEMORY_RPC[op])(request, timeout=_timeout(entry))
         result = ks.MemoryResult()
         getattr(result, op).CopyFrom(response)
@@ -145,8 +152,8 @@ class Dispatcher:
         if op == "write":
             # A write access control let through as a create must stay one:
             # storage refuses it if the file appeared meanwhile.
-            parts = _write_parts(request, entry.create_only) if entry.body is None \
-                else _upload_parts(request, entry.body, entry.create_only)
+            parts = _write_parts(request, entry.create_only, _key(entry)) if entry.body is None \
+                else _upload_parts(request, entry.body, entry.create_only, _key(entry))
             response = await self.storage.WriteFile(parts, timeout=timeout)
             result.write.CopyFrom(response)
         elif op == "read" and entry.body is not None:
@@ -167,6 +174,8 @@ class Dispatcher:
 
             result.share.CopyFrom(await self.share(Caller(entry.agent), request))
         elif op in _STORAGE_UNARY:
+            if op in _STORAGE_MUTATIONS:
+                request = _keyed(request, _key(entry))
             response = await getattr(self.storage, _STORAGE_UNARY[op])(request, timeout=timeout)
             getattr(result, op).CopyFrom(response)
         else:
@@ -220,21 +229,40 @@ class Dispatcher:
         return info, b"".join(parts)
 
 
-def _write_header(req: ks.WriteFileInline, if_absent: bool) -> st.WriteFileRequest:
+def _key(entry: Entry) -> str:
+    """The idempotency key of an entry's service calls: the same for every
+    run of the syscall (a kernel restart runs it again) and every retry of
+    its request id (a retry after UNAVAILABLE is a new entry), and never
+    another agent's."""
+    if not entry.request_id:
+        return entry.id
+    return "r-" + hashlib.sha256(f"{entry.agent}\0{entry.request_id}".encode()).hexdigest()[:40]
+
+
+def _keyed(request, key: str):
+    """The request with the kernel's idempotency key (services apply a keyed
+    mutation once). A copy: the syscall as submitted stays as it was."""
+    keyed = type(request)()
+    keyed.CopyFrom(request)
+    keyed.request_id = key
+    return keyed
+
+
+def _write_header(req: ks.WriteFileInline, if_absent: bool, request_id: str) -> st.WriteFileRequest:
     return st.WriteFileRequest(header=st.WriteFileHeader(
         owner=req.owner, path=req.path, content_type=req.content_type, if_version_id=req.if_version_id,
-        if_absent=if_absent))
+        if_absent=if_absent, request_id=request_id))
 
 
-async def _upload_parts(req: ks.WriteFileInline, chunks, if_absent: bool = False):
+async def _upload_parts(req: ks.WriteFileInline, chunks, if_absent: bool = False, request_id: str = ""):
     """An upload's header, then its chunks as the caller sends them."""
-    yield _write_header(req, if_absent)
+    yield _write_header(req, if_absent, request_id)
     async for chunk in chunks:
         yield st.WriteFileRequest(chunk=chunk)
 
 
-def _write_parts(req: ks.WriteFileInline, if_absent: bool = False):
-    yield _write_header(req, if_absent)
+def _write_parts(req: ks.WriteFileInline, if_absent: bool = False, request_id: str = ""):
+    yield _write_header(req, if_absent, request_id)
     data = req.content
     for i in range(0, len(data), CHUNK):
         yield st.WriteFileRequest(chunk=data[i:i + CHUNK])

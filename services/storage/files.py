@@ -22,6 +22,15 @@ be listed and rolled back to.
 
 Quotas count an owner's current files (not older versions, which
 `max_versions` bounds): `quota_files` files and `quota_bytes` bytes.
+
+A write or rollback with a request id keeps the id with the version it makes
+(see objects.py). A retry finds it there while that version is current and
+returns it, writing nothing; this comes before the write's conditions, which
+its own first try would fail. Once another version is current, a retry
+writes again. A delete marker carries no metadata, so a keyed delete of what
+is already deleted succeeds (counting 0) rather than proving whose delete it
+was. Like the conditions, this is decided under the owner's lock: two
+replicas given one retry at the same moment could both write.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import mimetypes
+import re
 import tempfile
 import time
 import unicodedata
@@ -54,6 +64,9 @@ MAX_OWNERS = 100
 MAX_QUERY_CHARS = 4000
 DEFAULT_PRESIGN = 3600
 MAX_PRESIGN = 7 * 24 * 3600  # S3 signatures (v4) are valid at most 7 days
+MAX_REQUEST_ID_CHARS = 128
+# Printable ASCII without spaces: it travels as an S3 metadata header.
+_REQUEST_ID = re.compile(r"[!-~]{1,%d}" % MAX_REQUEST_ID_CHARS)
 
 log = logs.get("storage")
 
@@ -99,6 +112,14 @@ def _content_type(value: str, rel: str, field: str) -> str:
     if len(value) > 255 or any(unicodedata.category(c) == "Cc" for c in value):
         raise errors.InvalidArgument("content_type is not valid", field=field)
     return value or mimetypes.guess_type(rel)[0] or "application/octet-stream"
+
+
+def _request_id(value: str, field: str) -> str:
+    if value and not _REQUEST_ID.fullmatch(value):
+        raise errors.InvalidArgument(
+            f"{field} must be at most {MAX_REQUEST_ID_CHARS} printable ASCII characters without spaces",
+            field=field, reason="INVALID_REQUEST_ID")
+    return value
 
 
 def _spool(spool, digest, data: bytes) -> None:
@@ -158,12 +179,14 @@ class FileStore:
     # -- write -----------------------------------------------------------
 
     async def write(self, owner: str, path: str, chunks: AsyncIterator[bytes], *,
-                    content_type: str = "", if_version_id: str = "", if_absent: bool = False) -> FileInfo:
+                    content_type: str = "", if_version_id: str = "", if_absent: bool = False,
+                    request_id: str = "") -> FileInfo:
         owner = paths.owner(owner, "header.owner")
         rel = paths.path(path, "header.path")
         content_type = _content_type(content_type, rel, "header.content_type")
         if if_version_id:
             paths.version_id(if_version_id, "header.if_version_id")
+        _request_id(request_id, "header.request_id")
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)
         try:
             digest, size = hashlib.sha256(), 0
@@ -185,19 +208,23 @@ class FileStore:
         # Shielded: once committing starts, a cancelled caller does not leave
         # the object written but unpruned or unindexed.
         return await asyncio.shield(self._commit_write(
-            owner, rel, spool, size, content_type, digest.hexdigest(), if_version_id, if_absent, texts, vectors))
+            owner, rel, spool, size, content_type, digest.hexdigest(), if_version_id, if_absent,
+            request_id, texts, vectors))
 
     async def _commit_write(self, owner, rel, spool, size, content_type, sha256, if_version_id,
-                            if_absent, texts, vectors) -> FileInfo:
+                            if_absent, request_id, texts, vectors) -> FileInfo:
         key = paths.key(owner, rel)
         try:
             async with self._lock(owner):
+                # The current version, not the one named: a file deleted since
+                # is refused here too (MinIO lets If-Match pass over a delete
+                # marker).
+                current = await self._current(key) if (if_version_id or if_absent or request_id) else None
+                if request_id and current and current.request_id == request_id:
+                    log.info("file write retried", owner=owner, path=rel, version_id=current.version_id)
+                    return _info(owner, rel, current)
                 if_etag = ""
                 if if_version_id or if_absent:
-                    # The current version, not the one named: a file deleted
-                    # since is refused here too (MinIO lets If-Match pass over a
-                    # delete marker).
-                    current = await self._current(key)
                     version = current.version_id if current else ""
                     if (if_absent and version) or (if_version_id and version != if_version_id):
                         raise _condition_failed(rel, current, if_absent, if_version_id)
@@ -208,7 +235,8 @@ class FileStore:
                 await self._check_quota(owner, key, size)
                 try:
                     meta = await self._run(self.objects.put, key, spool, size, content_type=content_type,
-                                           sha256=sha256, if_absent=if_absent, if_etag=if_etag)
+                                           sha256=sha256, if_absent=if_absent, if_etag=if_etag,
+                                           request_id=request_id)
                 except PreconditionFailed:
                     # Another write (likely another replica's) came first.
                     raise _condition_failed(rel, await self._current(key), if_absent, if_version_id) from None
@@ -348,8 +376,9 @@ class FileStore:
 
     # -- delete ----------------------------------------------------------
 
-    async def delete(self, owner: str, path: str, *, recursive: bool = False) -> int:
+    async def delete(self, owner: str, path: str, *, recursive: bool = False, request_id: str = "") -> int:
         owner, rel = paths.owner(owner), paths.path(path)
+        _request_id(request_id, "request_id")
         key = paths.key(owner, rel)
         async with self._lock(owner):
             try:
@@ -364,6 +393,9 @@ class FileStore:
                     raise errors.FailedPrecondition(f"{rel} is a folder; delete it with recursive",
                                                     reason="IS_A_FOLDER", field="recursive")
             if not doomed:
+                if request_id and await self._run(self.objects.deleted, key, below=recursive):
+                    # Likely this call's first try; either way, what it asked for holds.
+                    return 0
                 raise _not_found(owner, rel)
             for k in doomed:
                 await self._run(self.objects.delete, k)
@@ -382,15 +414,19 @@ class FileStore:
         return found
 
     async def rollback(self, owner: str, path: str, *, version_id: str = "",
-                       at: float | None = None) -> FileInfo:
+                       at: float | None = None, request_id: str = "") -> FileInfo:
         """Make an earlier version current again, as a new version."""
         owner, rel = paths.owner(owner), paths.path(path)
         if not version_id and at is None:
             raise errors.InvalidArgument("set version_id or time", field="target")
         if version_id:
             paths.version_id(version_id)
+        _request_id(request_id, "request_id")
         key = paths.key(owner, rel)
         async with self._lock(owner):
+            current = await self._current(key) if request_id else None
+            if current and current.request_id == request_id:
+                return _info(owner, rel, current)  # made by this call's first try
             found = await self._run(self.objects.versions, key)
             if not found:
                 raise _not_found(owner, rel)
@@ -413,7 +449,7 @@ class FileStore:
             if target.is_latest:
                 return _info(owner, rel, await self._run(self.objects.stat, key, target.version_id))
             await self._check_quota(owner, key, target.size)
-            meta = await self._run(self.objects.restore, key, target)
+            meta = await self._run(self.objects.restore, key, target, request_id)
             texts, vectors = None, None
             if self.index is not None and self.embed is not None and meta.size <= self.index_max_bytes:
                 data = await self._read_all(key, meta.version_id)

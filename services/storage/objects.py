@@ -8,7 +8,9 @@ unreachable store Unavailable.
 The bucket keeps S3 versions. Each object this service writes carries two
 metadata fields: its sha256 and the write time with sub-second precision,
 because S3 listings stamp versions only to the second on some servers
-(SeaweedFS), too coarse to order versions or to roll back to a time.
+(SeaweedFS), too coarse to order versions or to roll back to a time. A third,
+the request id of the write (or rollback) that made it, when it had one,
+lets a retry of that call find it.
 
 A write may carry a condition (create only, or only over the version with a
 given ETag), sent as If-None-Match / If-Match for the store to evaluate as it
@@ -36,6 +38,7 @@ from services.runtime import errors
 
 SHA256_META = "sha256"
 TIME_META = "aios-time"
+REQUEST_META = "aios-request"
 PART_SIZE = 8 * 1024 * 1024
 _MISSING_CODES = {"NoSuchKey", "NoSuchVersion", "MethodNotAllowed"}
 # A conditional write refused; AWS answers 409 ConditionalRequestConflict when
@@ -62,6 +65,7 @@ class ObjectMeta:
     modified: float  # Unix seconds
     version_id: str
     etag: str = ""  # without quotes
+    request_id: str = ""  # of the call that wrote this version
 
 
 @dataclass
@@ -118,6 +122,20 @@ def _is_true(value) -> bool:
     return str(value).lower() == "true"
 
 
+def _now() -> float:
+    # To the microsecond, as TIME_META keeps it: a version's info reads the
+    # same when it is written and when it is stat'ed later.
+    return round(time.time(), 6)
+
+
+def _metadata(sha256: str, modified: float, request_id: str) -> dict[str, str]:
+    """The x-amz-meta-* fields of a new version (without the prefix)."""
+    fields = {SHA256_META: sha256, TIME_META: f"{modified:.6f}"}
+    if request_id:
+        fields[REQUEST_META] = request_id
+    return fields
+
+
 class ObjectStore:
     def __init__(self, endpoint: str, access_key: str, secret_key: str, bucket: str, *,
                  secure: bool = False, region: str = "us-east-1", public_endpoint: str = "",
@@ -167,16 +185,17 @@ class ObjectStore:
         meta = st.metadata
         return ObjectMeta(key=key, size=st.size or 0, sha256=meta.get(f"x-amz-meta-{SHA256_META}", ""),
                           content_type=st.content_type or "", modified=_header_time(meta),
-                          version_id=st.version_id or "", etag=st.etag or "")
+                          version_id=st.version_id or "", etag=st.etag or "",
+                          request_id=meta.get(f"x-amz-meta-{REQUEST_META}", ""))
 
     def put(self, key: str, data: BinaryIO, length: int, *, content_type: str, sha256: str,
-            if_absent: bool = False, if_etag: str = "") -> ObjectMeta:
+            if_absent: bool = False, if_etag: str = "", request_id: str = "") -> ObjectMeta:
         """Store data as the key's new version; with if_absent only if the key
         has no current object, with if_etag only over the current object of
         that ETag (else PreconditionFailed)."""
-        modified = time.time()
+        modified = _now()
         content_type = content_type or "application/octet-stream"
-        metadata = {SHA256_META: sha256, TIME_META: f"{modified:.6f}"}
+        metadata = _metadata(sha256, modified, request_id)
         data.seek(0)
         with _mapped():
             if if_absent or if_etag:
@@ -195,7 +214,8 @@ class ObjectStore:
                     part_size=PART_SIZE, num_parallel_uploads=2)
                 version_id, etag = result.version_id, result.etag
         return ObjectMeta(key=key, size=length, sha256=sha256, content_type=content_type,
-                          modified=modified, version_id=version_id or "", etag=etag or "")
+                          modified=modified, version_id=version_id or "", etag=etag or "",
+                          request_id=request_id)
 
     def _put_if(self, key: str, data: BinaryIO, length: int, headers: dict,
                 condition: dict) -> tuple[str | None, str | None]:
@@ -229,18 +249,18 @@ class ObjectStore:
             raise
         return result.version_id, result.etag
 
-    def restore(self, key: str, version: Version) -> ObjectMeta:
+    def restore(self, key: str, version: Version, request_id: str = "") -> ObjectMeta:
         """Copy an earlier version on top, as a new version with a fresh time."""
-        modified = time.time()
+        modified = _now()
         with _mapped():
             result = self.client.copy_object(
                 self.bucket, key, CopySource(self.bucket, key, version_id=version.version_id),
-                metadata={SHA256_META: version.sha256, TIME_META: f"{modified:.6f}",
+                metadata={**_metadata(version.sha256, modified, request_id),
                           "Content-Type": version.content_type or "application/octet-stream"},
                 metadata_directive=REPLACE)
         return ObjectMeta(key=key, size=version.size, sha256=version.sha256,
                           content_type=version.content_type, modified=modified,
-                          version_id=result.version_id or "")
+                          version_id=result.version_id or "", request_id=request_id)
 
     def open(self, key: str, version_id: str = ""):
         """(meta, response) of a streaming GET; the caller closes the response."""
@@ -323,6 +343,17 @@ class ObjectStore:
         """(files, bytes) of the current objects under space, and their sizes by key."""
         sizes = {e.key: e.size for e in self.list(space, recursive=True)}
         return len(sizes), sum(sizes.values()), sizes
+
+    def deleted(self, key: str, *, below: bool = False) -> bool:
+        """Whether key's newest version is a delete marker (with below, that
+        of key or of any key under key + "/")."""
+        with _mapped():
+            for obj in self.client.list_objects(self.bucket, prefix=key, recursive=True, include_version=True):
+                name = obj.object_name
+                if (name == key or (below and name.startswith(key + "/"))) and obj.is_delete_marker \
+                        and _is_true(obj.is_latest):
+                    return True
+        return False
 
     def versions(self, key: str, *, detailed: bool = True) -> list[Version]:
         """Every version of key (delete markers included), newest first.

@@ -52,7 +52,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
 
         info = await self.files.write(header.owner, header.path, chunks(),
                                       content_type=header.content_type, if_version_id=header.if_version_id,
-                                      if_absent=header.if_absent)
+                                      if_absent=header.if_absent, request_id=header.request_id)
         return pb.WriteFileResponse(file=file_info(info))
 
     async def ReadFile(self, request, context):
@@ -72,7 +72,8 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         return pb.ListFilesResponse(files=[file_info(f) for f in files], next_page_token=token)
 
     async def DeleteFile(self, request, context):
-        count = await self.files.delete(request.owner, request.path, recursive=request.recursive)
+        count = await self.files.delete(request.owner, request.path, recursive=request.recursive,
+                                        request_id=request.request_id)
         return pb.DeleteFileResponse(deleted_count=count)
 
     async def ListFileVersions(self, request, context):
@@ -83,7 +84,8 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         target = request.WhichOneof("target")
         info = await self.files.rollback(
             request.owner, request.path, version_id=request.version_id if target == "version_id" else "",
-            at=request.time.ToNanoseconds() / 1e9 if target == "time" else None)
+            at=request.time.ToNanoseconds() / 1e9 if target == "time" else None,
+            request_id=request.request_id)
         return pb.RollbackFileResponse(file=file_info(info))
 
     async def RetrieveFiles(self, request, context):

@@ -26,7 +26,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#aios/memory/v1/memory_service.proto\x12\x0e\x61ios.memory.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x03\n\x0cMemoryRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\t\x12<\n\x08metadata\x18\x05 \x03(\x0b\x32*.aios.memory.v1.MemoryRecord.MetadataEntry\x12\x0c\n\x04tags\x18\x06 \x03(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10last_access_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x61\x63\x63\x65ss_count\x18\n \x01(\x03\x12(\n\x04tier\x18\x0b \x01(\x0e\x32\x1a.aios.memory.v1.MemoryTier\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9a\x01\n\x0bMemoryInput\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12;\n\x08metadata\x18\x02 \x03(\x0b\x32).aios.memory.v1.MemoryInput.MetadataEntry\x12\x0c\n\x04tags\x18\x03 \x03(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"^\n\x10\x41\x64\x64MemoryRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12+\n\x06memory\x18\x03 \x01(\x0b\x32\x1b.aios.memory.v1.MemoryInput\"A\n\x11\x41\x64\x64MemoryResponse\x12,\n\x06memory\x18\x01 \x01(\x0b\x32\x1c.aios.memory.v1.MemoryRecord\"g\n\x17\x42\x61tchAddMemoriesRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12-\n\x08memories\x18\x03 \x03(\x0b\x32\x1b.aios.memory.v1.MemoryInput\"J\n\x18\x42\x61tchAddMemoriesResponse\x12.\n\x08memories\x18\x01 \x03(\x0b\x32\x1c.aios.memory.v1.MemoryRecord\"=\n\x10GetMemoryRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\"A\n\x11GetMemoryResponse\x12,\n\x06memory\x18\x01 \x01(\x0b\x32\x1c.aios.memory.v1.MemoryRecord\"\x9e\x01\n\x13UpdateMemoryRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\x12/\n\x0bupdate_mask\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12+\n\x06memory\x18\x05 \x01(\x0b\x32\x1b.aios.memory.v1.MemoryInput\"D\n\x14UpdateMemoryResponse\x12,\n\x06memory\x18\x01 \x01(\x0b\x32\x1c.aios.memory.v1.MemoryRecord\"@\n\x13\x44\x65leteMemoryRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\"\x16\n\x14\x44\x65leteMemoryResponse\"\x95\x01\n\x13ListMemoriesRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x05 \x01(\t\x12(\n\x04tier\x18\x06 \x01(\x0e\x32\x1a.aios.memory.v1.MemoryTier\"_\n\x14ListMemoriesResponse\x12.\n\x08memories\x18\x01 \x03(\x0b\x32\x1c.aios.memory.v1.MemoryRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x96\x01\n\x15SearchMemoriesRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x0e\n\x06\x66ilter\x18\x05 \x01(\t\x12\x1c\n\x0fscore_threshold\x18\x06 \x01(\x02H\x00\x88\x01\x01\x42\x12\n\x10_score_threshold\"K\n\x0cScoredMemory\x12,\n\x06memory\x18\x01 \x01(\x0b\x32\x1c.aios.memory.v1.MemoryRecord\x12\r\n\x05score\x18\x02 \x01(\x02\"G\n\x16SearchMemoriesResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.aios.memory.v1.ScoredMemory*]\n\nMemoryTier\x12\x1b\n\x17MEMORY_TIER_UNSPECIFIED\x10\x00\x12\x17\n\x13MEMORY_TIER_WORKING\x10\x01\x12\x19\n\x15MEMORY_TIER_LONG_TERM\x10\x02\x32\x8c\x05\n\rMemoryService\x12P\n\tAddMemory\x12 .aios.memory.v1.AddMemoryRequest\x1a!.aios.memory.v1.AddMemoryResponse\x12\x65\n\x10\x42\x61tchAddMemories\x12\'.aios.memory.v1.BatchAddMemoriesRequest\x1a(.aios.memory.v1.BatchAddMemoriesResponse\x12P\n\tGetMemory\x12 .aios.memory.v1.GetMemoryRequest\x1a!.aios.memory.v1.GetMemoryResponse\x12Y\n\x0cUpdateMemory\x12#.aios.memory.v1.UpdateMemoryRequest\x1a$.aios.memory.v1.UpdateMemoryResponse\x12Y\n\x0c\x44\x65leteMemory\x12#.aios.memory.v1.DeleteMemoryRequest\x1a$.aios.memory.v1.DeleteMemoryResponse\x12Y\n\x0cListMemories\x12#.aios.memory.v1.ListMemoriesRequest\x1a$.aios.memory.v1.ListMemoriesResponse\x12_\n\x0eSearchMemories\x12%.aios.memory.v1.SearchMemoriesRequest\x1a&.aios.memory.v1.SearchMemoriesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#aios/memory/v1/memory_service.proto\x12\x0e\x61ios.memory.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x03\n\x0cMemoryRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\t\x12<\n\x08metadata\x18\x05 \x03(\x0b\x32*.aios.memory.v1.MemoryRecord.MetadataEntry\x12\x0c\n\x04tags\x18\x06 \x03(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10last_access_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x61\x63\x63\x65ss_count\x18\n \x01(\x03\x12(\n\x04tier\x18\x0b \x01(\x0e\x32\x1a.aios.memory.v1.MemoryTier\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9a\x01\n\x0bMemoryInput\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12;\n\x08metadata\x18\x02 \x03(\x0b\x32).aios.memory.v1.MemoryInput.MetadataEntry\x12\x0c\n\x04tags\x18\x03 \x03(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"r\n\x10\x41\x64\x64MemoryRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12+\n\x06memory\x18\x03 \x01(\x0b\x32\x1b.aios.memory.v1.MemoryInput\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"A\n\x11\x41\x64\x64MemoryResponse\x12,\n\x06memory\x18\x01 \x01(\x0b\x32\x1c.aios.memory.v1.MemoryRecord\"{\n\x17\x42\x61tchAddMemoriesRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12-\n\x08memories\x18\x03 \x03(\x0b\x32\x1b.aios.memory.v1.MemoryInput\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"J\n\x18\x42\x61tchAddMemoriesResponse\x12.\n\x08memories\x18\x01 \x03(\x0b\x32\x1c.aios.memory.v1.MemoryRecord\"=\n\x10GetMemoryRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\"A\n\x11GetMemoryResponse\x12,\n\x06memory\x18\x01 \x01(\x0b\x32\x1c.aios.memory.v1.MemoryRecord\"\xb2\x01\n\x13UpdateMemoryRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\x12/\n\x0bupdate_mask\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12+\n\x06memory\x18\x05 \x01(\x0b\x32\x1b.aios.memory.v1.MemoryInput\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"D\n\x14UpdateMemoryResponse\x12,\n\x06memory\x18\x01 \x01(\x0b\x32\x1c.aios.memory.v1.MemoryRecord\"T\n\x13\x44\x65leteMemoryRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\x16\n\x14\x44\x65leteMemoryResponse\"\x95\x01\n\x13ListMemoriesRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x05 \x01(\t\x12(\n\x04tier\x18\x06 \x01(\x0e\x32\x1a.aios.memory.v1.MemoryTier\"_\n\x14ListMemoriesResponse\x12.\n\x08memories\x18\x01 \x03(\x0b\x32\x1c.aios.memory.v1.MemoryRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x96\x01\n\x15SearchMemoriesRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x0e\n\x06\x66ilter\x18\x05 \x01(\t\x12\x1c\n\x0fscore_threshold\x18\x06 \x01(\x02H\x00\x88\x01\x01\x42\x12\n\x10_score_threshold\"K\n\x0cScoredMemory\x12,\n\x06memory\x18\x01 \x01(\x0b\x32\x1c.aios.memory.v1.MemoryRecord\x12\r\n\x05score\x18\x02 \x01(\x02\"G\n\x16SearchMemoriesResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.aios.memory.v1.ScoredMemory*]\n\nMemoryTier\x12\x1b\n\x17MEMORY_TIER_UNSPECIFIED\x10\x00\x12\x17\n\x13MEMORY_TIER_WORKING\x10\x01\x12\x19\n\x15MEMORY_TIER_LONG_TERM\x10\x02\x32\x8c\x05\n\rMemoryService\x12P\n\tAddMemory\x12 .aios.memory.v1.AddMemoryRequest\x1a!.aios.memory.v1.AddMemoryResponse\x12\x65\n\x10\x42\x61tchAddMemories\x12\'.aios.memory.v1.BatchAddMemoriesRequest\x1a(.aios.memory.v1.BatchAddMemoriesResponse\x12P\n\tGetMemory\x12 .aios.memory.v1.GetMemoryRequest\x1a!.aios.memory.v1.GetMemoryResponse\x12Y\n\x0cUpdateMemory\x12#.aios.memory.v1.UpdateMemoryRequest\x1a$.aios.memory.v1.UpdateMemoryResponse\x12Y\n\x0c\x44\x65leteMemory\x12#.aios.memory.v1.DeleteMemoryRequest\x1a$.aios.memory.v1.DeleteMemoryResponse\x12Y\n\x0cListMemories\x12#.aios.memory.v1.ListMemoriesRequest\x1a$.aios.memory.v1.ListMemoriesResponse\x12_\n\x0eSearchMemories\x12%.aios.memory.v1.SearchMemoriesRequest\x1a&.aios.memory.v1.SearchMemoriesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,8 +37,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MEMORYRECORD_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_MEMORYINPUT_METADATAENTRY']._loaded_options = None
   _globals['_MEMORYINPUT_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_MEMORYTIER']._serialized_start=2044
-  _globals['_MEMORYTIER']._serialized_end=2137
+  _globals['_MEMORYTIER']._serialized_start=2124
+  _globals['_MEMORYTIER']._serialized_end=2217
   _globals['_MEMORYRECORD']._serialized_start=123
   _globals['_MEMORYRECORD']._serialized_end=538
   _globals['_MEMORYRECORD_METADATAENTRY']._serialized_start=491
@@ -48,35 +48,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MEMORYINPUT_METADATAENTRY']._serialized_start=491
   _globals['_MEMORYINPUT_METADATAENTRY']._serialized_end=538
   _globals['_ADDMEMORYREQUEST']._serialized_start=697
-  _globals['_ADDMEMORYREQUEST']._serialized_end=791
-  _globals['_ADDMEMORYRESPONSE']._serialized_start=793
-  _globals['_ADDMEMORYRESPONSE']._serialized_end=858
-  _globals['_BATCHADDMEMORIESREQUEST']._serialized_start=860
-  _globals['_BATCHADDMEMORIESREQUEST']._serialized_end=963
-  _globals['_BATCHADDMEMORIESRESPONSE']._serialized_start=965
-  _globals['_BATCHADDMEMORIESRESPONSE']._serialized_end=1039
-  _globals['_GETMEMORYREQUEST']._serialized_start=1041
-  _globals['_GETMEMORYREQUEST']._serialized_end=1102
-  _globals['_GETMEMORYRESPONSE']._serialized_start=1104
-  _globals['_GETMEMORYRESPONSE']._serialized_end=1169
-  _globals['_UPDATEMEMORYREQUEST']._serialized_start=1172
-  _globals['_UPDATEMEMORYREQUEST']._serialized_end=1330
-  _globals['_UPDATEMEMORYRESPONSE']._serialized_start=1332
-  _globals['_UPDATEMEMORYRESPONSE']._serialized_end=1400
-  _globals['_DELETEMEMORYREQUEST']._serialized_start=1402
-  _globals['_DELETEMEMORYREQUEST']._serialized_end=1466
-  _globals['_DELETEMEMORYRESPONSE']._serialized_start=1468
-  _globals['_DELETEMEMORYRESPONSE']._serialized_end=1490
-  _globals['_LISTMEMORIESREQUEST']._serialized_start=1493
-  _globals['_LISTMEMORIESREQUEST']._serialized_end=1642
-  _globals['_LISTMEMORIESRESPONSE']._serialized_start=1644
-  _globals['_LISTMEMORIESRESPONSE']._serialized_end=1739
-  _globals['_SEARCHMEMORIESREQUEST']._serialized_start=1742
-  _globals['_SEARCHMEMORIESREQUEST']._serialized_end=1892
-  _globals['_SCOREDMEMORY']._serialized_start=1894
-  _globals['_SCOREDMEMORY']._serialized_end=1969
-  _globals['_SEARCHMEMORIESRESPONSE']._serialized_start=1971
-  _globals['_SEARCHMEMORIESRESPONSE']._serialized_end=2042
-  _globals['_MEMORYSERVICE']._serialized_start=2140
-  _globals['_MEMORYSERVICE']._serialized_end=2792
+  _globals['_ADDMEMORYREQUEST']._serialized_end=811
+  _globals['_ADDMEMORYRESPONSE']._serialized_start=813
+  _globals['_ADDMEMORYRESPONSE']._serialized_end=878
+  _globals['_BATCHADDMEMORIESREQUEST']._serialized_start=880
+  _globals['_BATCHADDMEMORIESREQUEST']._serialized_end=1003
+  _globals['_BATCHADDMEMORIESRESPONSE']._serialized_start=1005
+  _globals['_BATCHADDMEMORIESRESPONSE']._serialized_end=1079
+  _globals['_GETMEMORYREQUEST']._serialized_start=1081
+  _globals['_GETMEMORYREQUEST']._serialized_end=1142
+  _globals['_GETMEMORYRESPONSE']._serialized_start=1144
+  _globals['_GETMEMORYRESPONSE']._serialized_end=1209
+  _globals['_UPDATEMEMORYREQUEST']._serialized_start=1212
+  _globals['_UPDATEMEMORYREQUEST']._serialized_end=1390
+  _globals['_UPDATEMEMORYRESPONSE']._serialized_start=1392
+  _globals['_UPDATEMEMORYRESPONSE']._serialized_end=1460
+  _globals['_DELETEMEMORYREQUEST']._serialized_start=1462
+  _globals['_DELETEMEMORYREQUEST']._serialized_end=1546
+  _globals['_DELETEMEMORYRESPONSE']._serialized_start=1548
+  _globals['_DELETEMEMORYRESPONSE']._serialized_end=1570
+  _globals['_LISTMEMORIESREQUEST']._serialized_start=1573
+  _globals['_LISTMEMORIESREQUEST']._serialized_end=1722
+  _globals['_LISTMEMORIESRESPONSE']._serialized_start=1724
+  _globals['_LISTMEMORIESRESPONSE']._serialized_end=1819
+  _globals['_SEARCHMEMORIESREQUEST']._serialized_start=1822
+  _globals['_SEARCHMEMORIESREQUEST']._serialized_end=1972
+  _globals['_SCOREDMEMORY']._serialized_start=1974
+  _globals['_SCOREDMEMORY']._serialized_end=2049
+  _globals['_SEARCHMEMORIESRESPONSE']._serialized_start=2051
+  _globals['_SEARCHMEMORIESRESPONSE']._serialized_end=2122
+  _globals['_MEMORYSERVICE']._serialized_start=2220
+  _globals['_MEMORYSERVICE']._serialized_end=2872
 # @@protoc_insertion_point(module_scope)

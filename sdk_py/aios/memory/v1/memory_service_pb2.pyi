@@ -71,14 +71,16 @@ class MemoryInput(_message.Message):
     def __init__(self, content: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AddMemoryRequest(_message.Message):
-    __slots__ = ("owner", "tenant", "memory")
+    __slots__ = ("owner", "tenant", "memory", "request_id")
     OWNER_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     owner: str
     tenant: str
     memory: MemoryInput
-    def __init__(self, owner: _Optional[str] = ..., tenant: _Optional[str] = ..., memory: _Optional[_Union[MemoryInput, _Mapping]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, owner: _Optional[str] = ..., tenant: _Optional[str] = ..., memory: _Optional[_Union[MemoryInput, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class AddMemoryResponse(_message.Message):
     __slots__ = ("memory",)
@@ -87,14 +89,16 @@ class AddMemoryResponse(_message.Message):
     def __init__(self, memory: _Optional[_Union[MemoryRecord, _Mapping]] = ...) -> None: ...
 
 class BatchAddMemoriesRequest(_message.Message):
-    __slots__ = ("owner", "tenant", "memories")
+    __slots__ = ("owner", "tenant", "memories", "request_id")
     OWNER_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     MEMORIES_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     owner: str
     tenant: str
     memories: _containers.RepeatedCompositeFieldContainer[MemoryInput]
-    def __init__(self, owner: _Optional[str] = ..., tenant: _Optional[str] = ..., memories: _Optional[_Iterable[_Union[MemoryInput, _Mapping]]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, owner: _Optional[str] = ..., tenant: _Optional[str] = ..., memories: _Optional[_Iterable[_Union[MemoryInput, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class BatchAddMemoriesResponse(_message.Message):
     __slots__ = ("memories",)
@@ -119,18 +123,20 @@ class GetMemoryResponse(_message.Message):
     def __init__(self, memory: _Optional[_Union[MemoryRecord, _Mapping]] = ...) -> None: ...
 
 class UpdateMemoryRequest(_message.Message):
-    __slots__ = ("owner", "tenant", "id", "update_mask", "memory")
+    __slots__ = ("owner", "tenant", "id", "update_mask", "memory", "request_id")
     OWNER_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     owner: str
     tenant: str
     id: str
     update_mask: _field_mask_pb2.FieldMask
     memory: MemoryInput
-    def __init__(self, owner: _Optional[str] = ..., tenant: _Optional[str] = ..., id: _Optional[str] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., memory: _Optional[_Union[MemoryInput, _Mapping]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, owner: _Optional[str] = ..., tenant: _Optional[str] = ..., id: _Optional[str] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., memory: _Optional[_Union[MemoryInput, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class UpdateMemoryResponse(_message.Message):
     __slots__ = ("memory",)
@@ -139,14 +145,16 @@ class UpdateMemoryResponse(_message.Message):
     def __init__(self, memory: _Optional[_Union[MemoryRecord, _Mapping]] = ...) -> None: ...
 
 class DeleteMemoryRequest(_message.Message):
-    __slots__ = ("owner", "tenant", "id")
+    __slots__ = ("owner", "tenant", "id", "request_id")
     OWNER_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     owner: str
     tenant: str
     id: str
-    def __init__(self, owner: _Optional[str] = ..., tenant: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, owner: _Optional[str] = ..., tenant: _Optional[str] = ..., id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class DeleteMemoryResponse(_message.Message):
     __slots__ = ()

@@ -35,6 +35,12 @@ class MemoryServiceStub:
     not parse; NOT_FOUND for an unknown id; UNAVAILABLE when Qdrant or the
     embedding service is down. Nothing is stored half-way: a batch is all or
     nothing.
+
+    Mutations carry a `request_id` so that a retry of a call that was applied
+    but not answered does not apply twice. An add finds its records by their
+    derived ids for as long as they exist; updates and deletes are remembered
+    per (owner, tenant) for the last 256 keyed updates and deletes: a retry
+    older than that applies again (an update) or answers NOT_FOUND (a delete).
     """
 
     def __init__(self, channel):
@@ -90,6 +96,12 @@ class MemoryServiceServicer:
     not parse; NOT_FOUND for an unknown id; UNAVAILABLE when Qdrant or the
     embedding service is down. Nothing is stored half-way: a batch is all or
     nothing.
+
+    Mutations carry a `request_id` so that a retry of a call that was applied
+    but not answered does not apply twice. An add finds its records by their
+    derived ids for as long as they exist; updates and deletes are remembered
+    per (owner, tenant) for the last 256 keyed updates and deletes: a retry
+    older than that applies again (an update) or answers NOT_FOUND (a delete).
     """
 
     def AddMemory(self, request, context):
@@ -193,6 +205,12 @@ class MemoryService:
     not parse; NOT_FOUND for an unknown id; UNAVAILABLE when Qdrant or the
     embedding service is down. Nothing is stored half-way: a batch is all or
     nothing.
+
+    Mutations carry a `request_id` so that a retry of a call that was applied
+    but not answered does not apply twice. An add finds its records by their
+    derived ids for as long as they exist; updates and deletes are remembered
+    per (owner, tenant) for the last 256 keyed updates and deletes: a retry
+    older than that applies again (an update) or answers NOT_FOUND (a delete).
     """
 
     @staticmethod

@@ -31,18 +31,20 @@ class FileInfo(_message.Message):
     def __init__(self, owner: _Optional[str] = ..., path: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., content_type: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version_id: _Optional[str] = ..., is_folder: _Optional[bool] = ...) -> None: ...
 
 class WriteFileHeader(_message.Message):
-    __slots__ = ("owner", "path", "content_type", "if_version_id", "if_absent")
+    __slots__ = ("owner", "path", "content_type", "if_version_id", "if_absent", "request_id")
     OWNER_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     IF_VERSION_ID_FIELD_NUMBER: _ClassVar[int]
     IF_ABSENT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     owner: str
     path: str
     content_type: str
     if_version_id: str
     if_absent: bool
-    def __init__(self, owner: _Optional[str] = ..., path: _Optional[str] = ..., content_type: _Optional[str] = ..., if_version_id: _Optional[str] = ..., if_absent: _Optional[bool] = ...) -> None: ...
+    request_id: str
+    def __init__(self, owner: _Optional[str] = ..., path: _Optional[str] = ..., content_type: _Optional[str] = ..., if_version_id: _Optional[str] = ..., if_absent: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class WriteFileRequest(_message.Message):
     __slots__ = ("header", "chunk")
@@ -113,14 +115,16 @@ class ListFilesResponse(_message.Message):
     def __init__(self, files: _Optional[_Iterable[_Union[FileInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DeleteFileRequest(_message.Message):
-    __slots__ = ("owner", "path", "recursive")
+    __slots__ = ("owner", "path", "recursive", "request_id")
     OWNER_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     RECURSIVE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     owner: str
     path: str
     recursive: bool
-    def __init__(self, owner: _Optional[str] = ..., path: _Optional[str] = ..., recursive: _Optional[bool] = ...) -> None: ...
+    request_id: str
+    def __init__(self, owner: _Optional[str] = ..., path: _Optional[str] = ..., recursive: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class DeleteFileResponse(_message.Message):
     __slots__ = ("deleted_count",)
@@ -159,16 +163,18 @@ class ListFileVersionsResponse(_message.Message):
     def __init__(self, versions: _Optional[_Iterable[_Union[FileVersion, _Mapping]]] = ...) -> None: ...
 
 class RollbackFileRequest(_message.Message):
-    __slots__ = ("owner", "path", "version_id", "time")
+    __slots__ = ("owner", "path", "version_id", "time", "request_id")
     OWNER_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     VERSION_ID_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     owner: str
     path: str
     version_id: str
     time: _timestamp_pb2.Timestamp
-    def __init__(self, owner: _Optional[str] = ..., path: _Optional[str] = ..., version_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, owner: _Optional[str] = ..., path: _Optional[str] = ..., version_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class RollbackFileResponse(_message.Message):
     __slots__ = ("file",)

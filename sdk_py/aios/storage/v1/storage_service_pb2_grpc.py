@@ -41,6 +41,10 @@ class StorageServiceStub:
     version; RESOURCE_EXHAUSTED for a quota (bytes or files) that would be
     passed, nothing written; ABORTED when `if_version_id` no longer matches;
     UNAVAILABLE when the object store is down.
+
+    Writes, deletes and rollbacks carry a `request_id` so that a retry of a
+    call that was applied but not answered does not apply twice (see each
+    field for how far that goes).
     """
 
     def __init__(self, channel):
@@ -112,6 +116,10 @@ class StorageServiceServicer:
     version; RESOURCE_EXHAUSTED for a quota (bytes or files) that would be
     passed, nothing written; ABORTED when `if_version_id` no longer matches;
     UNAVAILABLE when the object store is down.
+
+    Writes, deletes and rollbacks carry a `request_id` so that a retry of a
+    call that was applied but not answered does not apply twice (see each
+    field for how far that goes).
     """
 
     def WriteFile(self, request_iterator, context):
@@ -248,6 +256,10 @@ class StorageService:
     version; RESOURCE_EXHAUSTED for a quota (bytes or files) that would be
     passed, nothing written; ABORTED when `if_version_id` no longer matches;
     UNAVAILABLE when the object store is down.
+
+    Writes, deletes and rollbacks carry a `request_id` so that a retry of a
+    call that was applied but not answered does not apply twice (see each
+    field for how far that goes).
     """
 
     @staticmethod
