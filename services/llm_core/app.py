@@ -1,6 +1,14 @@
-"""Wires llm_core onto the shared runtime."""
+"""Wires llm_core onto the shared runtime.
+
+Ready while at least one chat endpoint answered its last probe; the engine
+probes them in the background, so readiness follows a server that went away
+or came back without waiting for traffic.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
 
 from aios.llm.v1 import llm_service_pb2 as pb
 from aios.llm.v1 import llm_service_pb2_grpc as pb_grpc
@@ -18,8 +26,17 @@ async def build(config: Config) -> Service:
     engine = LlmEngine(list(config.endpoints))
     embeddings = Embeddings(config.embedding_model, list(config.endpoints))
     servicer = LlmServicer(engine, embeddings)
+    # The first round now, so health is true from the first call on.
+    await engine.probe_due()
+    watch = asyncio.create_task(engine.watch(), name="llm-endpoint-probes")
+
+    async def ready() -> str | None:
+        return unreachable(engine)
 
     async def close() -> None:
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
         await engine.close()
         await embeddings.close()
 
@@ -29,4 +46,14 @@ async def build(config: Config) -> Service:
         register=lambda server: pb_grpc.add_LlmServiceServicer_to_server(servicer, server),
         close=close,
         authorize=service_trust.authorize(trust.ACCEPTS[trust.LLM_CORE]),
+        ready=ready,
     )
+
+
+def unreachable(engine: LlmEngine) -> str | None:
+    """Why no chat model can be served, or None. Without chat endpoints
+    there is nothing to wait for (embeddings are computed in process)."""
+    if not engine.endpoints or any(ep.reachable for ep in engine.endpoints):
+        return None
+    return "no chat endpoint is reachable: " + "; ".join(
+        f"{ep.name}: {ep.last_error or 'not probed yet'}" for ep in engine.endpoints)

@@ -47,6 +47,11 @@ AFFINITY_SLACK = 0.5
 MAX_ROUNDS = 8
 FIRST_BACKOFF_SECONDS = 0.05
 MAX_BACKOFF_SECONDS = 1.0
+# Background probes (LlmEngine.watch, GET /models): endpoints that failed
+# theirs or that a call marked down every second, the others every 5 s.
+PROBE_DOWN_SECONDS = 1.0
+PROBE_UP_SECONDS = 5.0
+PROBE_TIMEOUT_SECONDS = 2.0
 
 T = TypeVar("T")
 
@@ -107,6 +112,9 @@ class Endpoint:
         self.in_flight = 0
         self.down_until = 0.0
         self.last_error = ""
+        # What the last probe found (None before the first) and when.
+        self.reachable: bool | None = None
+        self.probed_at = 0.0
 
     @property
     def name(self) -> str:
@@ -150,8 +158,10 @@ class Router:
             )
         now = time.monotonic()
         # Healthy ones by load (random tie-break), then the ones marked down,
-        # which are still worth a try when nothing else is left.
-        ranked = sorted(eps, key=lambda e: (not e.healthy(now), e.load(), random.random()))
+        # which are still worth a try when nothing else is left. Among the
+        # healthy, one that failed its last background probe goes last: a
+        # call need not find out again that it refuses connections.
+        ranked = sorted(eps, key=lambda e: (not e.healthy(now), e.reachable is False, e.load(), random.random()))
         preferred = self._affinity.get(session_id) if session_id else None
         if preferred and preferred != ranked[0].name:
             for i, ep in enumerate(ranked):
@@ -537,20 +547,47 @@ class LlmEngine:
     async def probe(self, ep: Endpoint, timeout: float = 2.0) -> bool:
         return await probe(ep, timeout)
 
+    async def probe_due(self) -> None:
+        """Probe the endpoints that failed their last probe (or were never
+        probed) or that a call marked down, and the others every
+        PROBE_UP_SECONDS. Background probes never open a circuit (that is for
+        what calls see); one that succeeds closes it, so a server that came
+        back takes calls without a call having to find out first."""
+        now = time.monotonic()
+        due = [ep for ep in self.endpoints
+               if not ep.reachable or not ep.healthy(now) or now - ep.probed_at >= PROBE_UP_SECONDS]
+        await asyncio.gather(*(probe(ep, PROBE_TIMEOUT_SECONDS, trip=False) for ep in due))
 
-async def probe(ep: Endpoint, timeout: float = 2.0) -> bool:
+    async def watch(self) -> None:
+        """Keep endpoint health current while idle: `probe_due` every
+        PROBE_DOWN_SECONDS, until cancelled."""
+        while True:
+            await asyncio.sleep(PROBE_DOWN_SECONDS)
+            await self.probe_due()
+
+
+async def probe(ep: Endpoint, timeout: float = 2.0, *, trip: bool = True) -> bool:
     """Whether an endpoint answers /models with our credentials now; the
-    reason it does not lands in `ep.last_error`."""
+    reason it does not lands in `ep.last_error`, the answer in `ep.reachable`.
+    An unreachable endpoint is marked down unless `trip` is False."""
+    ep.probed_at = time.monotonic()
     try:
         await asyncio.wait_for(ep.client.models.list(timeout=timeout), timeout)
     except openai.APIStatusError as exc:
         ep.last_error = map_error(exc, ep).message
         # It answered: reachable. Only an auth failure makes it unusable.
-        return exc.status_code not in (401, 403)
+        ep.reachable = exc.status_code not in (401, 403)
+        return ep.reachable
     except Exception as exc:  # noqa: BLE001 - any other failure means unreachable
-        ep.mark_down(f"unreachable: {type(exc).__name__}: {_scrub(str(exc), ep)[:200]}")
+        why = f"unreachable: {type(exc).__name__}: {_scrub(str(exc), ep)[:200]}"
+        if trip:
+            ep.mark_down(why)
+        else:
+            ep.last_error = why
+        ep.reachable = False
         return False
     ep.mark_up()
+    ep.reachable = True
     return True
 
 

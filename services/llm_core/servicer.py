@@ -50,9 +50,10 @@ class LlmServicer(pb_grpc.LlmServiceServicer):
         for (ep, kind), healthy in zip(everything, up):
             model = models.setdefault(ep.config.model, pb.Model(name=ep.config.model, kind=kind))
             model.endpoints.append(_endpoint(ep, healthy))
+            model.available |= healthy
         for name in self.embeddings.local_models():
             # In process: no endpoint to be down.
-            models.setdefault(name, pb.Model(name=name, kind=pb.MODEL_KIND_EMBEDDING))
+            models.setdefault(name, pb.Model(name=name, kind=pb.MODEL_KIND_EMBEDDING, available=True))
         return pb.ListModelsResponse(models=list(models.values()))
 
 

@@ -1,6 +1,12 @@
-"""Wires the memory service onto the shared runtime."""
+"""Wires the memory service onto the shared runtime.
+
+With a Qdrant server (AIOS_MEMORY_QDRANT_URL) it is ready while that server
+answers /readyz; embedded Qdrant runs in process and is always ready.
+"""
 
 from __future__ import annotations
+
+import httpx
 
 from aios.memory.v1 import memory_service_pb2 as pb
 from aios.memory.v1 import memory_service_pb2_grpc as pb_grpc
@@ -35,10 +41,13 @@ async def build(config: Config) -> Service:
                     Limits(max_content_bytes=config.max_content_bytes, max_batch=config.max_batch),
                     WorkingPolicy(limit=config.working_limit, k=config.lru_k))
     servicer = MemoryServicer(memory)
+    qdrant_check = QdrantCheck(config.qdrant_url, config.qdrant_api_key) if config.qdrant_url else None
 
     async def close() -> None:
         await embeddings.close()
         await store.close()
+        if qdrant_check is not None:
+            await qdrant_check.close()
 
     return Service(
         names=[SERVICE_NAME],
@@ -46,4 +55,27 @@ async def build(config: Config) -> Service:
         close=close,
         # Only the kernel calls memory; it has checked the agent's right to `owner`.
         authorize=service_trust.authorize(trust.ACCEPTS[trust.MEMORY]),
+        ready=qdrant_check,
     )
+
+
+class QdrantCheck:
+    """Readiness of a Qdrant server: GET /readyz, with a client of its own
+    (the store's calls queue on one worker thread; a check must not wait
+    behind them)."""
+
+    def __init__(self, url: str, api_key: str = "", timeout: float = 1.0) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.AsyncClient(timeout=timeout, headers={"api-key": api_key} if api_key else None)
+
+    async def __call__(self) -> str | None:
+        try:
+            resp = await self._http.get(f"{self.url}/readyz")
+        except httpx.HTTPError as exc:
+            return f"Qdrant at {self.url} is unreachable: {type(exc).__name__}"
+        if resp.status_code != 200:
+            return f"Qdrant at {self.url} is not ready: HTTP {resp.status_code}"
+        return None
+
+    async def close(self) -> None:
+        await self._http.aclose()

@@ -2,13 +2,16 @@
 
 `start_server` builds a grpc.aio server with the shared interceptors, health
 (grpc.health.v1) and server reflection, binds host:port (port 0 picks a free
-one, for tests) and starts it. `run` is what a service's `__main__` calls:
+one, for tests) and starts it. Health "" and the service's names follow its
+readiness check, when it has one (services/runtime/health.py); "liveness"
+stays SERVING while the process runs. `run` is what a service's `__main__` calls:
 config from the environment, JSON logs, and a graceful stop on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.runtime import logs
 from services.runtime.config import ConfigError
+from services.runtime.health import LIVENESS, READY_EVERY_SECONDS, READY_TIMEOUT_SECONDS, Check, Readiness
 from services.runtime.interceptors import ServerInterceptor
 
 # Inline file writes are up to 4 MiB; leave room for the envelope.
@@ -40,9 +44,16 @@ class Service:
     register: Register
     # Called after the server stopped accepting calls.
     close: Callable[[], Awaitable[None]] | None = None
+    # Called first when the server stops, before calls in flight are cut.
+    drain: Callable[[], None] | None = None
     # Refuses callers before any handler runs (service-to-service trust).
     authorize: Callable | None = None
     extra_tasks: list[asyncio.Task] = field(default_factory=list)
+    # Whether its backends answer (None, or why not); polled every
+    # `ready_every` seconds, each check bounded by `ready_timeout`.
+    ready: Check | None = None
+    ready_every: float = READY_EVERY_SECONDS
+    ready_timeout: float = READY_TIMEOUT_SECONDS
 
 
 @dataclass
@@ -51,8 +62,17 @@ class RunningServer:
     port: int
     health: health.aio.HealthServicer
     service: Service
+    readiness: Readiness | None = None
+    readiness_task: asyncio.Task | None = None
 
     async def stop(self, grace: float = GRACE_SECONDS) -> None:
+        if self.service.drain is not None:
+            self.service.drain()
+        if self.readiness_task is not None:
+            # Before close(): a check must not run on closed backends.
+            self.readiness_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.readiness_task
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         for task in self.service.extra_tasks:
@@ -91,12 +111,20 @@ async def start_server(service: Service, host: str = "127.0.0.1", port: int = 0)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot bind {host}:{port}")
-    await server.start()
     serving = health_pb2.HealthCheckResponse.SERVING
-    await health_servicer.set("", serving)
-    for name in names:
+    for name in ("", LIVENESS, *names):
         await health_servicer.set(name, serving)
-    return RunningServer(server, bound, health_servicer, service)
+    readiness = None
+    if service.ready is not None:
+        readiness = Readiness(health_servicer, names, service.ready,
+                              every=service.ready_every, timeout=service.ready_timeout)
+        # The first check before the first call: health is true from the start.
+        await readiness.update()
+    await server.start()
+    running = RunningServer(server, bound, health_servicer, service, readiness)
+    if readiness is not None:
+        running.readiness_task = asyncio.create_task(readiness.run(), name="readiness")
+    return running
 
 
 def run(

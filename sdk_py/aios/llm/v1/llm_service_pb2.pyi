@@ -104,14 +104,16 @@ class Endpoint(_message.Message):
     def __init__(self, name: _Optional[str] = ..., base_url: _Optional[str] = ..., model_id: _Optional[str] = ..., healthy: _Optional[bool] = ..., max_concurrency: _Optional[int] = ..., in_flight: _Optional[int] = ..., native_tools: _Optional[bool] = ..., last_error: _Optional[str] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "kind", "endpoints")
+    __slots__ = ("name", "kind", "endpoints", "available")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: ModelKind
     endpoints: _containers.RepeatedCompositeFieldContainer[Endpoint]
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ...) -> None: ...
+    available: bool
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., available: _Optional[bool] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)

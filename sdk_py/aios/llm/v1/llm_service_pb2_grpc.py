@@ -104,7 +104,8 @@ class LlmServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListModels(self, request, context):
-        """ListModels lists configured models, their endpoints and whether each is up.
+        """ListModels lists configured models, their endpoints and whether each is
+        up (each endpoint is probed as the call runs).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
