@@ -265,3 +265,30 @@ async def test_disconnected_caller_stops_its_call(sim_stack):
     await wait_until(lambda: _running(sim, 0))
     record = await a.get_syscall("gone")
     assert record.state == ks.SYSCALL_STATE_CANCELLED
+
+
+async def test_a_call_that_cannot_start_before_its_deadline_is_told_at_once(sim_stack):
+    """Load shedding: from the rate a resource serves at, the kernel sees that
+    a call would wait past its deadline and refuses it at once with
+    RESOURCE_EXHAUSTED and RetryInfo, instead of queueing it to fail later."""
+    client, _ = await sim_stack("fifo", capacity=1, time_scale=1.0)
+    c = client("shed", retries=0)
+    for i in range(6):  # enough finished calls for the kernel to know the rate
+        await c.submit(gen(c, f"warm {i}", 40))
+    backlog = [asyncio.create_task(client(f"busy-{i}").submit(gen(c, f"busy {i}", 40))) for i in range(8)]
+    await wait_until(lambda: _queued_at_least(c, 7))
+    with pytest.raises(ResourceExhaustedError) as exc:
+        await c.submit(gen(c, "in a hurry", 40), timeout=0.5)
+    assert exc.value.reason == "DEADLINE_UNREACHABLE" and exc.value.retry_after and exc.value.retry_after > 0
+    assert "would reach this call" in exc.value.message
+    assert not [r for r in (await c.list_syscalls()).syscalls if r.agent == "shed" and
+                r.state == ks.SYSCALL_STATE_QUEUED]
+    # A call that has the time waits its turn and runs.
+    patient = await c.submit(gen(c, "patient", 40), timeout=120)
+    assert patient.state == ks.SYSCALL_STATE_SUCCEEDED
+    assert all(r.state == ks.SYSCALL_STATE_SUCCEEDED for r in await asyncio.gather(*backlog))
+
+
+async def _queued_at_least(c: AsyncClient, n: int) -> bool:
+    listing = await c.list_syscalls(state=ks.SYSCALL_STATE_QUEUED)
+    return len(listing.syscalls) >= n

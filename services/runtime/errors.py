@@ -82,3 +82,13 @@ class Unimplemented(AiosError):
 
 class Internal(AiosError):
     code = "INTERNAL"
+
+
+def of_code(code: str, message: str, **details) -> AiosError:
+    """The error of a gRPC code name (as a stored record keeps it)."""
+    for cls in AiosError.__subclasses__():
+        if cls.code == code:
+            return cls(message, **details)
+    err = AiosError(message, **details)
+    err.code = code
+    return err

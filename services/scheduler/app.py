@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from aios.kernel.v1 import kernel_service_pb2 as kpb
 from aios.kernel.v1 import kernel_service_pb2_grpc as kpb_grpc
 from services.runtime.channels import channel
-from services.runtime import logs
+from services.runtime import errors, logs
 from services.runtime.server import Service
 from services.access.client import AccessClient
 from services.scheduler.auth import AccessGate, DevGate
@@ -15,6 +17,7 @@ from services.scheduler.dispatch import Dispatcher
 from services.scheduler.kernel import Kernel, Limits
 from services.scheduler.http_door import HttpDoor
 from services.scheduler.intake import Intake
+from services.scheduler.journal import Journal
 from services.scheduler.metrics import KernelMetrics
 from services.scheduler.queues import PolicySettings
 from services.scheduler.servicer import KernelServicer
@@ -56,6 +59,8 @@ async def build(config: Config) -> Service:
                default_capacity=config.service_capacity),
         history=config.history,
         capacity_of=capacity_of,
+        journal=Journal(Path(config.journal_path), max_age=config.journal_max_age,
+                        max_rows=config.journal_max_rows) if config.journal_path else None,
     )
     metrics = KernelMetrics(kernel)
     kernel.observer = metrics
@@ -75,6 +80,10 @@ async def build(config: Config) -> Service:
                 "access": (config.access_addr, gate.client.channel if config.auth == "access" else None)}
     intake = Intake(kernel, gate, catalog, config.default_timeout, tools, precheck=dispatcher.precheck)
     servicer = KernelServicer(intake, services=services, auth_mode=config.auth)
+    journal = kernel.journal
+    if journal is not None:
+        log.info("journal", path=config.journal_path)
+        recovering = intake.recover(journal.unfinished())
     door = HttpDoor(intake)
     if config.http_port >= 0:
         port = await door.start(config.host, config.http_port)
@@ -82,16 +91,28 @@ async def build(config: Config) -> Service:
 
     async def close() -> None:
         await door.stop()
+        # What is still queued, running or parked stays unfinished in the
+        # journal, for the next kernel process; its callers are told to retry.
+        kernel.journal = None
+        if journal is not None:
+            for task in recovering:
+                task.cancel()
         for entry in list(kernel.table.live.values()):
-            kernel.cancel(entry)
+            kernel.cancel(entry, errors.Unavailable("the kernel is shutting down: retry with the same request id"))
         for ch in (llm_ch, mem_ch, st_ch):
             await ch.close()
         metrics.close()
         await tools.close()
         await gate.close()
+        if journal is not None:
+            journal.close()
+
+    def drain() -> None:
+        kernel.stopping = True
 
     return Service(
         names=[SERVICE_NAME],
         register=lambda server: kpb_grpc.add_KernelServiceServicer_to_server(servicer, server),
         close=close,
+        drain=drain,
     )

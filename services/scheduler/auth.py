@@ -38,8 +38,18 @@ class Pending:
     """A check that needs a person's confirmation before the call may run."""
 
     action: str
-    resource: object
+    resource: object  # services.access.client.Resource
     summary: str
+
+    def row(self) -> tuple:
+        """As the journal keeps it."""
+        r = self.resource
+        return (self.action, r.kind, r.owner, r.name, self.summary)
+
+    @classmethod
+    def from_row(cls, row) -> "Pending":
+        action, kind, owner, name, summary = row
+        return cls(action, access.Resource(kind, owner, name), summary)
 
 
 def bearer_token(metadata) -> str:

@@ -51,6 +51,11 @@ class Config:
     http_port: int = -1
     # MCP servers whose tools the kernel offers (JSON, see tools_config()).
     tools_json: str = ""
+    # The durable syscall journal: a SQLite file; "" = none (the process
+    # table and queues then live only in memory).
+    journal_path: str = ""
+    journal_max_age: float = 7 * 86400.0
+    journal_max_rows: int = 100_000
 
     @classmethod
     def from_env(cls, environ=None) -> "Config":
@@ -86,6 +91,9 @@ class Config:
             metrics_port=env.int("METRICS_PORT", -1),
             http_port=env.int("HTTP_PORT", -1),
             tools_json=_tools_json(env),
+            journal_path=_journal_path(env),
+            journal_max_age=env.float("JOURNAL_MAX_AGE_SECONDS", 7 * 86400.0, minimum=1.0),
+            journal_max_rows=env.int("JOURNAL_MAX_ROWS", 100_000, minimum=100),
         )
 
     def mcp_servers(self) -> list[dict]:
@@ -93,6 +101,18 @@ class Config:
         "tools": {"write": {"irreversible": true, "max_concurrency": 1,
         "conflicts_with": ["fs.delete"], "timeout": 10}}}]"""
         return json.loads(self.tools_json)["mcp_servers"] if self.tools_json else []
+
+
+def _journal_path(env: Env) -> str:
+    """AIOS_KERNEL_JOURNAL (a path, or "off"); by default a file in the data
+    folder when there is one (AIOS_DATA_DIR, as `aios up` sets)."""
+    value = env.str("JOURNAL", "")
+    if value.lower() == "off":
+        return ""
+    if value:
+        return value
+    data = env.str("AIOS_DATA_DIR", "")
+    return str(Path(data) / "kernel-journal.sqlite3") if data else ""
 
 
 def _tools_json(env: Env) -> str:

@@ -27,16 +27,18 @@ from google.protobuf import json_format
 
 from aios.kernel.v1 import syscall_pb2 as ks
 from services.runtime import context as rctx
-from services.runtime import errors
+from services.runtime import errors, logs
 from services.scheduler import events as ev
 from services.scheduler import records, validation
-from services.scheduler.auth import Caller
+from services.scheduler.auth import Caller, Pending
 from services.scheduler.kernel import Kernel
-from services.scheduler.table import SUCCEEDED, Entry
+from services.scheduler.table import AWAITING_CONFIRMATION, SUCCEEDED, Entry
 
 # Seconds before a call's deadline at which waiting for a confirmation ends.
 CONFIRM_MARGIN = 1.0
 
+
+log = logs.get("scheduler")
 
 class Intake:
     def __init__(self, kernel: Kernel, auth, catalog, default_timeout: float, tools=None, precheck=None) -> None:
@@ -139,23 +141,55 @@ class Intake:
         if pending:
             if self.precheck is not None:
                 await self.precheck(entry)
-            first = self.kernel.park(entry)
+            first = self.kernel.park(entry, [need.row() for need in pending])
             if first is not entry:
                 return first
-            try:
-                for need in pending:
-                    timeout = max(0.0, entry.deadline - time.monotonic())
-                    confirmation = await self.auth.confirm(caller, entry, need, timeout)
-                    self._awaiting(entry, confirmation)
-                    await self._confirmed(entry, confirmation)
-                    self._awaiting(entry, "")
-            except asyncio.CancelledError:
-                self.kernel.refuse(entry, errors.Cancelled("the caller went away while awaiting confirmation"))
-                raise
-            except errors.AiosError as err:
-                self.kernel.refuse(entry, err)
-                raise
+            await self._confirm_all(caller, entry, pending)
         return self.kernel.admit(entry)
+
+    async def _confirm_all(self, caller: Caller, entry: Entry, pending: list) -> None:
+        """Wait for a person's approval of each confirmation a parked entry
+        needs; a refusal ends the entry (and is raised)."""
+        try:
+            for need in pending:
+                timeout = max(0.0, entry.deadline - time.monotonic())
+                # The same syscall id gets back the same confirmation, also
+                # in a kernel restarted while the call was parked.
+                confirmation = await self.auth.confirm(caller, entry, need, timeout)
+                self._awaiting(entry, confirmation)
+                await self._confirmed(entry, confirmation)
+                self._awaiting(entry, "")
+        except asyncio.CancelledError:
+            if not self.kernel.stopping:
+                self.kernel.refuse(entry, errors.Cancelled("the caller went away while awaiting confirmation"))
+            raise
+        except errors.AiosError as err:
+            self.kernel.refuse(entry, err)
+            raise
+
+    def recover(self, recovered: list) -> list[asyncio.Task]:
+        """Calls a previous kernel process accepted and did not finish (from
+        the journal), in the order it accepted them: queued again, or parked
+        again on their confirmations. A retry of their request id joins them."""
+        tasks = []
+        for item in recovered:
+            entry = item.entry
+            if entry.state == AWAITING_CONFIRMATION:
+                self.kernel.park(entry, recovered=True)
+                tasks.append(asyncio.ensure_future(self._resume_parked(entry, item.pending)))
+            else:
+                self.kernel.readmit(entry)
+        if recovered:
+            log.info("syscalls recovered from the journal", count=len(recovered),
+                     parked=sum(1 for r in recovered if r.entry.state == AWAITING_CONFIRMATION))
+        return tasks
+
+    async def _resume_parked(self, entry: Entry, pending: list) -> None:
+        try:
+            await self._confirm_all(Caller(entry.agent), entry, [Pending.from_row(p) for p in pending])
+            self.kernel.admit(entry)
+        except (errors.AiosError, asyncio.CancelledError):
+            pass  # refused: the entry ended with its error (and a retry gets it)
 
     def _awaiting(self, entry: Entry, confirmation: str) -> None:
         """Show (or clear) the confirmation an entry waits for, also on the
@@ -163,6 +197,8 @@ class Intake:
         entry.confirmation_id = confirmation
         if confirmation:
             entry.publish(ev.AwaitingConfirmation, confirmation_id=confirmation)
+            if self.kernel.journal is not None:
+                self.kernel.journal.parked(entry)
         parent = self.kernel.table.get(entry.parent_id) if entry.parent_id else None
         if parent is not None:
             parent.confirmation_id = confirmation
@@ -175,6 +211,10 @@ class Intake:
         deadline, recorded as part of it. Returns the record or raises."""
         syscall.session_id = parent.session_id
         syscall.priority = parent.priority
+        # Numbered within the tool call: a tool call run again after a
+        # kernel restart makes the same inner calls, which then run once.
+        parent.inner_calls += 1
+        syscall.request_id = f"{parent.id}/{parent.inner_calls}"
         remaining = None if parent.deadline is None else max(0.0, parent.deadline - time.monotonic())
         entry = await self.start(Caller(parent.agent), syscall, remaining, parent_id=parent.id)
         await self.kernel.wait(entry, entry.deadline)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from services.runtime import context as rctx
 from services.runtime import errors, logs
 from services.scheduler import events as ev
-from services.scheduler import queues
+from services.scheduler import queues, records
 from services.scheduler.queues import PolicySettings
 from services.scheduler.table import (
     AWAITING_CONFIRMATION, CANCELLED, FAILED, PREEMPTED, QUEUED, RUNNING, SUCCEEDED, Entry, ProcessTable,
@@ -56,18 +56,45 @@ class Limits:
     default_capacity: int = 8
 
 
+# Load shedding: a call's wait is estimated once this many calls of its
+# resource finished; the estimate follows a moving average of their run times.
+SHED_AFTER_SAMPLES = 5
+SERVICE_TIME_WEIGHT = 0.2
+
+
 class Resource:
     def __init__(self, name: str, capacity: int, queue) -> None:
         self.name = name
         self.capacity = capacity
         self.running = 0
         self.queue = queue
+        # Seconds a call of this resource runs, on average (exponentially
+        # weighted), and how many runs that average has seen.
+        self.service_time = 0.0
+        self.samples = 0
+
+    def observe(self, seconds: float) -> None:
+        self.samples += 1
+        w = 1.0 if self.samples == 1 else SERVICE_TIME_WEIGHT
+        self.service_time += w * (seconds - self.service_time)
+
+    def expected_wait(self) -> float | None:
+        """Seconds a call queued now waits before it starts, from the rate
+        the resource has been serving at (None until that is known)."""
+        if self.samples < SHED_AFTER_SAMPLES:
+            return None
+        if self.running + len(self.queue) < self.capacity:
+            return 0.0
+        # Calls ahead of it start as slots free; a slot frees every
+        # service_time / capacity seconds on average.
+        ahead = len(self.queue) + self.running - self.capacity + 1
+        return ahead * self.service_time / self.capacity
 
 
 class Kernel:
     def __init__(self, runner: Runner, settings: PolicySettings, limits: Limits,
                  history: int = 10_000, capacity_of: Callable[[str], int] | None = None,
-                 observer=None) -> None:
+                 observer=None, journal=None) -> None:
         self.runner = runner
         self.settings = settings
         self.limits = limits
@@ -76,6 +103,11 @@ class Kernel:
         self._capacity_of = capacity_of or (lambda name: limits.default_capacity)
         # Told of finished and refused syscalls (metrics): finished(entry), rejected(reason).
         self.observer = observer
+        # The durable journal (services/scheduler/journal.py), or None.
+        self.journal = journal
+        # Set when the process stops: callers cut off then do not cancel
+        # their calls, which stay unfinished for the next kernel process.
+        self.stopping = False
         # Fair share: weighted tokens served per agent.
         self.counters: dict[str, float] = {}
         # Agent-aware: tokens attained and start time per agent run.
@@ -111,16 +143,23 @@ class Kernel:
 
     # --- admission --------------------------------------------------------
 
-    def park(self, entry: Entry) -> Entry:
+    def park(self, entry: Entry, pending: list[tuple] = (), *, recovered: bool = False) -> Entry:
         """Enter an entry in the process table while it waits for a person's
         confirmation (not queued, but counted against the agent's limit);
-        returns the first entry of a repeated request id instead."""
-        first = self.first_of(entry)
-        if first is not None:
-            return first
-        self._reserve(entry)
+        returns the first entry of a repeated request id instead. `pending`
+        (the confirmations it needs) is journaled, so a restarted kernel
+        parks it again."""
+        if not recovered:
+            first = self.first_of(entry)
+            if first is not None:
+                return first
+            self._reserve(entry)
+        else:
+            self._outstanding[entry.agent] = self._outstanding.get(entry.agent, 0) + 1
         entry.state = AWAITING_CONFIRMATION
         self.table.add(entry)
+        if self.journal is not None and not recovered:
+            self.journal.accepted(entry, pending)
         return entry
 
     def refuse(self, entry: Entry, err: errors.AiosError) -> None:
@@ -134,6 +173,13 @@ class Kernel:
         if not entry.request_id:
             return None
         first = self.table.by_request(entry.agent, entry.request_id)
+        if first is None and self.journal is not None:
+            # Finished before this process started, or fell out of the history.
+            first = self.journal.find(entry.agent, entry.request_id)
+            if first is not None:
+                if first.state == FAILED and first.error is not None and first.error.code == "UNAVAILABLE":
+                    return None  # it did nothing: a retry runs anew
+                self.table.remember(first)
         if first is None or first is entry:
             return None
         if first.fingerprint and entry.fingerprint and first.fingerprint != entry.fingerprint:
@@ -166,6 +212,7 @@ class Kernel:
         res = self.resource(entry.resource)
         parked = entry.state == AWAITING_CONFIRMATION
         try:
+            self._shed(entry, res)
             if len(res.queue) >= self.limits.queue_capacity:
                 self._rejected("QUEUE_FULL")
                 raise errors.ResourceExhausted(
@@ -181,6 +228,12 @@ class Kernel:
         entry.state = QUEUED
         if not parked:
             self.table.add(entry)
+        if self.journal is not None:
+            # Written before it can run: a restarted kernel runs it again.
+            if parked:
+                self.journal.approved(entry)
+            else:
+                self.journal.accepted(entry)
         if entry.session_id or entry.agent:
             session = entry.session_id or entry.agent
             if session not in self.attained:
@@ -191,9 +244,35 @@ class Kernel:
         self._pump(res)
         return entry
 
+    def readmit(self, entry: Entry) -> None:
+        """Queue again a call a previous kernel process accepted and did not
+        finish (from the journal): no limits, nothing journaled anew."""
+        self._outstanding[entry.agent] = self._outstanding.get(entry.agent, 0) + 1
+        entry.state = QUEUED
+        self.table.add(entry)
+        self._enqueue(entry, self.resource(entry.resource))
+        self._pump(self.resource(entry.resource))
+
     def _rejected(self, reason: str) -> None:
         if self.observer is not None:
             self.observer.rejected(reason)
+
+    def _shed(self, entry: Entry, res: Resource) -> None:
+        """RESOURCE_EXHAUSTED at once for a call that would start only after
+        its deadline, rather than DEADLINE_EXCEEDED once that passed."""
+        if entry.deadline is None:
+            return
+        wait = res.expected_wait()
+        left = entry.deadline - time.monotonic()
+        if wait is None or wait <= left:
+            return
+        self._rejected("DEADLINE_UNREACHABLE")
+        raise errors.ResourceExhausted(
+            f"the {res.name} queue would reach this call in about {wait:.1f} s ({len(res.queue)} waiting, "
+            f"{res.running} running, {res.service_time:.2f} s per call on {res.capacity} slots), after its "
+            f"deadline in {max(0.0, left):.1f} s: retry later or with a longer deadline",
+            reason="DEADLINE_UNREACHABLE", retry_after=min(60.0, max(0.1, wait - left)),
+            metadata={"expected_wait_seconds": f"{wait:.3f}", "deadline_seconds": f"{max(0.0, left):.3f}"})
 
     def _retry_hint(self, resource: str) -> float:
         # A rough wait: the queue ahead drained at the resource's width, at
@@ -220,6 +299,7 @@ class Kernel:
             if entry is None:
                 return
             entry.queued = False
+            entry.run_started = time.monotonic()
             res.running += 1
             entry.waiting += time.monotonic() - entry.queued_at
             resumed = entry.state == PREEMPTED
@@ -260,7 +340,10 @@ class Kernel:
             entry.snapshot_tokens = outcome.snapshot_tokens
             entry.state = PREEMPTED
             res.running -= 1
+            res.observe(time.monotonic() - entry.run_started)
             entry.publish(ev.Preempted, snapshot_tokens=outcome.snapshot_tokens)
+            if self.journal is not None:
+                self.journal.preempted(entry)
             self._enqueue(entry, res)
             self._pump(res)
             return
@@ -291,12 +374,16 @@ class Kernel:
                 res.queue.discard(entry)
         elif res is not None and entry.state in (RUNNING,):
             res.running -= 1
+            if state == SUCCEEDED:
+                res.observe(time.monotonic() - entry.run_started)
         entry.done = True
         entry.state = state
         entry.error = err
         entry.finish_wall = time.time()
         self._outstanding[entry.agent] = max(0, self._outstanding.get(entry.agent, 1) - 1)
         self.table.finish(entry)
+        if self.journal is not None:
+            self.journal.finished(entry, records.record(entry))
         entry.publish(ev.Finished, entry=entry)
         entry.finished.set()
         if self.observer is not None:
@@ -330,7 +417,7 @@ class Kernel:
         except TimeoutError:
             self.cancel(entry, errors.DeadlineExceeded("the syscall's deadline passed"))
         except asyncio.CancelledError:
-            if entry.waiters <= 1:
+            if entry.waiters <= 1 and not self.stopping:
                 self.cancel(entry, errors.Cancelled("the caller went away"))
             raise
         finally:

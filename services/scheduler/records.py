@@ -52,6 +52,12 @@ def duration(seconds: float) -> duration_pb2.Duration:
 def record(entry: Entry, *, with_output: bool = True) -> ks.SyscallRecord:
     import time
 
+    if entry.final_record is not None:  # read back from the journal
+        rec = ks.SyscallRecord.FromString(entry.final_record)
+        if not with_output:
+            rec.ClearField("output")
+        return rec
+
     rec = ks.SyscallRecord(
         id=entry.id,
         request_id=entry.request_id,

@@ -43,6 +43,7 @@ class Entry:
     # Ordering facts (monotonic) and reported times (wall clock).
     enqueue_time: float = 0.0
     queued_at: float = 0.0  # monotonic, when it last entered a queue
+    run_started: float = 0.0  # monotonic, when it last started running
     create_wall: float = field(default_factory=time.time)
     queue_wall: float = 0.0
     start_wall: float = 0.0
@@ -65,6 +66,10 @@ class Entry:
     # A file write let through as a create, not an overwrite: storage is
     # told to write only if the file is still absent.
     create_only: bool = False
+    # Inner syscalls a built-in tool made so far (their request ids count up).
+    inner_calls: int = 0
+    # A finished call read back from the journal: its SyscallRecord, serialized.
+    final_record: bytes | None = None
     # Set by SubmitStream: token deltas are wanted.
     stream: bool = False
     # A streamed file body: the upload's chunks (async iterator of bytes), or
@@ -125,6 +130,12 @@ class ProcessTable:
                 and entry.error.code == "UNAVAILABLE":
             return None
         return entry
+
+    def remember(self, entry: Entry) -> None:
+        """A finished entry read back from the journal, for later lookups."""
+        self.finished[entry.id] = entry
+        if entry.request_id:
+            self._by_request[(entry.agent, entry.request_id)] = entry.id
 
     def get(self, eid: str) -> Entry | None:
         return self.live.get(eid) or self.finished.get(eid)

@@ -1,0 +1,69 @@
+"""What the durable journal costs per syscall: the same kernel with its
+journal (a SQLite file) and without, alternating in one run, over one
+llm_core each and an instant simulated backend.
+
+    .venv/bin/python -m bench.journal_overhead [--rounds 3] [-n 300] [--out FILE]
+
+Per kernel: added latency over calling llm_core directly (p50, p99), kernel
+CPU per syscall, and syscalls/s with 16 and 256 concurrent callers. Printed
+and written as JSON; compare the two rows, not absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench import procs
+from bench.intake_overhead import concurrent, direct_request, sequential
+from bench.kernel_bench import MODEL, write_report
+
+
+async def measure(sim_addr: str, n: int, journal: str) -> dict:
+    core = procs.start_llm_core([{"name": "sim", "model": MODEL, "base_url": sim_addr, "max_concurrency": 1024}])
+    kernel = procs.start_kernel(core.address, journal=journal)
+    try:
+        out = await sequential(kernel.address, core.address, n, direct_request(procs.ROOT))
+        cpu0 = kernel.cpu_seconds()
+        out["syscalls_per_s_16"] = await concurrent(kernel.address, 16, 20)
+        out["syscalls_per_s_256"] = await concurrent(kernel.address, 256, 4)
+        out["kernel_cpu_ms_per_syscall"] = (kernel.cpu_seconds() - cpu0) / (16 * 20 + 256 * 4) * 1000
+        return out
+    finally:
+        kernel.stop()
+        core.stop()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of the two kernels (default 3)")
+    parser.add_argument("-n", type=int, default=300, help="sequential calls per measurement (default 300)")
+    parser.add_argument("--out", default="bench/results/journal_overhead.json")
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="aios-journal-"))
+    sim, _ = procs.start_simulator("--time-scale", "0", "--max-num-seqs", "1024")
+    runs: dict[str, list[dict]] = {"without journal": [], "with journal (SQLite)": []}
+    try:
+        for r in range(args.rounds):
+            for label, journal in (("without journal", "off"),
+                                   ("with journal (SQLite)", str(folder / f"journal-{r}.sqlite3"))):
+                runs[label].append(await measure(sim.address, args.n, journal))
+                print(label, json.dumps({k: round(v, 3) for k, v in runs[label][-1].items()}), flush=True)
+    finally:
+        sim.stop()
+    summary = {label: {k: round(statistics.median(r[k] for r in results), 3) for k in results[0]}
+               for label, results in runs.items()}
+    report = {"command": f"python -m bench.journal_overhead --rounds {args.rounds} -n {args.n}",
+              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "median_of_rounds": summary,
+              "rounds": runs}
+    print(json.dumps(summary, indent=1))
+    write_report(args.out, report)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,154 @@
+"""The kernel's durable journal: what it keeps and for how long, and a
+kernel restarted on it, which answers retries from it and runs the calls
+that were queued or running in the order they were accepted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from aios.kernel.v1 import syscall_pb2 as ks
+from aios.sdk import AsyncClient
+from bench.simulator.engine import EngineConfig
+from bench.simulator.server import SimulatorServer
+from services.cli.stack import free_port
+from services.runtime import errors
+from services.runtime.server import start_server
+from services.scheduler.journal import Journal
+from services.scheduler.table import FAILED, SUCCEEDED, Entry
+from tests.conftest import kernel_config
+
+
+def _entry(agent: str, request_id: str, text: str = "x") -> Entry:
+    syscall = ks.Syscall(request_id=request_id, tool=ks.ToolCall(name="calculator"))
+    syscall.tool.arguments.update({"expression": text})
+    return Entry(agent=agent, kind="tool", resource="tool", syscall=syscall, request_id=request_id,
+                 fingerprint=request_id.encode(), deadline=time.monotonic() + 60)
+
+
+def _finish(journal: Journal, entry: Entry, state: str = SUCCEEDED, err=None) -> None:
+    entry.state, entry.error, entry.finish_wall, entry.done = state, err, time.time(), True
+    journal.finished(entry, ks.SyscallRecord(id=entry.id, request_id=entry.request_id,
+                                             tool=ks.ToolResult(output=f"out-{entry.request_id}")))
+
+
+def test_the_journal_keeps_accepted_calls_and_their_results(tmp_path):
+    journal = Journal(tmp_path / "j.sqlite3")
+    done, queued, parked = _entry("ann", "r1"), _entry("ann", "r2"), _entry("bob", "r3")
+    journal.accepted(done)
+    journal.accepted(queued)
+    journal.accepted(parked, [("delete", "memory", "bob", "m1", "delete memory bob:m1")])
+    parked.confirmation_id = "c-1"
+    journal.parked(parked)
+    queued.snapshot_text, queued.snapshot_tokens = "Once upon", 2
+    journal.preempted(queued)
+    _finish(journal, done, FAILED, errors.NotFound("no such thing", reason="NOPE", field="x"))
+    journal.close()
+
+    journal = Journal(tmp_path / "j.sqlite3")  # another process, the same file
+    found = journal.find("ann", "r1")
+    assert found.id == done.id and found.state == FAILED and found.done and found.finished.is_set()
+    assert (found.error.code, found.error.reason, found.error.field) == ("NOT_FOUND", "NOPE", "x")
+    assert ks.SyscallRecord.FromString(found.final_record).tool.output == "out-r1"
+    assert journal.find("ann", "r2") is None  # not finished: it is among the unfinished
+    assert journal.find("bob", "r1") is None  # request ids are the agent's own
+    back = journal.unfinished()
+    assert [r.entry.id for r in back] == [queued.id, parked.id]  # in the order accepted
+    q, p = back
+    assert q.entry.syscall == queued.syscall and q.entry.fingerprint == b"r2" and q.pending == []
+    assert (q.entry.snapshot_text, q.entry.snapshot_tokens) == ("Once upon", 2)
+    assert 55 < q.entry.deadline - time.monotonic() <= 60
+    assert p.entry.state == "awaiting_confirmation" and p.entry.confirmation_id == "c-1"
+    assert p.pending == [("delete", "memory", "bob", "m1", "delete memory bob:m1")]
+
+
+def test_the_journal_is_bounded_by_age_and_rows(tmp_path):
+    now = [1_000_000.0]
+    journal = Journal(tmp_path / "j.sqlite3", max_age=3600, max_rows=3, clock=lambda: now[0])
+    entries = [_entry("ann", f"r{i}") for i in range(6)]
+    for i, e in enumerate(entries):
+        e.create_wall = now[0] + i
+        journal.accepted(e)
+        _finish(journal, e)
+        journal.db.execute("UPDATE syscalls SET finish_wall = ? WHERE id = ?", (now[0] + i, e.id))
+    unfinished = _entry("ann", "open")
+    journal.accepted(unfinished)
+    assert journal.prune() == 3
+    assert [journal.find("ann", f"r{i}") is not None for i in range(6)] == [False] * 3 + [True] * 3
+    now[0] += 7200  # past max_age: every finished call goes; unfinished ones never do
+    assert journal.prune() == 3
+    assert [r.entry.id for r in journal.unfinished()] == [unfinished.id]
+
+
+async def _kernel(port: int, llm_addr: str, journal: str, **env):
+    from services.scheduler.app import build
+
+    return await start_server(await build(kernel_config(llm_addr, journal=journal, **env)), "127.0.0.1", port)
+
+
+async def test_a_retry_after_a_kernel_restart_gets_the_first_result_and_runs_once(llm_core_addr, tmp_path):
+    from services.memory.app import build as memory_build
+    from services.memory.config import Config as MemoryConfig
+
+    memory = await start_server(await memory_build(MemoryConfig.from_env({
+        "AIOS_MEMORY_QDRANT_PATH": str(tmp_path / "q"), "AIOS_LLM_ADDR": llm_core_addr})))
+    env = {"AIOS_MEMORY_ADDR": f"127.0.0.1:{memory.port}"}
+    path, port = str(tmp_path / "journal.sqlite3"), free_port()
+    kernel = await _kernel(port, llm_core_addr, path, **env)
+    try:
+        async with AsyncClient(f"127.0.0.1:{port}", token="ann", retries=8, timeout=60) as c:
+            first = await c.memory.add("the kernel forgets nothing", request_id="add-1")
+            await kernel.stop(grace=1)
+            kernel = await _kernel(port, llm_core_addr, path, **env)
+            again = await c.memory.add("the kernel forgets nothing", request_id="add-1")
+            assert again.id == first.id
+            listing = await c.memory.list()
+            assert [m.content for m in listing.memories] == ["the kernel forgets nothing"]
+            # The record is the first call's, from the journal.
+            record = await c.get_syscall("add-1")
+            assert record.state == ks.SYSCALL_STATE_SUCCEEDED and record.memory.add.memory.id == first.id
+    finally:
+        await kernel.stop(grace=1)
+        await memory.stop(grace=1)
+
+
+async def test_calls_queued_and_running_across_a_restart_finish_in_their_order(start_service, tmp_path):
+    from services.llm_core.app import build as llm_build
+    from services.llm_core.config import Config as LlmConfig
+
+    # Slow enough (about a second a call) that none ends before the stop.
+    sim = SimulatorServer(EngineConfig(time_scale=1.0, max_num_seqs=64))
+    await sim.start()
+    endpoints = [{"name": "sim", "model": "sim", "base_url": sim.url, "max_concurrency": 1}]
+    llm = await start_service(llm_build, LlmConfig.from_env({"AIOS_LLM_ENDPOINTS": json.dumps(endpoints)}))
+    llm_addr, path, port = f"127.0.0.1:{llm.port}", str(tmp_path / "journal.sqlite3"), free_port()
+    kernel = await _kernel(port, llm_addr, path)
+    clients = [AsyncClient(f"127.0.0.1:{port}", token=f"agent-{i}", retries=10, timeout=120) for i in range(4)]
+    try:
+        calls = []
+        for i, c in enumerate(clients):
+            calls.append(asyncio.create_task(
+                c.submit(c.llm.syscall(f"story {i}", model="sim", max_tokens=40, request_id=f"story-{i}"))))
+            # Accepted in this order: each is in the process table before the next is sent.
+            end = time.monotonic() + 20
+            while len((await clients[0].list_syscalls()).syscalls) < i + 1:
+                assert time.monotonic() < end
+                await asyncio.sleep(0.02)
+        # The first runs (capacity 1), the others wait: now the kernel stops.
+        accepted = {r.request_id: r.id for r in (await clients[0].list_syscalls()).syscalls}
+        await kernel.stop(grace=0)
+        kernel = await _kernel(port, llm_addr, path)
+        records = await asyncio.gather(*calls)
+        assert [r.request_id for r in records] == [f"story-{i}" for i in range(4)]
+        # The same syscalls, resumed from the journal (retries joined them),
+        # not new ones made by the retries.
+        assert {r.request_id: r.id for r in records} == accepted
+        assert all(r.state == ks.SYSCALL_STATE_SUCCEEDED and r.usage.completion_tokens == 40 for r in records)
+        starts = [r.start_time.ToNanoseconds() for r in records]
+        assert starts == sorted(starts), "the restarted kernel ran them in the order they were accepted"
+    finally:
+        for c in clients:
+            await c.close()
+        await kernel.stop(grace=1)
+        await sim.stop()
