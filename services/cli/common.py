@@ -105,8 +105,10 @@ def client(args):
     """An SDK client from the common options."""
     from aios.sdk import Client
 
+    # A person at a terminal hears at once that the kernel is down; agents'
+    # clients keep retrying until their deadline.
     return Client(kernel_address(args), credential(args, required=False), timeout=args.timeout,
-                  on_confirmation=say_parked)
+                  retries=3, on_confirmation=say_parked)
 
 
 def explain(err, args) -> str:

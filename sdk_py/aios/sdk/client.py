@@ -560,7 +560,7 @@ class _ConfirmationWatch:
 
 
 class _Base:
-    def __init__(self, address: str | None, token: str | None, timeout: float, retries: int,
+    def __init__(self, address: str | None, token: str | None, timeout: float, retries: int | None,
                  session_id: str | None, on_syscall: SyscallHook | None = None,
                  on_confirmation: ConfirmationHook | None = None) -> None:
         self.address = address or os.environ.get("AIOS_KERNEL") or DEFAULT_ADDRESS
@@ -630,8 +630,9 @@ class _Base:
 
     def _backoff(self, attempt: int, err: AiosError, end: float) -> float | None:
         """Seconds to wait before retrying, or None to give up: only
-        UNAVAILABLE is retried, a bounded number of times, within the deadline."""
-        if not isinstance(err, UnavailableError) or attempt >= self.retries:
+        UNAVAILABLE is retried, within the deadline (and at most `retries`
+        times when that is set), so a call rides over a kernel restart."""
+        if not isinstance(err, UnavailableError) or (self.retries is not None and attempt >= self.retries):
             return None
         delay = min(2.0, 0.1 * 2 ** attempt)
         return delay if time.monotonic() + delay < end else None
@@ -641,7 +642,7 @@ class Client(_Base):
     """Synchronous client."""
 
     def __init__(self, address: str | None = None, token: str | None = None, *,
-                 timeout: float = 120.0, retries: int = 3, session_id: str | None = None,
+                 timeout: float = 120.0, retries: int | None = None, session_id: str | None = None,
                  on_syscall: SyscallHook | None = None, on_confirmation: ConfirmationHook | None = None) -> None:
         super().__init__(address, token, timeout, retries, session_id, on_syscall, on_confirmation)
         self._channel = grpc.insecure_channel(self.address, options=_CHANNEL_OPTIONS)
@@ -799,7 +800,7 @@ class AsyncClient(_Base):
     """asyncio client; the helper namespaces return awaitables."""
 
     def __init__(self, address: str | None = None, token: str | None = None, *,
-                 timeout: float = 120.0, retries: int = 3, session_id: str | None = None,
+                 timeout: float = 120.0, retries: int | None = None, session_id: str | None = None,
                  on_syscall: SyscallHook | None = None, on_confirmation: ConfirmationHook | None = None) -> None:
         super().__init__(address, token, timeout, retries, session_id, on_syscall, on_confirmation)
         self._channel = grpc.aio.insecure_channel(self.address, options=_CHANNEL_OPTIONS)
