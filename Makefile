@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 DATA ?= .aios
 
-.PHONY: install demo up test protos lint bench bench-quick clean
+.PHONY: install demo up test protos lint bench bench-quick faults clean
 
 install: $(STAMP)
 
@@ -45,6 +45,13 @@ bench: install
 bench-quick: install
 	$(PIP) install -q -e '.[bench]'
 	$(PY) -m bench --quick
+
+# The fault suite: agents keep working while each part of a real `aios up`
+# is killed in turn; prints what was acknowledged, lost, applied twice and
+# the time to recover (report in bench/results/faults.json). A short run is
+# part of `make test` (tests/test_faults.py).
+faults: install
+	$(PY) -m bench.faults
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache
