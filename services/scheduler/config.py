@@ -51,8 +51,8 @@ class Config:
     http_port: int = -1
     # MCP servers whose tools the kernel offers (JSON, see tools_config()).
     tools_json: str = ""
-    # The durable syscall journal: a SQLite file; "" = none (the process
-    # table and queues then live only in memory).
+    # The durable syscall journal: a SQLite file's path or a postgresql://
+    # URL; "" = none (the process table and queues then live only in memory).
     journal_path: str = ""
     journal_max_age: float = 7 * 86400.0
     journal_max_rows: int = 100_000
@@ -104,7 +104,7 @@ class Config:
 
 
 def _journal_path(env: Env) -> str:
-    """AIOS_KERNEL_JOURNAL (a path, or "off"); by default a file in the data
+    """AIOS_KERNEL_JOURNAL (a path, a postgresql:// URL, or "off"); by default a file in the data
     folder when there is one (AIOS_DATA_DIR, as `aios up` sets)."""
     value = env.str("JOURNAL", "")
     if value.lower() == "off":

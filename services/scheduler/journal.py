@@ -13,18 +13,21 @@ finished (its record or error). After a crash the next kernel process:
 
 The database is a SQLite file (WAL, synchronous=NORMAL: a write survives the
 kernel process dying at any point, though not the machine losing power
-before the OS flushed it). Writes are a few tens of microseconds and happen
-on the event loop, in order. Finished calls are kept for `max_age` seconds
+before the OS flushed it), or PostgreSQL given a postgresql:// URL (the same
+statements; pg8000, the `postgres` extra). Writes happen on the event loop,
+in order: a few tens of microseconds on SQLite, a round trip on PostgreSQL. Finished calls are kept for `max_age` seconds
 and at most `max_rows` of them (oldest dropped first), pruned every minute.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from aios.kernel.v1 import syscall_pb2 as ks
 from services.runtime import errors, logs
@@ -59,6 +62,89 @@ CREATE INDEX IF NOT EXISTS syscalls_unfinished ON syscalls (finish_wall, create_
 """
 
 PRUNE_EVERY = 60.0
+_COLUMNS = ("id", "agent", "request_id", "fingerprint", "kind", "resource", "syscall", "parent_id", "create_wall",
+            "deadline_wall", "state", "create_only", "pending")
+
+
+_INSERT = f"INSERT INTO syscalls ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+
+
+class _Database:
+    """The two SQL databases the journal speaks: SQLite (a path) and
+    PostgreSQL (a postgresql:// URL).
+
+    Writes made in one turn of the event loop commit together, at the end of
+    that turn (group commit): before any task the turn scheduled runs, so a
+    syscall is on disk before it is dispatched and before its caller hears
+    of its end, at one commit per turn however many calls the turn handled."""
+
+    def __init__(self, target: str) -> None:
+        if target.startswith(("postgresql://", "postgres://")):
+            self.conn = _connect_postgres(target)
+            self.conn.autocommit = True
+            self.postgres = True
+            schema = SCHEMA.replace("BLOB", "BYTEA").replace("REAL", "DOUBLE PRECISION")
+        else:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.postgres = False
+            schema = SCHEMA
+        for statement in filter(str.strip, schema.split(";")):
+            self.execute(statement)
+        self._open = False
+
+    def execute(self, sql: str, params: tuple = ()):
+        if self.postgres:
+            cursor = self.conn.cursor()
+            cursor.execute(sql.replace("?", "%s"), params)
+            return cursor
+        return self.conn.execute(sql, params)
+
+    def write(self, sql: str, params: tuple = ()):
+        if not self._open:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return self.execute(sql, params)  # no loop: commit at once
+            self.execute("BEGIN")
+            self._open = True
+            loop.call_soon(self.commit)
+        return self.execute(sql, params)
+
+    def commit(self) -> None:
+        if self._open:
+            self._open = False
+            self.execute("COMMIT")
+
+    def close(self) -> None:
+        self.commit()
+        self.conn.close()
+
+
+def redacted(target: str) -> str:
+    """The journal's path or URL without its password, for logs."""
+    parts = urlsplit(target)
+    if parts.password:
+        return target.replace(f":{parts.password}@", ":***@", 1)
+    return target
+
+
+def _connect_postgres(url: str):
+    """postgresql://user:password@host:port/database, or ?host=/socket/dir
+    for a Unix socket (as libpq reads it)."""
+    import pg8000.dbapi
+
+    parts = urlsplit(url)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    host = query.get("host") or parts.hostname or "127.0.0.1"
+    port = parts.port or int(query.get("port", 5432))
+    args = {"user": unquote(parts.username or "postgres"), "password": unquote(parts.password or "") or None,
+            "database": (parts.path or "/postgres").lstrip("/") or "postgres"}
+    if host.startswith("/"):
+        return pg8000.dbapi.connect(unix_sock=f"{host}/.s.PGSQL.{port}", **args)
+    return pg8000.dbapi.connect(host=host, port=port, **args)
 
 
 @dataclass
@@ -72,17 +158,13 @@ class Recovered:
 
 
 class Journal:
-    def __init__(self, path: Path, *, max_age: float = 7 * 86400.0, max_rows: int = 100_000,
+    def __init__(self, target: str | Path, *, max_age: float = 7 * 86400.0, max_rows: int = 100_000,
                  clock=time.time) -> None:
-        self.path = path
+        """`target`: a SQLite file's path or a postgresql:// URL."""
         self.max_age = max_age
         self.max_rows = max_rows
         self.clock = clock
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
+        self.db = _Database(str(target))
         self._pruned = 0.0
 
     def close(self) -> None:
@@ -93,10 +175,8 @@ class Journal:
     def accepted(self, entry: Entry, pending: list[tuple] = ()) -> None:
         """A syscall let in (queued, or parked when `pending` is given)."""
         deadline = None if entry.deadline is None else self.clock() + (entry.deadline - time.monotonic())
-        self.db.execute(
-            "INSERT OR REPLACE INTO syscalls (id, agent, request_id, fingerprint, kind, resource, syscall,"
-            " parent_id, create_wall, deadline_wall, state, create_only, pending)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        self.db.write(
+            _INSERT,
             (entry.id, entry.agent, entry.request_id or None, entry.fingerprint or None, entry.kind,
              entry.resource, entry.syscall.SerializeToString(deterministic=True), entry.parent_id,
              entry.create_wall, deadline, AWAITING_CONFIRMATION if pending else QUEUED, int(entry.create_only),
@@ -105,25 +185,26 @@ class Journal:
 
     def parked(self, entry: Entry) -> None:
         """The confirmation a parked call waits for now."""
-        self.db.execute("UPDATE syscalls SET confirmation_id = ? WHERE id = ?", (entry.confirmation_id, entry.id))
+        self.db.write("UPDATE syscalls SET confirmation_id = ? WHERE id = ?", (entry.confirmation_id, entry.id))
 
     def approved(self, entry: Entry) -> None:
         """A parked call let through: queued now, nothing left to confirm."""
-        self.db.execute("UPDATE syscalls SET state = ?, pending = '[]', confirmation_id = '', create_only = ?"
+        self.db.write("UPDATE syscalls SET state = ?, pending = '[]', confirmation_id = '', create_only = ?"
                         " WHERE id = ?", (QUEUED, int(entry.create_only), entry.id))
 
     def preempted(self, entry: Entry) -> None:
-        self.db.execute("UPDATE syscalls SET snapshot_text = ?, snapshot_tokens = ? WHERE id = ?",
+        self.db.write("UPDATE syscalls SET snapshot_text = ?, snapshot_tokens = ? WHERE id = ?",
                         (entry.snapshot_text, entry.snapshot_tokens, entry.id))
 
-    def finished(self, entry: Entry, record: ks.SyscallRecord) -> None:
+    def finished(self, entry: Entry, record: bytes) -> None:
+        """The call's end: `record` is its serialized SyscallRecord."""
         err = entry.error
         error = None if err is None else json.dumps(
             {"code": err.code, "message": err.message, "reason": err.reason, "field": err.field,
              "metadata": err.metadata})
-        self.db.execute("UPDATE syscalls SET state = ?, record = ?, error = ?, finish_wall = ?, pending = '[]'"
+        self.db.write("UPDATE syscalls SET state = ?, record = ?, error = ?, finish_wall = ?, pending = '[]'"
                         " WHERE id = ?",
-                        (entry.state, record.SerializeToString(), error, entry.finish_wall or self.clock(),
+                        (entry.state, record, error, entry.finish_wall or self.clock(),
                          entry.id))
 
     # -- reads
@@ -152,7 +233,7 @@ class Journal:
         rows = self.db.execute(
             "SELECT id, agent, request_id, fingerprint, kind, resource, syscall, parent_id, create_wall,"
             " deadline_wall, state, create_only, pending, confirmation_id, snapshot_text, snapshot_tokens"
-            " FROM syscalls WHERE finish_wall IS NULL ORDER BY create_wall, rowid").fetchall()
+            " FROM syscalls WHERE finish_wall IS NULL ORDER BY create_wall, id").fetchall()
         out = []
         now_wall, now_mono = self.clock(), time.monotonic()
         for (eid, agent, request_id, fingerprint, kind, resource, syscall, parent_id, created, deadline,
@@ -179,11 +260,11 @@ class Journal:
     def prune(self) -> int:
         """Drop finished calls past max_age, then the oldest past max_rows."""
         now = self.clock()
-        gone = self.db.execute("DELETE FROM syscalls WHERE finish_wall IS NOT NULL AND finish_wall < ?",
+        gone = self.db.write("DELETE FROM syscalls WHERE finish_wall IS NOT NULL AND finish_wall < ?",
                                (now - self.max_age,)).rowcount
         (finished,) = self.db.execute("SELECT COUNT(*) FROM syscalls WHERE finish_wall IS NOT NULL").fetchone()
         if finished > self.max_rows:
-            gone += self.db.execute(
+            gone += self.db.write(
                 "DELETE FROM syscalls WHERE id IN (SELECT id FROM syscalls WHERE finish_wall IS NOT NULL"
                 " ORDER BY finish_wall LIMIT ?)", (finished - self.max_rows,)).rowcount
         if gone:

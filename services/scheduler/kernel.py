@@ -383,7 +383,9 @@ class Kernel:
         self._outstanding[entry.agent] = max(0, self._outstanding.get(entry.agent, 1) - 1)
         self.table.finish(entry)
         if self.journal is not None:
-            self.journal.finished(entry, records.record(entry))
+            # Built once: the journal keeps it, and its callers get it from here.
+            entry.final_record = records.record(entry).SerializeToString()
+            self.journal.finished(entry, entry.final_record)
         entry.publish(ev.Finished, entry=entry)
         entry.finished.set()
         if self.observer is not None:
