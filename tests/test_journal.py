@@ -182,3 +182,70 @@ async def test_calls_queued_and_running_across_a_restart_finish_in_their_order(s
             await c.close()
         await kernel.stop(grace=1)
         await sim.stop()
+
+
+async def test_a_call_parked_for_confirmation_waits_again_after_a_restart(llm_core_addr, tmp_path):
+    """A delete waiting for a person when the kernel stops is parked again by
+    the next kernel on the same confirmation; approved then, it runs once,
+    and the caller's retry gets its result."""
+    import grpc
+
+    from aios.access.v1 import access_service_pb2 as apb
+    from aios.access.v1 import access_service_pb2_grpc as apb_grpc
+    from services.access.app import build as access_build
+    from services.access.config import Config as AccessConfig
+    from services.memory.app import build as memory_build
+    from services.memory.config import Config as MemoryConfig
+    from services.runtime import trust
+
+    tokens_file = tmp_path / "service-tokens.json"
+    trust.ensure_tokens_file(tokens_file)
+    env = {"AIOS_SERVICE_TOKENS_FILE": str(tokens_file), "AIOS_DATA_DIR": str(tmp_path)}
+    access = await start_server(await access_build(AccessConfig.from_env(env)))
+    memory = await start_server(await memory_build(MemoryConfig.from_env(
+        {**env, "AIOS_MEMORY_QDRANT_PATH": str(tmp_path / "q"), "AIOS_LLM_ADDR": llm_core_addr})))
+    kernel_env = dict(auth="access", auth_cache_seconds=0, AIOS_ACCESS_ADDR=f"127.0.0.1:{access.port}",
+                      AIOS_MEMORY_ADDR=f"127.0.0.1:{memory.port}", AIOS_SERVICE_TOKENS_FILE=str(tokens_file))
+    path, port = str(tmp_path / "journal.sqlite3"), free_port()
+    kernel = await _kernel(port, llm_core_addr, path, **kernel_env)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{access.port}")
+    admin, md = apb_grpc.AccessServiceStub(channel), [("authorization",
+                                                       f"Bearer {(tmp_path / 'admin.token').read_text().strip()}")]
+    token = (await admin.CreateAgent(apb.CreateAgentRequest(name="dora", groups=["agents"]), metadata=md)).token
+
+    async def pending() -> list:
+        listing = await admin.ListConfirmations(apb.ListConfirmationsRequest(), metadata=md)
+        return [c for c in listing.confirmations if c.agent == "dora" and c.state == apb.CONFIRMATION_STATE_PENDING]
+
+    try:
+        async with AsyncClient(f"127.0.0.1:{port}", token=token, timeout=60) as c:
+            kept = await c.memory.add("dora's fact")
+            delete = asyncio.create_task(c.memory.delete(kept.id, request_id="del-1"))
+            end = time.monotonic() + 20
+            while not (asked := await pending()):
+                assert time.monotonic() < end and not delete.done()
+                await asyncio.sleep(0.05)
+            await kernel.stop(grace=0)
+            kernel = await _kernel(port, llm_core_addr, path, **kernel_env)
+            # The same call, parked again, on the same confirmation.
+            end = time.monotonic() + 20
+            while True:
+                parked = (await c.list_syscalls(state=ks.SYSCALL_STATE_AWAITING_CONFIRMATION)).syscalls
+                if parked and parked[0].confirmation_id:
+                    break
+                assert time.monotonic() < end
+                await asyncio.sleep(0.05)
+            assert [p.request_id for p in parked] == ["del-1"] and parked[0].confirmation_id == asked[0].id
+            assert [p.id for p in await pending()] == [asked[0].id]  # nobody was asked twice
+            assert not delete.done()  # the caller's retry waits with it
+            await admin.ResolveConfirmation(apb.ResolveConfirmationRequest(id=asked[0].id, approve=True),
+                                            metadata=md)
+            await delete
+            record = await c.get_syscall("del-1")
+            assert record.state == ks.SYSCALL_STATE_SUCCEEDED and record.id == parked[0].id
+            assert [m.content for m in (await c.memory.list()).memories] == []
+    finally:
+        await channel.close()
+        await kernel.stop(grace=1)
+        await memory.stop(grace=1)
+        await access.stop(grace=1)

@@ -280,17 +280,19 @@ class _Memory:
         return self._do("get", mem.GetMemoryRequest(owner=owner, tenant=tenant, id=id), lambda r: r.memory)
 
     def update(self, id: str, *, content: str | None = None, tags: list[str] | None = None,
-               metadata: dict[str, str] | None = None, owner: str = "", tenant: str = ""):
+               metadata: dict[str, str] | None = None, owner: str = "", tenant: str = "",
+               request_id: str | None = None):
         """Change only the fields given (content is re-embedded)."""
         req = mem.UpdateMemoryRequest(owner=owner, tenant=tenant, id=id,
                                       memory=self._input(content or "", tags, metadata))
         for name, value in (("content", content), ("tags", tags), ("metadata", metadata)):
             if value is not None:
                 req.update_mask.paths.append(name)
-        return self._do("update", req, lambda r: r.memory)
+        return self._do("update", req, lambda r: r.memory, request_id)
 
-    def delete(self, id: str, *, owner: str = "", tenant: str = ""):
-        return self._do("delete", mem.DeleteMemoryRequest(owner=owner, tenant=tenant, id=id), lambda r: None)
+    def delete(self, id: str, *, owner: str = "", tenant: str = "", request_id: str | None = None):
+        return self._do("delete", mem.DeleteMemoryRequest(owner=owner, tenant=tenant, id=id), lambda r: None,
+                        request_id)
 
     def list(self, *, filter: str = "", page_size: int = 100, page_token: str = "", tier: str = "",
              owner: str = "", tenant: str = ""):
