@@ -20,23 +20,8 @@ import time
 from pathlib import Path
 
 from bench import procs
-from bench.intake_overhead import concurrent, direct_request, sequential
-from bench.kernel_bench import MODEL, write_report
-
-
-async def measure(sim_addr: str, n: int, journal: str) -> dict:
-    core = procs.start_llm_core([{"name": "sim", "model": MODEL, "base_url": sim_addr, "max_concurrency": 1024}])
-    kernel = procs.start_kernel(core.address, journal=journal)
-    try:
-        out = await sequential(kernel.address, core.address, n, direct_request(procs.ROOT))
-        cpu0 = kernel.cpu_seconds()
-        out["syscalls_per_s_16"] = await concurrent(kernel.address, 16, 20)
-        out["syscalls_per_s_256"] = await concurrent(kernel.address, 256, 4)
-        out["kernel_cpu_ms_per_syscall"] = (kernel.cpu_seconds() - cpu0) / (16 * 20 + 256 * 4) * 1000
-        return out
-    finally:
-        kernel.stop()
-        core.stop()
+from bench.intake_overhead import measure
+from bench.kernel_bench import write_report
 
 
 async def main() -> None:
@@ -52,7 +37,7 @@ async def main() -> None:
         for r in range(args.rounds):
             for label, journal in (("without journal", "off"),
                                    ("with journal (SQLite)", str(folder / f"journal-{r}.sqlite3"))):
-                runs[label].append(await measure(sim.address, args.n, journal))
+                runs[label].append(await measure(procs.ROOT, sim.address, args.n, journal=journal))
                 print(label, json.dumps({k: round(v, 3) for k, v in runs[label][-1].items()}), flush=True)
     finally:
         sim.stop()
