@@ -43,8 +43,10 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def wait_healthy(address: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
-    """Poll grpc.health.v1 until SERVING, the process dies, or the time is up."""
+def wait_healthy(address: str, timeout: float = 60.0, proc: subprocess.Popen | None = None,
+                 service: str = "") -> None:
+    """Poll grpc.health.v1 (readiness, or `service`, e.g. "liveness") until
+    SERVING, the process dies, or the time is up."""
     end = time.monotonic() + timeout
     last = "no answer"
     with grpc.insecure_channel(address) as ch:
@@ -53,7 +55,7 @@ def wait_healthy(address: str, timeout: float = 60.0, proc: subprocess.Popen | N
             if proc is not None and proc.poll() is not None:
                 raise RuntimeError(f"process exited with {proc.returncode} before serving on {address}")
             try:
-                resp = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0, wait_for_ready=True)
+                resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0, wait_for_ready=True)
                 if resp.status == health_pb2.HealthCheckResponse.SERVING:
                     return
                 last = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
@@ -201,8 +203,11 @@ class Stack:
                 sup.children.append(child)
                 sup.start(child)
             for svc in SERVICES:
+                # llm_core is ready once a model server answers: one given by
+                # --llm-endpoints may come up later, so only wait for it to run.
+                service = "liveness" if svc == "llm_core" and cfg.llm_endpoints else ""
                 try:
-                    wait_healthy(self.address(svc), proc=self.procs[svc])
+                    wait_healthy(self.address(svc), proc=self.procs[svc], service=service)
                 except (RuntimeError, TimeoutError) as exc:
                     raise RuntimeError(f"{svc}: {exc}\n{_tail(self.logs / f'{svc}.log')}") from None
                 if on_ready:
