@@ -37,8 +37,8 @@ from services.scheduler.table import AWAITING_CONFIRMATION, SUCCEEDED, Entry
 # Seconds before a call's deadline at which waiting for a confirmation ends.
 CONFIRM_MARGIN = 1.0
 
-
 log = logs.get("scheduler")
+
 
 class Intake:
     def __init__(self, kernel: Kernel, auth, catalog, default_timeout: float, tools=None, precheck=None) -> None:

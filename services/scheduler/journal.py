@@ -213,39 +213,32 @@ class Journal:
         """The newest finished syscall of an agent's request id, as a finished
         entry (its record in `entry.final_record`)."""
         row = self.db.execute(
-            "SELECT id, kind, resource, syscall, parent_id, create_wall, state, fingerprint, record, error,"
-            " finish_wall FROM syscalls WHERE agent = ? AND request_id = ? AND finish_wall IS NOT NULL"
+            f"SELECT {_ENTRY_COLUMNS}, state, record, error, finish_wall FROM syscalls"
+            " WHERE agent = ? AND request_id = ? AND finish_wall IS NOT NULL"
             " ORDER BY create_wall DESC LIMIT 1", (agent, request_id)).fetchone()
         if row is None:
             return None
-        eid, kind, resource, syscall, parent_id, created, state, fingerprint, record, error, finished = row
-        entry = Entry(agent=agent, kind=kind, resource=resource, syscall=ks.Syscall.FromString(syscall),
-                      request_id=request_id, fingerprint=fingerprint or b"", id=eid, parent_id=parent_id,
-                      state=state, create_wall=created)
-        entry.done, entry.queued, entry.finish_wall = True, False, finished
-        entry.final_record = record
-        entry.error = _error(error)
+        state, record, error, finished = row[_N:]
+        entry = _entry(row, state=state, final_record=record, error=_error(error), finish_wall=finished,
+                       done=True)
         entry.finished.set()
         return entry
 
     def unfinished(self) -> list[Recovered]:
         """Every syscall that was accepted and not finished, oldest first."""
         rows = self.db.execute(
-            "SELECT id, agent, request_id, fingerprint, kind, resource, syscall, parent_id, create_wall,"
-            " deadline_wall, state, create_only, pending, confirmation_id, snapshot_text, snapshot_tokens"
-            " FROM syscalls WHERE finish_wall IS NULL ORDER BY create_wall, id").fetchall()
+            f"SELECT {_ENTRY_COLUMNS}, deadline_wall, state, create_only, pending, confirmation_id,"
+            " snapshot_text, snapshot_tokens FROM syscalls WHERE finish_wall IS NULL"
+            " ORDER BY create_wall, id").fetchall()
         out = []
         now_wall, now_mono = self.clock(), time.monotonic()
-        for (eid, agent, request_id, fingerprint, kind, resource, syscall, parent_id, created, deadline,
-             state, create_only, pending, confirmation_id, snapshot_text, snapshot_tokens) in rows:
-            msg = ks.Syscall.FromString(syscall)
-            entry = Entry(agent=agent, kind=kind, resource=resource, syscall=msg, request_id=request_id or "",
-                          session_id=msg.session_id, priority=msg.priority,
-                          deadline=None if deadline is None else now_mono + (deadline - now_wall),
-                          fingerprint=fingerprint or b"", id=eid, parent_id=parent_id, create_wall=created,
-                          create_only=bool(create_only), confirmation_id=confirmation_id,
-                          snapshot_text=snapshot_text, snapshot_tokens=snapshot_tokens)
-            entry.state = AWAITING_CONFIRMATION if state == AWAITING_CONFIRMATION else QUEUED
+        for row in rows:
+            deadline, state, create_only, pending, confirmation_id, snapshot_text, snapshot_tokens = row[_N:]
+            entry = _entry(row, deadline=None if deadline is None else now_mono + (deadline - now_wall),
+                           state=AWAITING_CONFIRMATION if state == AWAITING_CONFIRMATION else QUEUED,
+                           create_only=bool(create_only), confirmation_id=confirmation_id,
+                           snapshot_text=snapshot_text, snapshot_tokens=snapshot_tokens)
+            entry.session_id, entry.priority = entry.syscall.session_id, entry.syscall.priority
             out.append(Recovered(entry, [tuple(p) for p in json.loads(pending)]))
         return out
 
@@ -270,6 +263,18 @@ class Journal:
         if gone:
             log.info("journal pruned", removed=gone)
         return gone
+
+
+# The columns every read makes an Entry of, first in its SELECT.
+_ENTRY_COLUMNS = "id, agent, request_id, fingerprint, kind, resource, syscall, parent_id, create_wall"
+_N = len(_ENTRY_COLUMNS.split(","))
+
+
+def _entry(row, **more) -> Entry:
+    eid, agent, request_id, fingerprint, kind, resource, syscall, parent_id, created = row[:_N]
+    return Entry(agent=agent, kind=kind, resource=resource, syscall=ks.Syscall.FromString(syscall),
+                 request_id=request_id or "", fingerprint=fingerprint or b"", id=eid, parent_id=parent_id,
+                 create_wall=created, **more)
 
 
 def _error(raw: str | None) -> errors.AiosError | None:

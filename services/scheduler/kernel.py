@@ -22,6 +22,7 @@ from services.scheduler import queues, records
 from services.scheduler.queues import PolicySettings
 from services.scheduler.table import (
     AWAITING_CONFIRMATION, CANCELLED, FAILED, PREEMPTED, QUEUED, RUNNING, SUCCEEDED, Entry, ProcessTable,
+    runs_anew,
 )
 
 log = logs.get("kernel")
@@ -153,9 +154,7 @@ class Kernel:
             first = self.first_of(entry)
             if first is not None:
                 return first
-            self._reserve(entry)
-        else:
-            self._outstanding[entry.agent] = self._outstanding.get(entry.agent, 0) + 1
+        self._reserve(entry, limit=not recovered)
         entry.state = AWAITING_CONFIRMATION
         self.table.add(entry)
         if self.journal is not None and not recovered:
@@ -177,8 +176,8 @@ class Kernel:
             # Finished before this process started, or fell out of the history.
             first = self.journal.find(entry.agent, entry.request_id)
             if first is not None:
-                if first.state == FAILED and first.error is not None and first.error.code == "UNAVAILABLE":
-                    return None  # it did nothing: a retry runs anew
+                if runs_anew(first):
+                    return None
                 self.table.remember(first)
         if first is None or first is entry:
             return None
@@ -191,9 +190,11 @@ class Kernel:
         return first
 
 
-    def _reserve(self, entry: Entry) -> None:
+    def _reserve(self, entry: Entry, *, limit: bool = True) -> None:
+        """Count the entry against its agent's limit; RESOURCE_EXHAUSTED past
+        it (`limit`: a call recovered from the journal was let in before)."""
         outstanding = self._outstanding.get(entry.agent, 0)
-        if outstanding >= self.limits.per_agent_outstanding:
+        if limit and outstanding >= self.limits.per_agent_outstanding:
             self._rejected("AGENT_LIMIT")
             raise errors.ResourceExhausted(
                 f"agent {entry.agent!r} has {outstanding} syscalls queued or running "
@@ -247,11 +248,12 @@ class Kernel:
     def readmit(self, entry: Entry) -> None:
         """Queue again a call a previous kernel process accepted and did not
         finish (from the journal): no limits, nothing journaled anew."""
-        self._outstanding[entry.agent] = self._outstanding.get(entry.agent, 0) + 1
+        self._reserve(entry, limit=False)
         entry.state = QUEUED
         self.table.add(entry)
-        self._enqueue(entry, self.resource(entry.resource))
-        self._pump(self.resource(entry.resource))
+        res = self.resource(entry.resource)
+        self._enqueue(entry, res)
+        self._pump(res)
 
     def _rejected(self, reason: str) -> None:
         if self.observer is not None:

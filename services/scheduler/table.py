@@ -100,6 +100,12 @@ class AgentStats:
     queued: int = 0
 
 
+def runs_anew(entry: Entry) -> bool:
+    """A call that failed because a service was unavailable did nothing: a
+    retry with its request id runs anew instead of getting that failure."""
+    return entry.state == FAILED and entry.error is not None and entry.error.code == "UNAVAILABLE"
+
+
 class ProcessTable:
     def __init__(self, history: int = 10_000) -> None:
         self.history = history
@@ -122,20 +128,17 @@ class ProcessTable:
         return stats
 
     def by_request(self, agent: str, request_id: str) -> Entry | None:
-        """The syscall an agent's request id names. One that failed because a
-        service was unavailable did nothing: a retry with its id runs anew."""
+        """The syscall an agent's request id names (see runs_anew)."""
         eid = self._by_request.get((agent, request_id))
         entry = self.get(eid) if eid else None
-        if entry is not None and entry.state == FAILED and entry.error is not None \
-                and entry.error.code == "UNAVAILABLE":
-            return None
-        return entry
+        return None if entry is None or runs_anew(entry) else entry
 
     def remember(self, entry: Entry) -> None:
         """A finished entry read back from the journal, for later lookups."""
         self.finished[entry.id] = entry
         if entry.request_id:
             self._by_request[(entry.agent, entry.request_id)] = entry.id
+        self._trim()
 
     def get(self, eid: str) -> Entry | None:
         return self.live.get(eid) or self.finished.get(eid)
@@ -151,6 +154,9 @@ class ProcessTable:
             stats.completed += 1
         else:
             stats.failed += 1
+        self._trim()
+
+    def _trim(self) -> None:
         while len(self.finished) > self.history:
             _, old = self.finished.popitem(last=False)
             if old.request_id:
