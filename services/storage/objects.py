@@ -154,6 +154,26 @@ class ObjectStore:
         # client for the public name never talks to the network.
         self.presigner = (Minio(public_endpoint, access_key=access_key, secret_key=secret_key,
                                 secure=secure, region=region) if public_endpoint else self.client)
+        # Readiness checks: timeouts of a second and no retries, so that a
+        # check on a store that is away ends quickly.
+        self._probe_http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=1.0, read=1.0),
+                                               retries=urllib3.Retry(total=0))
+        self._probe = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure,
+                            region=region, http_client=self._probe_http)
+        self.endpoint = endpoint
+
+    def reachable(self) -> str | None:
+        """Why S3 does not answer for the bucket, or None when it does (one
+        HEAD of the bucket: the region is fixed)."""
+        try:
+            if self._probe.bucket_exists(self.bucket):
+                return None
+            return f"bucket {self.bucket} is missing on S3 at {self.endpoint}"
+        except S3Error as exc:
+            return f"S3 at {self.endpoint} refused the check: {exc.code}"
+        except Exception as exc:  # noqa: BLE001 - refused, timed out, reset: unreachable
+            why = getattr(exc, "reason", None) or exc  # urllib3 wraps the cause
+            return f"S3 at {self.endpoint} is unreachable: {type(why).__name__}"
 
     def ensure_bucket(self, timeout: float = 30.0) -> None:
         """Create the bucket with versioning on; wait up to `timeout` for the store."""
@@ -176,6 +196,7 @@ class ObjectStore:
 
     def close(self) -> None:
         self._http.clear()
+        self._probe_http.clear()
 
     # -- objects ---------------------------------------------------------
 
