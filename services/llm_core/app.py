@@ -8,7 +8,6 @@ or came back without waiting for traffic.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from aios.llm.v1 import llm_service_pb2 as pb
 from aios.llm.v1 import llm_service_pb2_grpc as pb_grpc
@@ -34,9 +33,6 @@ async def build(config: Config) -> Service:
         return unreachable(engine)
 
     async def close() -> None:
-        watch.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watch
         await engine.close()
         await embeddings.close()
 
@@ -47,6 +43,7 @@ async def build(config: Config) -> Service:
         close=close,
         authorize=service_trust.authorize(trust.ACCEPTS[trust.LLM_CORE]),
         ready=ready,
+        extra_tasks=[watch],  # cancelled by the runtime before close()
     )
 
 

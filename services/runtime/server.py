@@ -77,6 +77,8 @@ class RunningServer:
         await self.server.stop(grace)
         for task in self.service.extra_tasks:
             task.cancel()
+        # Ended before close(): none may still use what close() releases.
+        await asyncio.gather(*self.service.extra_tasks, return_exceptions=True)
         if self.service.close is not None:
             await self.service.close()
 
