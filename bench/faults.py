@@ -36,10 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aios.sdk import AiosError, AsyncClient
+from services.cli.main import port_flags
+from services.cli.stack import SERVICES, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-SERVICES = ("scheduler", "llm_core", "memory", "storage", "access")
 # kill -9 targets, by their name in <data>/stack.json, then the whole stack.
 FAULTS = ("scheduler", "llm_core", "memory", "storage", "access", "s3", "llm_server", "stack")
 LABEL = {"scheduler": "kill -9 kernel", "llm_core": "kill -9 llm_core", "memory": "kill -9 memory",
@@ -48,20 +49,12 @@ LABEL = {"scheduler": "kill -9 kernel", "llm_core": "kill -9 llm_core", "memory"
 KINDS = ("memory", "file", "llm", "tool")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Stack:
     """`aios up` as a child process on free ports, data in one folder."""
 
     def __init__(self, data: Path) -> None:
         self.data = data
-        self.ports = {svc: _free_port() for svc in SERVICES}
+        self.ports = {svc: free_port() for svc in SERVICES}
         self.proc: subprocess.Popen | None = None
         self.log = open(data / "aios-up.log", "a")
 
@@ -70,10 +63,7 @@ class Stack:
         return f"127.0.0.1:{self.ports['scheduler']}"
 
     def start(self, timeout: float = 240.0) -> None:
-        flags = []
-        for svc, port in self.ports.items():
-            flags += ["--kernel-port" if svc == "scheduler" else f"--{svc.replace('_', '-')}-port", str(port)]
-        flags += ["--metrics-port", "-1", "--http-port", "-1"]
+        flags = [*port_flags(self.ports), "--metrics-port", "-1", "--http-port", "-1"]
         self.proc = subprocess.Popen([str(BIN / "aios"), "up", "--data", str(self.data), *flags],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      start_new_session=True, cwd=ROOT)

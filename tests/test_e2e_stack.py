@@ -15,18 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from services.cli.main import port_flags
 from services.cli.stack import SERVICES, free_port
 
 BIN = Path(sys.executable).parent
 GRPCURL = str(BIN / "grpcurl")
-
-
-def _flags(ports: dict[str, int]) -> list[str]:
-    out = []
-    for svc, port in ports.items():
-        flag = "--kernel-port" if svc == "scheduler" else f"--{svc.replace('_', '-')}-port"
-        out += [flag, str(port)]
-    return out
 
 
 def _processes_with(marker: str) -> list[int]:
@@ -49,7 +42,7 @@ def stack(tmp_path_factory):
     ports = {svc: free_port() for svc in SERVICES}
     metrics = free_port()
     proc = subprocess.Popen(
-        [str(BIN / "aios"), "up", "--data", str(data), *_flags(ports), "--metrics-port", str(metrics),
+        [str(BIN / "aios"), "up", "--data", str(data), *port_flags(ports), "--metrics-port", str(metrics),
          "--http-port", str(free_port())],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 from services.cli.supervisor import FAILED, RESTARTING, RUNNING, Child, Supervisor, read_state
 

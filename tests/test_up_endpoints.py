@@ -16,7 +16,8 @@ import time
 from bench.simulator.engine import EngineConfig
 from bench.simulator.server import SimulatorServer
 from services.cli.stack import SERVICES, free_port
-from tests.test_e2e_stack import BIN, _flags
+from services.cli.main import port_flags
+from tests.test_e2e_stack import BIN
 
 
 async def test_up_waits_for_no_model_server_and_serves_once_one_answers(tmp_path):
@@ -25,7 +26,7 @@ async def test_up_waits_for_no_model_server_and_serves_once_one_answers(tmp_path
     endpoints = [{"name": "later", "model": "sim", "base_url": f"http://127.0.0.1:{model_port}/v1",
                   "max_concurrency": 4}]
     proc = subprocess.Popen(
-        [str(BIN / "aios"), "up", "--data", str(tmp_path), *_flags(ports), "--metrics-port", "-1",
+        [str(BIN / "aios"), "up", "--data", str(tmp_path), *port_flags(ports), "--metrics-port", "-1",
          "--http-port", "-1", "--llm-endpoints", json.dumps(endpoints)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: queue.Queue = queue.Queue()

@@ -16,9 +16,19 @@ from services.cli import stack as stack_mod
 from services.cli import supervisor
 
 
+def port_flag(svc: str) -> str:
+    """The `aios up` option of a service's port, e.g. --kernel-port."""
+    return "--kernel-port" if svc == "scheduler" else f"--{svc.replace('_', '-')}-port"
+
+
+def port_flags(ports: dict[str, int]) -> list[str]:
+    """`aios up` arguments for these ports (by service name)."""
+    return [arg for svc, port in ports.items() for arg in (port_flag(svc), str(port))]
+
+
 def _port_args(p: argparse.ArgumentParser) -> None:
     for svc, port in stack_mod.DEFAULT_PORTS.items():
-        flag = "--kernel-port" if svc == "scheduler" else f"--{svc.replace('_', '-')}-port"
+        flag = port_flag(svc)
         name = "the kernel" if svc == "scheduler" else svc
         p.add_argument(flag, type=int, default=port, dest=f"port_{svc}", metavar="PORT",
                        help=f"port of {name} (default {port})")
