@@ -7,6 +7,7 @@ into an Outcome. Errors of the downstream service pass through unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 
@@ -64,6 +65,23 @@ def _timeout(entry: Entry) -> float | None:
     return remaining
 
 
+@contextlib.contextmanager
+def _cancel_at_exit(call):
+    """The call, cancelled when the block is left before the RPC finished
+    (a no-op once it has). grpc.aio misses some cancellations: a task
+    cancelled in the loop iteration in which its interceptors' task or a
+    stream's first message (`_preparation`) completed gets the CancelledError
+    at an await outside the handler that cancels the RPC, and a download
+    cancelled in its loop body never reaches grpc at all. No garbage
+    collection makes up for it (the channel's done callback keeps the call
+    referenced until it finishes), so the RPC ran on: llm_core kept
+    generating for a cancelled syscall until the model or the deadline ended it."""
+    try:
+        yield call
+    finally:
+        call.cancel()
+
+
 class Dispatcher:
     def __init__(self, llm_channel: grpc.aio.Channel, memory_channel: grpc.aio.Channel,
                  storage_channel: grpc.aio.Channel, tools=None) -> None:
@@ -102,17 +120,19 @@ class Dispatcher:
         timeout = _timeout(entry)
         if entry.stream:
             resp = lc.Completion(text=entry.snapshot_text)
-            async for chunk in self.llm.GenerateStream(req, timeout=timeout):
-                if chunk.delta:
-                    resp.text += chunk.delta
-                    entry.publish(ev.Delta, text=chunk.delta)
-                if chunk.finish_reason:
-                    resp.finish_reason = chunk.finish_reason
-                    resp.tool_calls.extend(chunk.tool_calls)
-                    resp.usage.CopyFrom(chunk.usage)
-                    resp.model, resp.endpoint = chunk.model, chunk.endpoint
+            with _cancel_at_exit(self.llm.GenerateStream(req, timeout=timeout)) as call:
+                async for chunk in call:
+                    if chunk.delta:
+                        resp.text += chunk.delta
+                        entry.publish(ev.Delta, text=chunk.delta)
+                    if chunk.finish_reason:
+                        resp.finish_reason = chunk.finish_reason
+                        resp.tool_calls.extend(chunk.tool_calls)
+                        resp.usage.CopyFrom(chunk.usage)
+                        resp.model, resp.endpoint = chunk.model, chunk.endpoint
         else:
-            resp = await self.llm.Generate(req, timeout=timeout)
+            with _cancel_at_exit(self.llm.Generate(req, timeout=timeout)) as call:
+                resp = await call
         entry.endpoint = resp.endpoint
         # usage covers the whole generation so far (snapshot included); charge
         # only what this run added.
@@ -158,12 +178,13 @@ class Dispatcher:
             result.write.CopyFrom(response)
         elif op == "read" and entry.body is not None:
             # A download: parts go to the caller's queue as they come.
-            async for part in self.storage.ReadFile(request, timeout=timeout):
-                if part.HasField("info"):
-                    result.read.info.CopyFrom(part.info)
-                    await entry.body.put(kpb.DownloadFileResponse(info=part.info))
-                else:
-                    await entry.body.put(kpb.DownloadFileResponse(chunk=part.chunk))
+            with _cancel_at_exit(self.storage.ReadFile(request, timeout=timeout)) as call:
+                async for part in call:
+                    if part.HasField("info"):
+                        result.read.info.CopyFrom(part.info)
+                        await entry.body.put(kpb.DownloadFileResponse(info=part.info))
+                    else:
+                        await entry.body.put(kpb.DownloadFileResponse(chunk=part.chunk))
             await entry.body.put(None)
         elif op == "read":
             info, content = await self.read_file(request, timeout, INLINE_READ_LIMIT)
@@ -216,16 +237,17 @@ class Dispatcher:
 
     async def read_file(self, request: st.ReadFileRequest, timeout, limit: int):
         info, parts, size = st.FileInfo(), [], 0
-        async for part in self.storage.ReadFile(request, timeout=timeout):
-            if part.HasField("info"):
-                info.CopyFrom(part.info)
-                if info.size > limit:
-                    raise errors.FailedPrecondition(
-                        f"{info.path} is {info.size} bytes, over the {limit}-byte inline limit; "
-                        "use KernelService.DownloadFile", reason="FILE_TOO_LARGE_FOR_INLINE")
-            else:
-                size += len(part.chunk)
-                parts.append(part.chunk)
+        with _cancel_at_exit(self.storage.ReadFile(request, timeout=timeout)) as call:
+            async for part in call:
+                if part.HasField("info"):
+                    info.CopyFrom(part.info)
+                    if info.size > limit:
+                        raise errors.FailedPrecondition(
+                            f"{info.path} is {info.size} bytes, over the {limit}-byte inline limit; "
+                            "use KernelService.DownloadFile", reason="FILE_TOO_LARGE_FOR_INLINE")
+                else:
+                    size += len(part.chunk)
+                    parts.append(part.chunk)
         return info, b"".join(parts)
 
 
