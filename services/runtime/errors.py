@@ -1,7 +1,8 @@
 """Domain errors, named after the gRPC status they become.
 
 Domain modules raise these without importing grpc; the shared server runtime
-turns them into a status with typed details (ErrorInfo, RetryInfo, BadRequest).
+turns them into a status with typed details (ErrorInfo, RetryInfo, BadRequest,
+QuotaFailure).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class AiosError(Exception):
         field: str = "",
         retry_after: float | None = None,
         metadata: dict[str, str] | None = None,
+        quota: list[tuple[str, str]] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -30,6 +32,9 @@ class AiosError(Exception):
         # Seconds the caller should wait before retrying, for RetryInfo.
         self.retry_after = retry_after
         self.metadata = metadata or {}
+        # (subject, description) of each quota limit the call would pass,
+        # for QuotaFailure.
+        self.quota = quota or []
 
 
 class InvalidArgument(AiosError):

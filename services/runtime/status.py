@@ -37,6 +37,10 @@ def to_grpc_status(err: errors.AiosError) -> grpc.Status:
             field=err.field, description=err.message
         )
         details.append(_pack(error_details_pb2.BadRequest(field_violations=[violation])))
+    if err.quota:
+        details.append(_pack(error_details_pb2.QuotaFailure(violations=[
+            error_details_pb2.QuotaFailure.Violation(subject=subject, description=description)
+            for subject, description in err.quota])))
     status = status_pb2.Status(
         code=getattr(code_pb2, err.code), message=err.message, details=details
     )
@@ -73,6 +77,10 @@ def from_rpc_error(exc: grpc.RpcError) -> errors.AiosError:
                 detail.Unpack(bad)
                 if bad.field_violations:
                     err.field = bad.field_violations[0].field
+            elif detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
+                quota = error_details_pb2.QuotaFailure()
+                detail.Unpack(quota)
+                err.quota = [(v.subject, v.description) for v in quota.violations]
     return err
 
 

@@ -2,7 +2,8 @@
 
 Each carries the code, the kernel's message, the machine-readable reason
 (google.rpc.ErrorInfo) and, for RESOURCE_EXHAUSTED, how long to wait
-(google.rpc.RetryInfo).
+(google.rpc.RetryInfo) and which quota limits the call would pass
+(google.rpc.QuotaFailure).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ class AiosError(Exception):
 
     def __init__(self, message: str, *, code: grpc.StatusCode | None = None, reason: str = "",
                  retry_after: float | None = None, field: str = "",
-                 metadata: dict[str, str] | None = None) -> None:
+                 metadata: dict[str, str] | None = None,
+                 quota: list[tuple[str, str]] | None = None) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code
@@ -25,6 +27,9 @@ class AiosError(Exception):
         self.field = field
         # google.rpc.ErrorInfo metadata, e.g. {"confirmation_id": ...}.
         self.metadata = metadata or {}
+        # (subject, description) per quota limit refused, e.g.
+        # ("agent:alice", "llm_requests: 10 per 1m, 10 used").
+        self.quota = quota or []
 
     def __str__(self) -> str:
         extra = f" [{self.reason}]" if self.reason else ""
@@ -120,7 +125,7 @@ def from_rpc_error(exc: grpc.RpcError) -> AiosError:
     special = _BY_REASON.get(err.reason)
     if special is not None and issubclass(special, type(err)):
         err = special(err.message, code=code, reason=err.reason, retry_after=err.retry_after,
-                      field=err.field, metadata=err.metadata)
+                      field=err.field, metadata=err.metadata, quota=err.quota)
     return err
 
 
@@ -153,3 +158,7 @@ def _read_details(exc: grpc.RpcError, err: AiosError) -> None:
                 detail.Unpack(bad)
                 if bad.field_violations:
                     err.field = bad.field_violations[0].field
+            elif detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
+                quota = error_details_pb2.QuotaFailure()
+                detail.Unpack(quota)
+                err.quota = [(v.subject, v.description) for v in quota.violations]

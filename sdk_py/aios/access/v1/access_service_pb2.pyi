@@ -473,3 +473,15 @@ class ListAuditEventsResponse(_message.Message):
     events: _containers.RepeatedCompositeFieldContainer[AuditEvent]
     next_page_token: str
     def __init__(self, events: _Optional[_Iterable[_Union[AuditEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class RecordAuditEventRequest(_message.Message):
+    __slots__ = ("event",)
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    event: AuditEvent
+    def __init__(self, event: _Optional[_Union[AuditEvent, _Mapping]] = ...) -> None: ...
+
+class RecordAuditEventResponse(_message.Message):
+    __slots__ = ("event",)
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    event: AuditEvent
+    def __init__(self, event: _Optional[_Union[AuditEvent, _Mapping]] = ...) -> None: ...

@@ -138,6 +138,11 @@ class AccessServiceStub:
                 request_serializer=aios_dot_access_dot_v1_dot_access__service__pb2.ListAuditEventsRequest.SerializeToString,
                 response_deserializer=aios_dot_access_dot_v1_dot_access__service__pb2.ListAuditEventsResponse.FromString,
                 _registered_method=True)
+        self.RecordAuditEvent = channel.unary_unary(
+                '/aios.access.v1.AccessService/RecordAuditEvent',
+                request_serializer=aios_dot_access_dot_v1_dot_access__service__pb2.RecordAuditEventRequest.SerializeToString,
+                response_deserializer=aios_dot_access_dot_v1_dot_access__service__pb2.RecordAuditEventResponse.FromString,
+                _registered_method=True)
 
 
 class AccessServiceServicer:
@@ -275,6 +280,14 @@ class AccessServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordAuditEvent(self, request, context):
+        """RecordAuditEvent appends an event the kernel decided (a soft quota limit
+        passed); its id and time are set here. Kernel only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AccessServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -367,6 +380,11 @@ def add_AccessServiceServicer_to_server(servicer, server):
                     servicer.ListAuditEvents,
                     request_deserializer=aios_dot_access_dot_v1_dot_access__service__pb2.ListAuditEventsRequest.FromString,
                     response_serializer=aios_dot_access_dot_v1_dot_access__service__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
+            'RecordAuditEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordAuditEvent,
+                    request_deserializer=aios_dot_access_dot_v1_dot_access__service__pb2.RecordAuditEventRequest.FromString,
+                    response_serializer=aios_dot_access_dot_v1_dot_access__service__pb2.RecordAuditEventResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -869,6 +887,33 @@ class AccessService:
             '/aios.access.v1.AccessService/ListAuditEvents',
             aios_dot_access_dot_v1_dot_access__service__pb2.ListAuditEventsRequest.SerializeToString,
             aios_dot_access_dot_v1_dot_access__service__pb2.ListAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordAuditEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aios.access.v1.AccessService/RecordAuditEvent',
+            aios_dot_access_dot_v1_dot_access__service__pb2.RecordAuditEventRequest.SerializeToString,
+            aios_dot_access_dot_v1_dot_access__service__pb2.RecordAuditEventResponse.FromString,
             options,
             channel_credentials,
             insecure,

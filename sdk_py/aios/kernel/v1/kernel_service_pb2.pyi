@@ -22,12 +22,33 @@ class PolicyKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     POLICY_KIND_PRIORITY: _ClassVar[PolicyKind]
     POLICY_KIND_FAIR_SHARE: _ClassVar[PolicyKind]
     POLICY_KIND_AGENT_AWARE: _ClassVar[PolicyKind]
+
+class QuotaMetric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    QUOTA_METRIC_UNSPECIFIED: _ClassVar[QuotaMetric]
+    QUOTA_METRIC_LLM_REQUESTS: _ClassVar[QuotaMetric]
+    QUOTA_METRIC_PROMPT_TOKENS: _ClassVar[QuotaMetric]
+    QUOTA_METRIC_COMPLETION_TOKENS: _ClassVar[QuotaMetric]
+    QUOTA_METRIC_TOKENS: _ClassVar[QuotaMetric]
+    QUOTA_METRIC_TOOL_CALLS: _ClassVar[QuotaMetric]
+    QUOTA_METRIC_COST: _ClassVar[QuotaMetric]
+    QUOTA_METRIC_PARALLEL_LLM_CALLS: _ClassVar[QuotaMetric]
+    QUOTA_METRIC_MEMORY_RECORDS: _ClassVar[QuotaMetric]
 POLICY_KIND_UNSPECIFIED: PolicyKind
 POLICY_KIND_FIFO: PolicyKind
 POLICY_KIND_ROUND_ROBIN: PolicyKind
 POLICY_KIND_PRIORITY: PolicyKind
 POLICY_KIND_FAIR_SHARE: PolicyKind
 POLICY_KIND_AGENT_AWARE: PolicyKind
+QUOTA_METRIC_UNSPECIFIED: QuotaMetric
+QUOTA_METRIC_LLM_REQUESTS: QuotaMetric
+QUOTA_METRIC_PROMPT_TOKENS: QuotaMetric
+QUOTA_METRIC_COMPLETION_TOKENS: QuotaMetric
+QUOTA_METRIC_TOKENS: QuotaMetric
+QUOTA_METRIC_TOOL_CALLS: QuotaMetric
+QUOTA_METRIC_COST: QuotaMetric
+QUOTA_METRIC_PARALLEL_LLM_CALLS: QuotaMetric
+QUOTA_METRIC_MEMORY_RECORDS: QuotaMetric
 
 class SubmitRequest(_message.Message):
     __slots__ = ("syscall",)
@@ -92,7 +113,7 @@ class ListAgentsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class AgentStats(_message.Message):
-    __slots__ = ("agent", "running", "queued", "completed", "failed", "prompt_tokens", "completion_tokens", "total_waiting", "mean_waiting", "last_seen_time")
+    __slots__ = ("agent", "running", "queued", "completed", "failed", "prompt_tokens", "completion_tokens", "total_waiting", "mean_waiting", "last_seen_time", "cost", "quota")
     AGENT_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     QUEUED_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +124,8 @@ class AgentStats(_message.Message):
     TOTAL_WAITING_FIELD_NUMBER: _ClassVar[int]
     MEAN_WAITING_FIELD_NUMBER: _ClassVar[int]
     LAST_SEEN_TIME_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_FIELD_NUMBER: _ClassVar[int]
     agent: str
     running: int
     queued: int
@@ -113,7 +136,9 @@ class AgentStats(_message.Message):
     total_waiting: _duration_pb2.Duration
     mean_waiting: _duration_pb2.Duration
     last_seen_time: _timestamp_pb2.Timestamp
-    def __init__(self, agent: _Optional[str] = ..., running: _Optional[int] = ..., queued: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., total_waiting: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., mean_waiting: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., last_seen_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    cost: float
+    quota: _containers.RepeatedCompositeFieldContainer[QuotaUsage]
+    def __init__(self, agent: _Optional[str] = ..., running: _Optional[int] = ..., queued: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., total_waiting: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., mean_waiting: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., last_seen_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cost: _Optional[float] = ..., quota: _Optional[_Iterable[_Union[QuotaUsage, _Mapping]]] = ...) -> None: ...
 
 class ListAgentsResponse(_message.Message):
     __slots__ = ("agents",)
@@ -306,3 +331,67 @@ class GetStatusResponse(_message.Message):
     policy: Policy
     auth: str
     def __init__(self, services: _Optional[_Iterable[_Union[ServiceHealth, _Mapping]]] = ..., default_model: _Optional[str] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., auth: _Optional[str] = ...) -> None: ...
+
+class QuotaLimit(_message.Message):
+    __slots__ = ("metric", "window", "max", "soft")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    SOFT_FIELD_NUMBER: _ClassVar[int]
+    metric: QuotaMetric
+    window: _duration_pb2.Duration
+    max: float
+    soft: bool
+    def __init__(self, metric: _Optional[_Union[QuotaMetric, str]] = ..., window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max: _Optional[float] = ..., soft: _Optional[bool] = ...) -> None: ...
+
+class Quota(_message.Message):
+    __slots__ = ("subject", "limits")
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    subject: str
+    limits: _containers.RepeatedCompositeFieldContainer[QuotaLimit]
+    def __init__(self, subject: _Optional[str] = ..., limits: _Optional[_Iterable[_Union[QuotaLimit, _Mapping]]] = ...) -> None: ...
+
+class QuotaUsage(_message.Message):
+    __slots__ = ("subject", "limit", "used", "remaining", "reset_time")
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    USED_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    RESET_TIME_FIELD_NUMBER: _ClassVar[int]
+    subject: str
+    limit: QuotaLimit
+    used: float
+    remaining: float
+    reset_time: _timestamp_pb2.Timestamp
+    def __init__(self, subject: _Optional[str] = ..., limit: _Optional[_Union[QuotaLimit, _Mapping]] = ..., used: _Optional[float] = ..., remaining: _Optional[float] = ..., reset_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SetQuotaRequest(_message.Message):
+    __slots__ = ("quota",)
+    QUOTA_FIELD_NUMBER: _ClassVar[int]
+    quota: Quota
+    def __init__(self, quota: _Optional[_Union[Quota, _Mapping]] = ...) -> None: ...
+
+class SetQuotaResponse(_message.Message):
+    __slots__ = ("quota",)
+    QUOTA_FIELD_NUMBER: _ClassVar[int]
+    quota: Quota
+    def __init__(self, quota: _Optional[_Union[Quota, _Mapping]] = ...) -> None: ...
+
+class GetQuotaRequest(_message.Message):
+    __slots__ = ("agent", "group")
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    agent: str
+    group: str
+    def __init__(self, agent: _Optional[str] = ..., group: _Optional[str] = ...) -> None: ...
+
+class GetQuotaResponse(_message.Message):
+    __slots__ = ("quotas", "usage", "currency")
+    QUOTAS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    quotas: _containers.RepeatedCompositeFieldContainer[Quota]
+    usage: _containers.RepeatedCompositeFieldContainer[QuotaUsage]
+    currency: str
+    def __init__(self, quotas: _Optional[_Iterable[_Union[Quota, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[QuotaUsage, _Mapping]]] = ..., currency: _Optional[str] = ...) -> None: ...

@@ -109,6 +109,16 @@ class KernelServiceStub:
                 request_serializer=aios_dot_kernel_dot_v1_dot_kernel__service__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=aios_dot_kernel_dot_v1_dot_kernel__service__pb2.GetStatusResponse.FromString,
                 _registered_method=True)
+        self.SetQuota = channel.unary_unary(
+                '/aios.kernel.v1.KernelService/SetQuota',
+                request_serializer=aios_dot_kernel_dot_v1_dot_kernel__service__pb2.SetQuotaRequest.SerializeToString,
+                response_deserializer=aios_dot_kernel_dot_v1_dot_kernel__service__pb2.SetQuotaResponse.FromString,
+                _registered_method=True)
+        self.GetQuota = channel.unary_unary(
+                '/aios.kernel.v1.KernelService/GetQuota',
+                request_serializer=aios_dot_kernel_dot_v1_dot_kernel__service__pb2.GetQuotaRequest.SerializeToString,
+                response_deserializer=aios_dot_kernel_dot_v1_dot_kernel__service__pb2.GetQuotaResponse.FromString,
+                _registered_method=True)
 
 
 class KernelServiceServicer:
@@ -217,6 +227,23 @@ class KernelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetQuota(self, request, context):
+        """SetQuota replaces the limits of one agent or group (admin); no limits
+        removes them. Counting starts when a limit is set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQuota(self, request, context):
+        """GetQuota shows the limits that bind an agent (its own and its groups')
+        with what is used and left in each window, or one group's. An agent sees
+        its own; an admin anyone's, and with no subject every quota set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KernelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -284,6 +311,16 @@ def add_KernelServiceServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=aios_dot_kernel_dot_v1_dot_kernel__service__pb2.GetStatusRequest.FromString,
                     response_serializer=aios_dot_kernel_dot_v1_dot_kernel__service__pb2.GetStatusResponse.SerializeToString,
+            ),
+            'SetQuota': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetQuota,
+                    request_deserializer=aios_dot_kernel_dot_v1_dot_kernel__service__pb2.SetQuotaRequest.FromString,
+                    response_serializer=aios_dot_kernel_dot_v1_dot_kernel__service__pb2.SetQuotaResponse.SerializeToString,
+            ),
+            'GetQuota': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQuota,
+                    request_deserializer=aios_dot_kernel_dot_v1_dot_kernel__service__pb2.GetQuotaRequest.FromString,
+                    response_serializer=aios_dot_kernel_dot_v1_dot_kernel__service__pb2.GetQuotaResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -646,6 +683,60 @@ class KernelService:
             '/aios.kernel.v1.KernelService/GetStatus',
             aios_dot_kernel_dot_v1_dot_kernel__service__pb2.GetStatusRequest.SerializeToString,
             aios_dot_kernel_dot_v1_dot_kernel__service__pb2.GetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetQuota(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aios.kernel.v1.KernelService/SetQuota',
+            aios_dot_kernel_dot_v1_dot_kernel__service__pb2.SetQuotaRequest.SerializeToString,
+            aios_dot_kernel_dot_v1_dot_kernel__service__pb2.SetQuotaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQuota(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aios.kernel.v1.KernelService/GetQuota',
+            aios_dot_kernel_dot_v1_dot_kernel__service__pb2.GetQuotaRequest.SerializeToString,
+            aios_dot_kernel_dot_v1_dot_kernel__service__pb2.GetQuotaResponse.FromString,
             options,
             channel_credentials,
             insecure,

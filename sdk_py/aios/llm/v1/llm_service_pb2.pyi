@@ -84,7 +84,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Endpoint(_message.Message):
-    __slots__ = ("name", "base_url", "model_id", "healthy", "max_concurrency", "in_flight", "native_tools", "last_error")
+    __slots__ = ("name", "base_url", "model_id", "healthy", "max_concurrency", "in_flight", "native_tools", "last_error", "prices")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BASE_URL_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,7 @@ class Endpoint(_message.Message):
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     NATIVE_TOOLS_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    PRICES_FIELD_NUMBER: _ClassVar[int]
     name: str
     base_url: str
     model_id: str
@@ -101,7 +102,18 @@ class Endpoint(_message.Message):
     in_flight: int
     native_tools: bool
     last_error: str
-    def __init__(self, name: _Optional[str] = ..., base_url: _Optional[str] = ..., model_id: _Optional[str] = ..., healthy: _Optional[bool] = ..., max_concurrency: _Optional[int] = ..., in_flight: _Optional[int] = ..., native_tools: _Optional[bool] = ..., last_error: _Optional[str] = ...) -> None: ...
+    prices: Prices
+    def __init__(self, name: _Optional[str] = ..., base_url: _Optional[str] = ..., model_id: _Optional[str] = ..., healthy: _Optional[bool] = ..., max_concurrency: _Optional[int] = ..., in_flight: _Optional[int] = ..., native_tools: _Optional[bool] = ..., last_error: _Optional[str] = ..., prices: _Optional[_Union[Prices, _Mapping]] = ...) -> None: ...
+
+class Prices(_message.Message):
+    __slots__ = ("prompt", "completion", "cached_prompt")
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_FIELD_NUMBER: _ClassVar[int]
+    CACHED_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    prompt: float
+    completion: float
+    cached_prompt: float
+    def __init__(self, prompt: _Optional[float] = ..., completion: _Optional[float] = ..., cached_prompt: _Optional[float] = ...) -> None: ...
 
 class Model(_message.Message):
     __slots__ = ("name", "kind", "endpoints", "available")

@@ -213,3 +213,17 @@ class SearchMemoriesResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[ScoredMemory]
     def __init__(self, results: _Optional[_Iterable[_Union[ScoredMemory, _Mapping]]] = ...) -> None: ...
+
+class CountMemoriesRequest(_message.Message):
+    __slots__ = ("owner", "tenant")
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    owner: str
+    tenant: str
+    def __init__(self, owner: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class CountMemoriesResponse(_message.Message):
+    __slots__ = ("count",)
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    def __init__(self, count: _Optional[int] = ...) -> None: ...

@@ -84,6 +84,11 @@ class MemoryServiceStub:
                 request_serializer=aios_dot_memory_dot_v1_dot_memory__service__pb2.SearchMemoriesRequest.SerializeToString,
                 response_deserializer=aios_dot_memory_dot_v1_dot_memory__service__pb2.SearchMemoriesResponse.FromString,
                 _registered_method=True)
+        self.CountMemories = channel.unary_unary(
+                '/aios.memory.v1.MemoryService/CountMemories',
+                request_serializer=aios_dot_memory_dot_v1_dot_memory__service__pb2.CountMemoriesRequest.SerializeToString,
+                response_deserializer=aios_dot_memory_dot_v1_dot_memory__service__pb2.CountMemoriesResponse.FromString,
+                _registered_method=True)
 
 
 class MemoryServiceServicer:
@@ -149,6 +154,13 @@ class MemoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CountMemories(self, request, context):
+        """CountMemories counts an agent's records (both tiers).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MemoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -186,6 +198,11 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     servicer.SearchMemories,
                     request_deserializer=aios_dot_memory_dot_v1_dot_memory__service__pb2.SearchMemoriesRequest.FromString,
                     response_serializer=aios_dot_memory_dot_v1_dot_memory__service__pb2.SearchMemoriesResponse.SerializeToString,
+            ),
+            'CountMemories': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountMemories,
+                    request_deserializer=aios_dot_memory_dot_v1_dot_memory__service__pb2.CountMemoriesRequest.FromString,
+                    response_serializer=aios_dot_memory_dot_v1_dot_memory__service__pb2.CountMemoriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -392,6 +409,33 @@ class MemoryService:
             '/aios.memory.v1.MemoryService/SearchMemories',
             aios_dot_memory_dot_v1_dot_memory__service__pb2.SearchMemoriesRequest.SerializeToString,
             aios_dot_memory_dot_v1_dot_memory__service__pb2.SearchMemoriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountMemories(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aios.memory.v1.MemoryService/CountMemories',
+            aios_dot_memory_dot_v1_dot_memory__service__pb2.CountMemoriesRequest.SerializeToString,
+            aios_dot_memory_dot_v1_dot_memory__service__pb2.CountMemoriesResponse.FromString,
             options,
             channel_credentials,
             insecure,
