@@ -239,6 +239,10 @@ class Memory:
         records, next_id = await self.store.scroll(ns, flt, tier, size, after)
         return records, (_encode_token(next_id, query) if next_id else "")
 
+    async def count(self, ns: Namespace) -> int:
+        """How many records ns holds, both tiers; counting is not an access."""
+        return await self.store.count(ns)
+
     async def search(self, ns: Namespace, query: str, *, top_k: int = 0, filter: str = "",
                      score_threshold: float | None = None) -> list[tuple[Record, float]]:
         check_content(query, self.limits, "query")

@@ -76,3 +76,6 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
                                         filter=request.filter, score_threshold=threshold)
         return pb.SearchMemoriesResponse(
             results=[pb.ScoredMemory(memory=to_proto(rec), score=score) for rec, score in hits])
+
+    async def CountMemories(self, request, context):
+        return pb.CountMemoriesResponse(count=await self.memory.count(_ns(request)))

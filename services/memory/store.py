@@ -173,6 +173,12 @@ class QdrantStore:
             with_payload=True, with_vectors=False)
         return [(_record(p.id, p.payload or {}), p.score) for p in resp.points]
 
+    async def count(self, ns: Namespace) -> int:
+        """Exact count of ns's records (both tiers; the remembered-keys point has no owner)."""
+        result = await self._call(self._client.count, self.collection,
+                                  count_filter=query_filter(ns), exact=True)
+        return result.count
+
     async def working_histories(self, ns: Namespace, working_tier: str) -> dict[str, list[float]]:
         """Access histories of every record of `ns` in the working tier."""
         def scan() -> dict[str, list[float]]:
