@@ -23,6 +23,8 @@ KERNEL_METHODS = frozenset({
     "CreateConfirmation", "GetConfirmation", "WaitConfirmation",
     # ShareFile syscalls: the kernel grants on behalf of the calling agent.
     "CreateGrant", "RevokeGrant", "ListGrants",
+    # Events the kernel decides itself (soft quota limits passed).
+    "RecordAuditEvent",
 })
 
 ADMIN, SERVICE, ANONYMOUS = "admin", "service", "anonymous"

@@ -9,6 +9,8 @@
                                                 summary=..., syscall_id=entry.id, ttl=remaining)
         ...  # tell the agent: awaiting_confirmation(conf.id)
         await access.wait_approved(conf.id, timeout=remaining)   # raises when not approved
+    await access.record_audit(principal.name, m.EXECUTE, m.Resource(m.LLM, "", model), m.ALLOW,
+                              "soft token budget passed", syscall_id=entry.id)  # kernel-decided events
 
 Authentication answers are cached in process for `auth_cache_seconds`
 (default 5): a revoked token keeps working for at most that long in a
@@ -36,14 +38,15 @@ from services.access import model as m
 # The vocabulary of a check, part of this client's interface: callers use
 # these names and never import the access service's domain modules.
 from services.access.model import (
-    ADMIN, DELETE, DENY, EXECUTE, FILES, LLM, MEMORY, NEEDS_CONFIRMATION, READ, TOOL, WRITE, Principal, Resource,
+    ADMIN, ALLOW, DELETE, DENY, EXECUTE, FILES, KERNEL, LLM, MEMORY, NEEDS_CONFIRMATION, READ, TOOL, WRITE,
+    Principal, Resource,
 )
 from services.runtime import errors
 from services.runtime.channels import channel
 from services.runtime.status import from_rpc_error
 
-__all__ = ["AccessClient", "ADMIN", "DELETE", "DENY", "EXECUTE", "FILES", "LLM", "MEMORY", "NEEDS_CONFIRMATION",
-           "READ", "TOOL", "WRITE", "Principal", "Resource"]
+__all__ = ["AccessClient", "ADMIN", "ALLOW", "DELETE", "DENY", "EXECUTE", "FILES", "LLM", "MEMORY",
+           "NEEDS_CONFIRMATION", "READ", "TOOL", "WRITE", "Principal", "Resource"]
 
 CACHE_ENTRIES = 10_000
 
@@ -107,6 +110,15 @@ class AccessClient:
                                   irreversible=irreversible)
         reply = await self._call(self._stub.Check, request)
         return m.Decision(cv.DECISION_NAMES.get(reply.decision, m.DENY), reply.reason)
+
+    async def record_audit(self, principal: str, action: str, resource: m.Resource, decision: str,
+                           reason: str, syscall_id: str = "") -> None:
+        """Append an event the kernel decided to the audit log (e.g. a soft quota
+        limit passed); `decision` is ALLOW, DENY or NEEDS_CONFIRMATION."""
+        event = pb.AuditEvent(principal=principal, action=cv.ACTIONS[action],
+                              resource=cv.resource_pb(resource), decision=cv.DECISIONS[decision],
+                              reason=reason, syscall_id=syscall_id)
+        await self._call(self._stub.RecordAuditEvent, pb.RecordAuditEventRequest(event=event))
 
     # -- confirmations
     async def create_confirmation(self, agent: str, action: str, resource: m.Resource, *,

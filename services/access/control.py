@@ -472,6 +472,25 @@ class AccessControl:
         return s.confirmation(confirmation_id), expired
 
     # -- audit ------------------------------------------------------------------------
+    async def record_audit(self, principal: str, action: str, resource: m.Resource, decision: str,
+                           reason: str, syscall_id: str = "") -> m.AuditEvent:
+        """Append an event another party decided (the kernel's soft quota limits);
+        the id and time are this service's."""
+        if not principal:
+            raise errors.InvalidArgument("event.principal is required", field="event.principal")
+        _check_action(action, "event.action")
+        if decision not in (m.ALLOW, m.DENY, m.NEEDS_CONFIRMATION):
+            raise errors.InvalidArgument("event.decision must be set", field="event.decision")
+        return await self.store.run(self._record_audit, principal, action, resource, decision,
+                                    reason, syscall_id)
+
+    def _record_audit(self, principal: str, action: str, resource: m.Resource, decision: str,
+                      reason: str, syscall_id: str) -> m.AuditEvent:
+        s, now = self.store, self.clock()
+        with s.transaction():
+            event_id = s.append_audit(now, principal, action, resource, decision, reason, syscall_id)
+        return m.AuditEvent(event_id, now, principal, action, resource, decision, reason, syscall_id)
+
     async def list_audit(self, principal: str = "", page_size: int = 0,
                          page_token: str = "") -> tuple[list[m.AuditEvent], str]:
         """Newest first; page_token continues below the last id returned."""

@@ -132,3 +132,10 @@ class AccessServicer(pb_grpc.AccessServiceServicer):
                                                       request.page_token)
         return pb.ListAuditEventsResponse(events=[cv.audit_event_pb(e) for e in events],
                                           next_page_token=token)
+
+    async def RecordAuditEvent(self, request, context):
+        e = request.event
+        event = await self.control.record_audit(
+            e.principal, cv.action(e.action), cv.resource(e.resource),
+            cv.DECISION_NAMES.get(e.decision, ""), e.reason, e.syscall_id)
+        return pb.RecordAuditEventResponse(event=cv.audit_event_pb(event))
