@@ -13,11 +13,17 @@ sit in configuration files; it must be set when llm_core starts.
 `native_tools: false` makes llm_core emulate tool calls with a JSON-schema
 constrained answer (see emulated_tools.py) instead of passing `tools` on.
 `kind: "embedding"` entries serve Embed (AIOS_LLM_EMBEDDING_MODEL names one).
+`prices` (optional) is what the endpoint's tokens cost per million, in the
+operator's currency: {"prompt": 0.15, "completion": 0.6, "cached_prompt": 0.075};
+"prompt" and "completion" are required; "cached_prompt" (prompt tokens served
+from the prefix cache) may be left out, and then costs what "prompt" does. ListModels reports them, for the kernel's
+cost budgets.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +36,37 @@ DEFAULT_PORT = 50052
 
 
 @dataclass(frozen=True)
+class Prices:
+    """Cost per million tokens, in the operator's currency."""
+
+    prompt: float
+    completion: float
+    cached_prompt: float | None = None  # None = prompt's
+
+    @classmethod
+    def from_dict(cls, raw, where: str) -> "Prices":
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where} must be an object")
+        unknown = set(raw) - {"prompt", "completion", "cached_prompt"}
+        if unknown:
+            raise ConfigError(f"{where} has unknown keys: {sorted(unknown)}")
+
+        def price(key: str) -> float:
+            value = raw[key]
+            # bool is an int to Python, and json.loads accepts NaN and Infinity.
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{where}.{key} must be a non-negative number, not {value!r}")
+            return float(value)
+
+        for key in ("prompt", "completion"):
+            if key not in raw:
+                raise ConfigError(f"{where}.{key} is required")
+        return cls(prompt=price("prompt"), completion=price("completion"),
+                   cached_prompt=price("cached_prompt") if "cached_prompt" in raw else None)
+
+
+@dataclass(frozen=True)
 class EndpointConfig:
     name: str
     model: str
@@ -39,6 +76,7 @@ class EndpointConfig:
     max_concurrency: int = 8
     native_tools: bool = False
     kind: str = "chat"  # "chat" or "embedding"
+    prices: Prices | None = None  # None = not priced
     # The key itself, read from `api_key_env` at start; never printed.
     api_key: str = field(default="", repr=False, compare=False)
 
@@ -65,6 +103,7 @@ class EndpointConfig:
         api_key_env = raw.get("api_key_env", "")
         if not isinstance(api_key_env, str):
             raise ConfigError(f"{where}.api_key_env must be the name of an environment variable")
+        prices = Prices.from_dict(raw["prices"], f"{where}.prices") if "prices" in raw else None
         api_key = ""
         if api_key_env:
             api_key = (os.environ if environ is None else environ).get(api_key_env, "")
@@ -80,6 +119,7 @@ class EndpointConfig:
             max_concurrency=max_conc,
             native_tools=bool(raw.get("native_tools", False)),
             kind=kind,
+            prices=prices,
             api_key=api_key,
         )
 

@@ -9,6 +9,7 @@ import time
 from aios.llm.v1 import llm_service_pb2 as pb
 from aios.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from services.llm_core import convert
+from services.llm_core.config import Prices
 from services.llm_core.embeddings import Embeddings
 from services.llm_core.engine import Endpoint, LlmEngine, probe
 
@@ -62,5 +63,13 @@ def _endpoint(ep: Endpoint, healthy: bool) -> pb.Endpoint:
         name=ep.name, base_url=ep.config.base_url, model_id=ep.config.model_id,
         healthy=healthy, max_concurrency=ep.config.max_concurrency,
         in_flight=ep.in_flight, native_tools=ep.config.native_tools,
-        last_error="" if healthy else ep.last_error,
+        last_error="" if healthy else ep.last_error, prices=_prices(ep.config.prices),
     )
+
+
+def _prices(prices: Prices | None) -> pb.Prices | None:
+    if prices is None:
+        return None
+    # cached_prompt stays unset when not configured: it then costs what prompt does.
+    return pb.Prices(prompt=prices.prompt, completion=prices.completion,
+                     cached_prompt=prices.cached_prompt)
