@@ -10,11 +10,13 @@ from aios.sdk.errors import (
     PermissionDeniedError, ResourceExhaustedError, UnauthenticatedError, UnavailableError,
     UnimplementedError,
 )
+from aios.sdk.quota import format_limit, parse_limit
 
 __all__ = [
     "AbortedError", "AiosError", "AlreadyExistsError", "AsyncClient", "CancelledError", "ChatResult",
     "Client", "ConfirmationTimeoutError", "DataLossError", "DeadlineExceededError",
     "FailedPreconditionError", "InternalError", "InvalidArgumentError", "NotFoundError", "OutOfRangeError",
     "PendingConfirmation", "PermissionDeniedError", "ResourceExhaustedError", "ToolCall",
-    "UnauthenticatedError", "UnavailableError", "UnimplementedError", "chat_result", "tool_schemas",
+    "UnauthenticatedError", "UnavailableError", "UnimplementedError", "chat_result", "format_limit", "parse_limit",
+    "tool_schemas",
 ]

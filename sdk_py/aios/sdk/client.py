@@ -41,6 +41,7 @@ from aios.storage.v1 import storage_service_pb2 as st
 from aios.sdk.errors import (
     AiosError, ConfirmationTimeoutError, DeadlineExceededError, NotFoundError, UnavailableError, from_rpc_error,
 )
+from aios.sdk.quota import parse_limit, subject
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 # The model of an LLM syscall that names none: "" lets the kernel choose its
@@ -561,6 +562,19 @@ class _ConfirmationWatch:
             metadata={"confirmation_id": c, "syscall_id": self.pending.syscall_id})
 
 
+def _set_quota_request(agent: str, group: str, limits: list[str | kpb.QuotaLimit]) -> kpb.SetQuotaRequest:
+    """The request both clients send: one subject, its limits (specs parsed);
+    ValueError for a bad spec or not exactly one of agent and group."""
+    parsed = [parse_limit(x) if isinstance(x, str) else x for x in limits]
+    return kpb.SetQuotaRequest(quota=kpb.Quota(subject=subject(agent=agent, group=group), limits=parsed))
+
+
+def _get_quota_request(agent: str, group: str) -> kpb.GetQuotaRequest:
+    if agent and group:
+        raise ValueError("name at most one of agent= and group=")
+    return kpb.GetQuotaRequest(agent=agent, group=group)
+
+
 class _Base:
     def __init__(self, address: str | None, token: str | None, timeout: float, retries: int | None,
                  session_id: str | None, on_syscall: SyscallHook | None = None,
@@ -797,6 +811,17 @@ class Client(_Base):
                             slice_tokens=slice_tokens)
         return self._rpc("SetPolicy", kpb.SetPolicyRequest(policy=policy)).policy
 
+    def set_quota(self, *, agent: str = "", group: str = "", limits: list[str | kpb.QuotaLimit]) -> kpb.Quota:
+        """Replace the limits of one agent or group (admin), each a spec such
+        as "requests=10/1min" or a QuotaLimit; no limits removes them."""
+        return self._rpc("SetQuota", _set_quota_request(agent, group, limits)).quota
+
+    def get_quota(self, *, agent: str = "", group: str = "") -> kpb.GetQuotaResponse:
+        """The limits that bind an agent (its own and its groups') or a group,
+        with what is used and left of each (.usage) and the .currency of cost;
+        neither: the caller's own (an admin: every quota set)."""
+        return self._rpc("GetQuota", _get_quota_request(agent, group))
+
 
 class AsyncClient(_Base):
     """asyncio client; the helper namespaces return awaitables."""
@@ -991,6 +1016,18 @@ class AsyncClient(_Base):
         policy = kpb.Policy(kind=kpb.PolicyKind.Value(f"POLICY_KIND_{kind.upper()}"),
                             slice_tokens=slice_tokens)
         return (await self._rpc("SetPolicy", kpb.SetPolicyRequest(policy=policy))).policy
+
+    async def set_quota(self, *, agent: str = "", group: str = "",
+                        limits: list[str | kpb.QuotaLimit]) -> kpb.Quota:
+        """Replace the limits of one agent or group (admin), each a spec such
+        as "requests=10/1min" or a QuotaLimit; no limits removes them."""
+        return (await self._rpc("SetQuota", _set_quota_request(agent, group, limits))).quota
+
+    async def get_quota(self, *, agent: str = "", group: str = "") -> kpb.GetQuotaResponse:
+        """The limits that bind an agent (its own and its groups') or a group,
+        with what is used and left of each (.usage) and the .currency of cost;
+        neither: the caller's own (an admin: every quota set)."""
+        return await self._rpc("GetQuota", _get_quota_request(agent, group))
 
 
 __all__ = ["AsyncClient", "ChatResult", "Client", "ConfirmationHook", "PendingConfirmation", "SyscallHook",

@@ -1,20 +1,26 @@
-"""`aios ps`, `aios syscalls`, `aios policy`: the kernel's process table and
-scheduling policy."""
+"""`aios ps`, `aios syscalls`, `aios policy`: the kernel's process table
+(with each agent's cost and tightest quota) and scheduling policy."""
 
 from __future__ import annotations
 
 from services.cli import common
+from services.cli.commands.quota import describe_left, money
 
 
 def _ms(d) -> str:
     return f"{d.ToNanoseconds() / 1e6:.1f}ms"
 
 
+def ps_row(a) -> tuple:
+    """One agent's row of `aios ps`; QUOTA LEFT is its tightest limit."""
+    return (a.agent, a.running, a.queued, a.completed, a.failed, a.prompt_tokens, a.completion_tokens,
+            _ms(a.mean_waiting), money(a.cost), describe_left(a.quota[0]) if a.quota else "-")
+
+
 def _ps(kernel, args) -> None:
-    rows = [(a.agent, a.running, a.queued, a.completed, a.failed, a.prompt_tokens, a.completion_tokens,
-             _ms(a.mean_waiting)) for a in kernel.list_agents()]
-    common.table(("AGENT", "RUN", "QUEUED", "DONE", "FAILED", "PROMPT", "OUTPUT", "MEAN WAIT"), rows,
-                 right=range(1, 8), empty="no agents have made syscalls yet")
+    common.table(("AGENT", "RUN", "QUEUED", "DONE", "FAILED", "PROMPT", "OUTPUT", "MEAN WAIT", "COST", "QUOTA LEFT"),
+                 [ps_row(a) for a in kernel.list_agents()], right=range(1, 9),
+                 empty="no agents have made syscalls yet")
 
 
 def _syscalls(kernel, args) -> None:
