@@ -11,6 +11,7 @@ from services.access.client import AccessClient
 from services.scheduler.auth import AccessGate, DevGate
 from services.scheduler.catalog import ModelCatalog
 from services.scheduler.config import Config
+from services.scheduler.db import Database
 from services.scheduler.dispatch import Dispatcher
 from services.scheduler.kernel import Kernel, Limits
 from services.scheduler.http_door import HttpDoor
@@ -18,6 +19,7 @@ from services.scheduler.intake import Intake
 from services.scheduler.journal import Journal, redacted
 from services.scheduler.metrics import KernelMetrics
 from services.scheduler.queues import PolicySettings
+from services.scheduler.quotas import Quotas
 from services.scheduler.servicer import KernelServicer
 from services.scheduler.tools import ToolManager, builtin_tools
 
@@ -62,6 +64,17 @@ async def build(config: Config) -> Service:
     )
     metrics = KernelMetrics(kernel)
     kernel.observer = metrics
+    # Quota counts share the journal's database (without one, they last as
+    # long as the process).
+    quota_db = kernel.journal.db if kernel.journal is not None else Database(":memory:", "")
+
+    def quota_warning(entry, subject, limit, used) -> None:
+        metrics.quota_warning(limit.metric)
+        gate.quota_warning(entry, subject, limit, used)
+
+    kernel.quotas = Quotas(quota_db, currency=config.currency, estimate_price=catalog.estimate_price,
+                           count_memories=dispatcher.count_memories, on_warning=quota_warning)
+    kernel.prices = catalog.prices
     if config.metrics_port >= 0:
         port = metrics.serve(config.host, config.metrics_port)
         log.info("metrics", address=f"http://{config.host}:{port}/metrics")
@@ -104,6 +117,8 @@ async def build(config: Config) -> Service:
         await gate.close()
         if journal is not None:
             journal.close()
+        else:
+            quota_db.close()
 
     def drain() -> None:
         kernel.stopping = True

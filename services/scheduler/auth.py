@@ -13,6 +13,7 @@ gates share one interface:
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from dataclasses import dataclass, field
@@ -21,8 +22,10 @@ from google.protobuf import timestamp_pb2
 
 from aios.access.v1 import access_service_pb2 as apb
 from services.access import client as access
-from services.runtime import errors
+from services.runtime import errors, logs
 from services.scheduler.needs import needs
+
+log = logs.get("scheduler")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -31,6 +34,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 class Caller:
     name: str
     admin: bool = False
+    # The access groups it belongs to (their quotas bind it too).
+    groups: tuple[str, ...] = ()
 
 
 @dataclass
@@ -94,6 +99,9 @@ class DevGate:
     async def share(self, caller: Caller, request):
         raise errors.Unimplemented("sharing needs the access service (AIOS_KERNEL_AUTH=access)")
 
+    def quota_warning(self, entry, subject: str, limit, used: float) -> None:
+        return None  # no audit log in development mode (the kernel's log has it)
+
     async def close(self) -> None:
         return None
 
@@ -115,6 +123,8 @@ class AccessGate:
     client: object  # services.access.client.AccessClient
     irreversible_tools: set[str] = field(default_factory=set)
     stat_file: object = None  # async (owner, path) -> bool: does the file exist?
+    # Audit records on their way (a call never waits for one).
+    _audits: set = field(default_factory=set)
 
     async def caller(self, metadata) -> Caller:
         token = bearer_token(metadata)
@@ -122,7 +132,7 @@ class AccessGate:
             raise errors.Unauthenticated("this call needs 'authorization: Bearer <token>' metadata",
                                          reason="MISSING_CREDENTIAL")
         principal = await self.client.authenticate(token)
-        return Caller(principal.name, admin=principal.kind == access.ADMIN)
+        return Caller(principal.name, admin=principal.kind == access.ADMIN, groups=tuple(principal.groups))
 
     async def may_use_model(self, caller: Caller, model: str) -> bool:
         """Whether LLM syscalls of the caller on this model would be allowed."""
@@ -178,5 +188,22 @@ class AccessGate:
             grant.expire_time.CopyFrom(expire)
         return await self.client.create_grant_pb(grant)
 
+    def quota_warning(self, entry, subject: str, limit, used: float) -> None:
+        """A soft quota limit passed: an audit event, in the background."""
+        task = asyncio.ensure_future(self._audit_quota(entry.agent, entry.id, subject, limit, used))
+        self._audits.add(task)
+        task.add_done_callback(self._audits.discard)
+
+    async def _audit_quota(self, agent: str, syscall_id: str, subject: str, limit, used: float) -> None:
+        try:
+            await self.client.record_audit(
+                agent, access.EXECUTE, access.Resource(access.KERNEL, "", f"quota {subject} {limit.spec()}"),
+                access.ALLOW, f"soft quota limit passed: {subject} {limit.spec()}, {used:.6g} used",
+                syscall_id=syscall_id)
+        except errors.AiosError as err:
+            log.warning("quota warning not audited", subject=subject, error=err.message)
+
     async def close(self) -> None:
+        for task in list(self._audits):
+            task.cancel()
         await self.client.close()

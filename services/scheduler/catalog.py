@@ -4,7 +4,8 @@ kernel's default model.
 Asked of llm_core's ListModels and cached; an unknown model triggers a
 refresh (at most every REFRESH_SECONDS) before it is refused with NOT_FOUND.
 The default model is the configured one, else the first chat model llm_core
-lists (its first configured endpoint's).
+lists (its first configured endpoint's). Each endpoint's prices come along,
+for what calls cost.
 """
 
 from __future__ import annotations
@@ -78,3 +79,19 @@ class ModelCatalog:
 
     def capacity_of(self, resource: str) -> int:
         return self.capacity.get(resource.removeprefix("llm:"), self._default)
+
+    def _endpoints(self, model: str):
+        return next((m.endpoints for m in self.models if m.name == model), ())
+
+    def prices(self, model: str, endpoint: str) -> llm.Prices | None:
+        """What the endpoint that served a call charges (None: not priced)."""
+        for ep in self._endpoints(model):
+            if ep.name == endpoint:
+                return ep.prices if ep.HasField("prices") else None
+        return None
+
+    def estimate_price(self, model: str) -> tuple[float, float]:
+        """The highest prompt and completion prices over a model's endpoints:
+        what a call may cost before it is known where it runs."""
+        eps = [ep.prices for ep in self._endpoints(model) if ep.HasField("prices")]
+        return (max((p.prompt for p in eps), default=0.0), max((p.completion for p in eps), default=0.0))

@@ -56,6 +56,8 @@ class Config:
     journal_path: str = ""
     journal_max_age: float = 7 * 86400.0
     journal_max_rows: int = 100_000
+    # The currency of endpoint prices and cost quotas (a label: no conversion).
+    currency: str = "USD"
 
     @classmethod
     def from_env(cls, environ=None) -> "Config":
@@ -94,6 +96,7 @@ class Config:
             journal_path=_journal_path(env),
             journal_max_age=env.float("JOURNAL_MAX_AGE_SECONDS", 7 * 86400.0, minimum=1.0),
             journal_max_rows=env.int("JOURNAL_MAX_ROWS", 100_000, minimum=100),
+            currency=env.str("CURRENCY", "USD"),
         )
 
     def mcp_servers(self) -> list[dict]:

@@ -223,6 +223,14 @@ class Dispatcher:
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
 
+    async def count_memories(self, owner: str, tenant: str) -> int:
+        """How many memory records an agent holds (for its quota)."""
+        try:
+            resp = await self.memory.CountMemories(mem.CountMemoriesRequest(owner=owner, tenant=tenant), timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+        return resp.count
+
     async def exists(self, owner: str, path: str) -> bool:
         """Whether a file exists (so a write would replace it)."""
         try:

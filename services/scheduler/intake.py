@@ -11,7 +11,8 @@ operations), passes here in one order before it runs:
 5. confirm: a call that could never run is refused first; the rest are
    parked until a person approves, announced on the call (and on the tool
    call it is part of);
-6. admit and enqueue: the kernel's limits, then its queues.
+6. admit and enqueue: the kernel's limits and the quotas binding the agent
+   and its groups, then its queues.
 
 Doors are adapters: they translate their protocol into a Syscall and the
 outcome back, and decide nothing. Nothing here imports grpc.
@@ -145,6 +146,18 @@ class Intake:
             if first is not entry:
                 return first
             await self._confirm_all(caller, entry, pending)
+        return await self._admit(caller, entry)
+
+    async def _admit(self, caller: Caller, entry: Entry) -> Entry:
+        entry.groups = caller.groups
+        quotas = self.kernel.quotas
+        if quotas is not None:
+            try:
+                await quotas.prepare(entry, caller.groups)
+            except errors.AiosError as err:
+                if entry.state == AWAITING_CONFIRMATION:
+                    self.kernel.refuse(entry, err)
+                raise
         return self.kernel.admit(entry)
 
     async def _confirm_all(self, caller: Caller, entry: Entry, pending: list) -> None:
@@ -186,8 +199,9 @@ class Intake:
 
     async def _resume_parked(self, entry: Entry, pending: list) -> None:
         try:
-            await self._confirm_all(Caller(entry.agent), entry, [Pending.from_row(p) for p in pending])
-            self.kernel.admit(entry)
+            caller = Caller(entry.agent, groups=entry.groups)
+            await self._confirm_all(caller, entry, [Pending.from_row(p) for p in pending])
+            await self._admit(caller, entry)
         except (errors.AiosError, asyncio.CancelledError):
             pass  # refused: the entry ended with its error (and a retry gets it)
 
@@ -216,7 +230,8 @@ class Intake:
         parent.inner_calls += 1
         syscall.request_id = f"{parent.id}/{parent.inner_calls}"
         remaining = None if parent.deadline is None else max(0.0, parent.deadline - time.monotonic())
-        entry = await self.start(Caller(parent.agent), syscall, remaining, parent_id=parent.id)
+        entry = await self.start(Caller(parent.agent, groups=parent.groups), syscall, remaining,
+                                 parent_id=parent.id)
         await self.kernel.wait(entry, entry.deadline)
         return self.outcome(entry)
 

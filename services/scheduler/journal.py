@@ -21,16 +21,14 @@ and at most `max_rows` of them (oldest dropped first), pruned every minute.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from aios.kernel.v1 import syscall_pb2 as ks
 from services.runtime import errors, logs
+from services.scheduler.db import Database, redacted  # noqa: F401 - redacted is the journal's too
 from services.scheduler.table import AWAITING_CONFIRMATION, QUEUED, Entry
 
 log = logs.get("scheduler")
@@ -69,84 +67,6 @@ _COLUMNS = ("id", "agent", "request_id", "fingerprint", "kind", "resource", "sys
 _INSERT = f"INSERT INTO syscalls ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 
 
-class _Database:
-    """The two SQL databases the journal speaks: SQLite (a path) and
-    PostgreSQL (a postgresql:// URL).
-
-    Writes made in one turn of the event loop commit together, at the end of
-    that turn (group commit): before any task the turn scheduled runs, so a
-    syscall is on disk before it is dispatched and before its caller hears
-    of its end, at one commit per turn however many calls the turn handled."""
-
-    def __init__(self, target: str) -> None:
-        if target.startswith(("postgresql://", "postgres://")):
-            self.conn = _connect_postgres(target)
-            self.conn.autocommit = True
-            self.postgres = True
-            schema = SCHEMA.replace("BLOB", "BYTEA").replace("REAL", "DOUBLE PRECISION")
-        else:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.postgres = False
-            schema = SCHEMA
-        for statement in filter(str.strip, schema.split(";")):
-            self.execute(statement)
-        self._open = False
-
-    def execute(self, sql: str, params: tuple = ()):
-        if self.postgres:
-            cursor = self.conn.cursor()
-            cursor.execute(sql.replace("?", "%s"), params)
-            return cursor
-        return self.conn.execute(sql, params)
-
-    def write(self, sql: str, params: tuple = ()):
-        if not self._open:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                return self.execute(sql, params)  # no loop: commit at once
-            self.execute("BEGIN")
-            self._open = True
-            loop.call_soon(self.commit)
-        return self.execute(sql, params)
-
-    def commit(self) -> None:
-        if self._open:
-            self._open = False
-            self.execute("COMMIT")
-
-    def close(self) -> None:
-        self.commit()
-        self.conn.close()
-
-
-def redacted(target: str) -> str:
-    """The journal's path or URL without its password, for logs."""
-    parts = urlsplit(target)
-    if parts.password:
-        return target.replace(f":{parts.password}@", ":***@", 1)
-    return target
-
-
-def _connect_postgres(url: str):
-    """postgresql://user:password@host:port/database, or ?host=/socket/dir
-    for a Unix socket (as libpq reads it)."""
-    import pg8000.dbapi
-
-    parts = urlsplit(url)
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    host = query.get("host") or parts.hostname or "127.0.0.1"
-    port = parts.port or int(query.get("port", 5432))
-    args = {"user": unquote(parts.username or "postgres"), "password": unquote(parts.password or "") or None,
-            "database": (parts.path or "/postgres").lstrip("/") or "postgres"}
-    if host.startswith("/"):
-        return pg8000.dbapi.connect(unix_sock=f"{host}/.s.PGSQL.{port}", **args)
-    return pg8000.dbapi.connect(host=host, port=port, **args)
-
-
 @dataclass
 class Recovered:
     """An unfinished syscall read back after a restart."""
@@ -164,7 +84,7 @@ class Journal:
         self.max_age = max_age
         self.max_rows = max_rows
         self.clock = clock
-        self.db = _Database(str(target))
+        self.db = Database(str(target), SCHEMA)
         self._pruned = 0.0
 
     def close(self) -> None:

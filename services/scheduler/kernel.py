@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from services.runtime import context as rctx
 from services.runtime import errors, logs
 from services.scheduler import events as ev
-from services.scheduler import queues, records
+from services.scheduler import queues, quotas, records
 from services.scheduler.queues import PolicySettings
 from services.scheduler.table import (
     AWAITING_CONFIRMATION, CANCELLED, FAILED, PREEMPTED, QUEUED, RUNNING, SUCCEEDED, Entry, ProcessTable,
@@ -95,7 +95,7 @@ class Resource:
 class Kernel:
     def __init__(self, runner: Runner, settings: PolicySettings, limits: Limits,
                  history: int = 10_000, capacity_of: Callable[[str], int] | None = None,
-                 observer=None, journal=None) -> None:
+                 observer=None, journal=None, quota=None, prices=None) -> None:
         self.runner = runner
         self.settings = settings
         self.limits = limits
@@ -106,6 +106,10 @@ class Kernel:
         self.observer = observer
         # The durable journal (services/scheduler/journal.py), or None.
         self.journal = journal
+        # Budgets and rate limits (services/scheduler/quotas.py), or None;
+        # prices(model, endpoint) -> aios.llm.v1.Prices or None, for cost.
+        self.quotas = quota
+        self.prices = prices
         # Set when the process stops: callers cut off then do not cancel
         # their calls, which stay unfinished for the next kernel process.
         self.stopping = False
@@ -222,6 +226,15 @@ class Kernel:
                 )
             if not parked:  # a parked entry holds its place against the agent's limit
                 self._reserve(entry)
+            if self.quotas is not None:
+                # Last: a call refused for anything else is not counted.
+                try:
+                    self.quotas.admit(entry)
+                except errors.ResourceExhausted:
+                    self._rejected("QUOTA_EXCEEDED")
+                    if not parked:
+                        self._outstanding[entry.agent] -= 1
+                    raise
         except errors.AiosError as err:
             if parked:
                 self.refuse(entry, err)
@@ -249,6 +262,8 @@ class Kernel:
         """Queue again a call a previous kernel process accepted and did not
         finish (from the journal): no limits, nothing journaled anew."""
         self._reserve(entry, limit=False)
+        if self.quotas is not None:
+            self.quotas.resume(entry)
         entry.state = QUEUED
         self.table.add(entry)
         res = self.resource(entry.resource)
@@ -356,6 +371,12 @@ class Kernel:
         entry.prompt_tokens += outcome.prompt_tokens
         entry.completion_tokens += outcome.completion_tokens
         entry.cached_tokens += outcome.cached_tokens
+        if entry.kind == "llm":
+            prices = self.prices(entry.syscall.llm.model, entry.endpoint) if self.prices else None
+            cost = quotas.cost_of(prices, outcome.prompt_tokens, outcome.completion_tokens, outcome.cached_tokens)
+            entry.cost += cost
+            if self.quotas is not None:
+                self.quotas.charge(entry, outcome.prompt_tokens, outcome.completion_tokens, cost)
         served = outcome.prompt_tokens + outcome.completion_tokens
         weighted = (self.settings.prompt_weight * outcome.prompt_tokens
                     + self.settings.completion_weight * outcome.completion_tokens)
@@ -383,6 +404,8 @@ class Kernel:
         entry.error = err
         entry.finish_wall = time.time()
         self._outstanding[entry.agent] = max(0, self._outstanding.get(entry.agent, 1) - 1)
+        if self.quotas is not None:
+            self.quotas.release(entry)
         self.table.finish(entry)
         if self.journal is not None:
             # Built once: the journal keeps it, and its callers get it from here.

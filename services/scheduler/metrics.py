@@ -45,6 +45,8 @@ class KernelMetrics:
                                    registry=self.registry)
         self.rejections = Counter("aios_rejections", "Syscalls refused for limits", ["reason"],
                                   registry=self.registry)
+        self.quota_warnings = Counter("aios_quota_warnings", "Soft quota limits passed (once per window)",
+                                      ["metric"], registry=self.registry)
         self._server = None
 
     def finished(self, entry: Entry) -> None:
@@ -61,6 +63,9 @@ class KernelMetrics:
 
     def rejected(self, reason: str) -> None:
         self.rejections.labels(reason).inc()
+
+    def quota_warning(self, metric: str) -> None:
+        self.quota_warnings.labels(metric).inc()
 
     def serve(self, host: str, port: int) -> int:
         server, _thread = start_http_server(port, addr=host, registry=self.registry)

@@ -7,7 +7,8 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from aios.common.v1 import llm_pb2 as lc
 from aios.kernel.v1 import kernel_service_pb2 as kpb
 from aios.kernel.v1 import syscall_pb2 as ks
-from services.scheduler import table
+from services.runtime import errors
+from services.scheduler import quotas, table
 from services.scheduler.table import Entry
 
 STATES = {
@@ -70,6 +71,7 @@ def record(entry: Entry, *, with_output: bool = True) -> ks.SyscallRecord:
         preemptions=entry.preemptions,
         confirmation_id=entry.confirmation_id,
         parent_id=entry.parent_id,
+        cost=entry.cost,
         usage=lc.Usage(
             prompt_tokens=entry.prompt_tokens,
             completion_tokens=entry.completion_tokens,
@@ -103,11 +105,51 @@ def agent_stats(stats) -> kpb.AgentStats:
     out = kpb.AgentStats(
         agent=stats.agent, running=stats.running, queued=stats.queued,
         completed=stats.completed, failed=stats.failed,
-        prompt_tokens=stats.prompt_tokens, completion_tokens=stats.completion_tokens,
+        prompt_tokens=stats.prompt_tokens, completion_tokens=stats.completion_tokens, cost=stats.cost,
         total_waiting=duration(stats.total_waiting),
         mean_waiting=duration(stats.total_waiting / done if done else 0.0),
     )
     ts = timestamp(stats.last_seen)
     if ts is not None:
         out.last_seen_time.CopyFrom(ts)
+    return out
+
+
+_METRICS = {
+    quotas.REQUESTS: kpb.QUOTA_METRIC_LLM_REQUESTS,
+    quotas.PROMPT_TOKENS: kpb.QUOTA_METRIC_PROMPT_TOKENS,
+    quotas.COMPLETION_TOKENS: kpb.QUOTA_METRIC_COMPLETION_TOKENS,
+    quotas.TOKENS: kpb.QUOTA_METRIC_TOKENS,
+    quotas.TOOL_CALLS: kpb.QUOTA_METRIC_TOOL_CALLS,
+    quotas.COST: kpb.QUOTA_METRIC_COST,
+    quotas.PARALLEL: kpb.QUOTA_METRIC_PARALLEL_LLM_CALLS,
+    quotas.MEMORY_RECORDS: kpb.QUOTA_METRIC_MEMORY_RECORDS,
+}
+_METRIC_NAMES = {v: k for k, v in _METRICS.items()}
+
+
+def quota_limit(lim: quotas.Limit) -> kpb.QuotaLimit:
+    out = kpb.QuotaLimit(metric=_METRICS[lim.metric], max=lim.max, soft=lim.soft)
+    if lim.window:
+        out.window.FromSeconds(lim.window)
+    return out
+
+
+def limit_of(msg: kpb.QuotaLimit, where: str) -> quotas.Limit:
+    """A QuotaLimit as the quotas module takes it (checked there)."""
+    seconds = msg.window.ToNanoseconds() / 1e9 if msg.HasField("window") else 0.0
+    if seconds != int(seconds):
+        raise errors.InvalidArgument(f"{where}.window must be whole seconds", field=f"{where}.window")
+    return quotas.Limit(_METRIC_NAMES.get(msg.metric, ""), int(seconds), msg.max, msg.soft)
+
+
+def quota(subject: str, limits: list[quotas.Limit]) -> kpb.Quota:
+    return kpb.Quota(subject=subject, limits=[quota_limit(lim) for lim in limits])
+
+
+def quota_usage(u: quotas.Usage) -> kpb.QuotaUsage:
+    out = kpb.QuotaUsage(subject=u.subject, limit=quota_limit(u.limit), used=u.used, remaining=u.remaining)
+    ts = timestamp(u.reset_wall) if u.reset_wall else None
+    if ts is not None:
+        out.reset_time.CopyFrom(ts)
     return out

@@ -66,6 +66,11 @@ class Entry:
     # A file write let through as a create, not an overwrite: storage is
     # told to write only if the file is still absent.
     create_only: bool = False
+    # The caller's groups (quotas bind them too), what the call holds
+    # against quotas while it runs, and what it cost.
+    groups: tuple[str, ...] = ()
+    hold: Any = None
+    cost: float = 0.0
     # Inner syscalls a built-in tool made so far (their request ids count up).
     inner_calls: int = 0
     # A finished call read back from the journal: its SyscallRecord, serialized.
@@ -94,6 +99,7 @@ class AgentStats:
     failed: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost: float = 0.0
     total_waiting: float = 0.0
     last_seen: float = 0.0
     running: int = 0
@@ -150,6 +156,7 @@ class ProcessTable:
         stats.total_waiting += entry.waiting
         stats.prompt_tokens += entry.prompt_tokens
         stats.completion_tokens += entry.completion_tokens
+        stats.cost += entry.cost
         if entry.state == SUCCEEDED:
             stats.completed += 1
         else:
