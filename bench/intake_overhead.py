@@ -76,12 +76,15 @@ async def concurrent(kernel_addr: str, callers: int, calls: int) -> float:
     return callers * calls / elapsed
 
 
-async def measure(root: Path, sim_addr: str, n: int, **kernel_settings) -> dict:
-    """One kernel of `root` (AIOS_KERNEL_* settings given) over its own llm_core."""
+async def measure(root: Path, sim_addr: str, n: int, prepare=None, **kernel_settings) -> dict:
+    """One kernel of `root` (AIOS_KERNEL_* settings given) over its own
+    llm_core; `prepare(kernel_address)` is awaited before measuring."""
     core = procs.start_llm_core([{"name": "sim", "model": MODEL, "base_url": sim_addr, "max_concurrency": 1024}],
                                 root=root)
     kernel = procs.start_kernel(core.address, root=root, **kernel_settings)
     try:
+        if prepare is not None:
+            await prepare(kernel.address)
         out = await sequential(kernel.address, core.address, n, direct_request(root))
         cpu0 = kernel.cpu_seconds()
         out["syscalls_per_s_16"] = await concurrent(kernel.address, 16, 20)
