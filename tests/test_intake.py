@@ -6,6 +6,8 @@ through the real services in test_access_kernel.py and test_http_door.py."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from google.protobuf import struct_pb2
 
@@ -146,9 +148,12 @@ async def test_what_only_the_kernel_sets_never_comes_from_the_agent():
     sent = []
 
     class Llm:
-        async def Generate(self, request, timeout=None):
+        def Generate(self, request, timeout=None):
+            # Like a grpc.aio call: awaitable, and cancellable.
             sent.append(request)
-            return lc.Completion(text="ok", finish_reason=lc.FINISH_REASON_STOP)
+            call = asyncio.get_running_loop().create_future()
+            call.set_result(lc.Completion(text="ok", finish_reason=lc.FINISH_REASON_STOP))
+            return call
 
     # The channels are never used: only the LLM stub is called.
     import grpc
