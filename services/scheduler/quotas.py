@@ -397,8 +397,8 @@ class Quotas:
             return {}
         marks = ", ".join("?" * len(subjects))
         rows = self.db.execute(
-            f"SELECT subject, metric, window_seconds, window_start, used FROM quota_counts WHERE subject IN ({marks})",
-            tuple(subjects)).fetchall()
+            "SELECT subject, metric, window_seconds, window_start, used FROM quota_counts"
+            f" WHERE subject IN ({marks}) AND window_start + window_seconds > ?", (*subjects, now)).fetchall()
         return {(s, m, int(w)): float(u) for s, m, w, start, u in rows if int(start) == window_start(now, int(w))}
 
     def _used(self, subject: str, lim: Limit, hold: Hold, counts, now: float) -> float:
@@ -428,8 +428,7 @@ class Quotas:
         if entry.kind != "llm":
             return {}
         call = entry.syscall.llm
-        size = sum(m.ByteSize() for m in call.messages) + sum(t.ByteSize() for t in call.tools)
-        prompt = float(math.ceil(size / BYTES_PER_TOKEN))
+        prompt = float(prompt_estimate(call))
         completion = float(call.max_tokens if call.HasField("max_tokens") else COMPLETION_ESTIMATE)
         prompt_price, completion_price = self.estimate_price(call.model) if self.estimate_price else (0.0, 0.0)
         return {REQUESTS: 1.0, PARALLEL: 1.0, PROMPT_TOKENS: prompt, COMPLETION_TOKENS: completion,
@@ -471,12 +470,19 @@ class Quotas:
             self.on_warning(entry, subject, lim, used)
 
     def _maybe_prune(self, now: float) -> None:
-        """Drop counts of windows that ended, and warnings of those (hourly)."""
-        if now - self._pruned < 3600.0:
+        """Drop counts of windows that ended, and warnings of those (each minute)."""
+        if now - self._pruned < 60.0:
             return
         self._pruned = now
         self.db.write("DELETE FROM quota_counts WHERE window_start + window_seconds < ?", (now,))
         self._warned = {m for m in self._warned if not m[1].window or m[2] + m[1].window >= now}
+
+
+def prompt_estimate(call) -> int:
+    """Prompt tokens an LLM call is taken to need before the engine counts
+    them: its messages and tool definitions at BYTES_PER_TOKEN bytes a token."""
+    size = sum(m.ByteSize() for m in call.messages) + sum(t.ByteSize() for t in call.tools)
+    return math.ceil(size / BYTES_PER_TOKEN)
 
 
 def _memory_request(entry):
