@@ -3,10 +3,10 @@ in one run: the kernel of an earlier commit (a git worktree) and this
 checkout's, alternating, each over the same llm_core and an instant
 simulated backend.
 
-    .venv/bin/python -m bench.intake_overhead [--base REV] [--rounds 2] [--out FILE]
+    .venv/bin/python -m bench.intake_overhead [--base REV] [--rounds 2] [--journal] [--out FILE]
 
 Each tree runs its own llm_core, so the two may differ in llm_core's
-contract. Per kernel: added latency over calling llm_core directly (p50, p99), kernel
+contract; with --journal both journal to a SQLite file. Per kernel: added latency over calling llm_core directly (p50, p99), kernel
 CPU per syscall, and syscalls/s with 16 and 256 concurrent callers. Printed
 and written as JSON. Compare the two columns, not absolute times: the
 machine is shared.
@@ -101,6 +101,7 @@ async def main() -> None:
     parser.add_argument("--base", default="HEAD~1", help="the commit to compare against (default HEAD~1)")
     parser.add_argument("--rounds", type=int, default=2, help="alternations of the two kernels (default 2)")
     parser.add_argument("-n", type=int, default=300, help="sequential calls per measurement (default 300)")
+    parser.add_argument("--journal", action="store_true", help="both kernels journal to a SQLite file")
     parser.add_argument("--out", default="bench/results/intake_overhead.json")
     args = parser.parse_args()
     base_rev = subprocess.run(["git", "rev-parse", "--short", args.base], cwd=procs.ROOT, check=True,
@@ -113,16 +114,17 @@ async def main() -> None:
     sim, _ = procs.start_simulator("--time-scale", "0", "--max-num-seqs", "1024")
     runs: dict[str, list[dict]] = {f"before ({base_rev})": [], f"after ({head_rev}, working tree)": []}
     try:
-        for _ in range(args.rounds):
-            for (label, results), root in zip(runs.items(), (worktree, procs.ROOT)):
-                results.append(await measure(root, sim.address, args.n))
+        for r in range(args.rounds):
+            for i, ((label, results), root) in enumerate(zip(runs.items(), (worktree, procs.ROOT))):
+                settings = {"journal": str(worktree.parent / f"journal-{r}-{i}.sqlite3")} if args.journal else {}
+                results.append(await measure(root, sim.address, args.n, **settings))
                 print(label, json.dumps({k: round(v, 3) for k, v in results[-1].items()}), flush=True)
     finally:
         sim.stop()
         subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=procs.ROOT, capture_output=True)
     summary = {label: {k: round(statistics.median(r[k] for r in results), 3) for k in results[0]}
                for label, results in runs.items()}
-    report = {"command": "python -m bench.intake_overhead --base " + args.base,
+    report = {"command": "python -m bench.intake_overhead --base " + args.base + (" --journal" if args.journal else ""),
               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "median_of_rounds": summary,
               "rounds": runs}
     print(json.dumps(summary, indent=1))

@@ -111,6 +111,29 @@ def test_the_journal_is_bounded_by_age_and_rows(target):
     assert [r.entry.id for r in journal.unfinished()] == [unfinished.id]
 
 
+async def test_the_sqlite_wal_is_checkpointed_off_the_event_loop(tmp_path, monkeypatch):
+    """The loop never checkpoints (no commit stalls on a sync); the thread
+    does, so the WAL does not grow without bound, and close() empties it."""
+    from services.scheduler import db
+
+    monkeypatch.setattr(db, "CHECKPOINT_EVERY", 0.05)
+    path = tmp_path / "j.sqlite3"
+    journal = Journal(path)
+    assert journal.db.conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+    for i in range(300):
+        journal.accepted(_entry("ann", f"r{i}"))
+    wal = tmp_path / "j.sqlite3-wal"
+    before = path.stat().st_size
+    for _ in range(500):  # bounded poll: the thread copies the WAL into the file
+        if path.stat().st_size > before:
+            break
+        time.sleep(0.01)
+    assert path.stat().st_size > before
+    journal.close()
+    assert not wal.exists() or wal.stat().st_size == 0
+    assert len(Journal(path).unfinished()) == 300
+
+
 async def _kernel(port: int, llm_addr: str, journal: str, **env):
     from services.scheduler.app import build
 
