@@ -100,8 +100,16 @@ class Limit:
 
     def spec(self) -> str:
         """As `aios quota set` takes it, e.g. soft:cost=5/day."""
-        out = f"{'soft:' if self.soft else ''}{self.metric}={self.max:g}"
+        out = f"{'soft:' if self.soft else ''}{self.metric}={max_text(self.max)}"
         return f"{out}/{window_text(self.window)}" if self.window else out
+
+
+def max_text(value: float) -> str:
+    """A limit's MAX as specs write it (the SDK's spelling): 2.5, 100k, 1G."""
+    for suffix, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= size and (value / size * 100) == int(value / size * 100):
+            return f"{value / size:g}{suffix}"
+    return f"{value:.12g}" if "e" not in f"{value:.12g}" else f"{value:.12f}".rstrip("0").rstrip(".")
 
 
 def window_text(seconds: int) -> str:
