@@ -96,6 +96,16 @@ async def measure(root: Path, sim_addr: str, n: int, prepare=None, **kernel_sett
         core.stop()
 
 
+def report_rounds(runs: dict[str, list[dict]], command: str, out: str, **extra) -> None:
+    """Print and write the median of each kernel's rounds, and the rounds."""
+    summary = {label: {k: round(statistics.median(r[k] for r in results), 3) for k in results[0]}
+               for label, results in runs.items()}
+    report = {"command": command, **extra, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "median_of_rounds": summary, "rounds": runs}
+    print(json.dumps(summary, indent=1))
+    write_report(out, report)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", default="HEAD~1", help="the commit to compare against (default HEAD~1)")
@@ -122,13 +132,8 @@ async def main() -> None:
     finally:
         sim.stop()
         subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=procs.ROOT, capture_output=True)
-    summary = {label: {k: round(statistics.median(r[k] for r in results), 3) for k in results[0]}
-               for label, results in runs.items()}
-    report = {"command": "python -m bench.intake_overhead --base " + args.base + (" --journal" if args.journal else ""),
-              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "median_of_rounds": summary,
-              "rounds": runs}
-    print(json.dumps(summary, indent=1))
-    write_report(args.out, report)
+    report_rounds(runs, "python -m bench.intake_overhead --base " + args.base + (" --journal" if args.journal else ""),
+                  args.out)
 
 
 if __name__ == "__main__":

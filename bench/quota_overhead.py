@@ -18,15 +18,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 from aios.sdk import AsyncClient
 from bench import procs
-from bench.intake_overhead import measure
-from bench.kernel_bench import write_report
+from bench.intake_overhead import measure, report_rounds
 
 LIMITS = ["requests=1G/1min", "tokens=1000G/day", "cost=1G/day", "parallel=1M"]
 # The agents bench.intake_overhead calls as.
@@ -57,13 +54,7 @@ async def main() -> None:
                 print(label, json.dumps({k: round(v, 3) for k, v in runs[label][-1].items()}), flush=True)
     finally:
         sim.stop()
-    summary = {label: {k: round(statistics.median(r[k] for r in results), 3) for k in results[0]}
-               for label, results in runs.items()}
-    report = {"command": f"python -m bench.quota_overhead --rounds {args.rounds} -n {args.n}",
-              "limits": LIMITS, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "median_of_rounds": summary, "rounds": runs}
-    print(json.dumps(summary, indent=1))
-    write_report(args.out, report)
+    report_rounds(runs, f"python -m bench.quota_overhead --rounds {args.rounds} -n {args.n}", args.out, limits=LIMITS)
 
 
 if __name__ == "__main__":
