@@ -422,3 +422,39 @@ async def test_a_soft_limit_warns_once_and_lets_calls_through(team):
         async with s.get(f"http://127.0.0.1:{team['metrics_port']}/metrics") as r:
             text = await r.text()
     assert 'aios_quota_warnings_total{metric="requests"}' in text
+
+
+async def test_the_cli_sets_shows_and_lists_quotas(dev, capsys, monkeypatch):
+    from services.cli.main import main
+
+    for var in ("AIOS_KERNEL", "AIOS_TOKEN", "AIOS_ADMIN_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    address = f"127.0.0.1:{dev['kernel'].port}"
+    agent = name("cli")
+
+    async def aios(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        try:
+            code = await asyncio.to_thread(main, [*argv, "--kernel", address])
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, _, err = await aios("quota", "set", "--agent", agent, "requests=3/day", "soft:cost=1/day", "--token", "admin")
+    assert code == 0, err
+    await chat(dev["client"](agent))
+    code, out, err = await aios("quota", "show", "--agent", agent, "--token", "admin")
+    assert code == 0, err
+    rows = [line.split() for line in out.splitlines()]
+    assert rows[0][:5] == ["SUBJECT", "LIMIT", "USED", "LEFT", "RESETS"]
+    assert [f"agent:{agent}", "requests=3/day", "1", "2"] in [r[:4] for r in rows]
+    code, out, err = await aios("ps", "--token", "admin")
+    assert code == 0, err
+    line = next(line for line in out.splitlines() if line.startswith(agent))
+    assert "requests 2/3 per day" in line
+    code, _, err = await aios("quota", "set", "--agent", agent, "requests=3", "--token", "admin")
+    assert code == 2 and "requests" in err  # a windowed metric without a window, refused before sending
+    code, _, err = await aios("quota", "clear", "--agent", agent, "--token", "admin")
+    assert code == 0, err
+    assert not (await dev["client"](agent).get_quota(agent=agent)).quotas

@@ -42,6 +42,7 @@ class Database:
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.postgres = False
         self._open = False
+        self._closed = False
         self._stop = threading.Event()
         self._checkpointer = None
         if not self.postgres and target != ":memory:":
@@ -91,6 +92,10 @@ class Database:
             self.execute("COMMIT")
 
     def close(self) -> None:
+        """Commit and close; once (a kernel stopped twice closes it once)."""
+        if self._closed:
+            return
+        self._closed = True
         self.commit()
         if self._checkpointer is not None:
             self._stop.set()
