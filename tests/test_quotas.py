@@ -28,6 +28,7 @@ from bench.simulator import EngineConfig, SimulatorServer
 from services.cli.stack import free_port
 from services.runtime import trust
 from tests.conftest import kernel_config
+from tests.test_journal import postgres  # noqa: F401 - the fixture
 
 MODEL = "sim"
 PRICES = {"prompt": 3.0, "completion": 15.0, "cached_prompt": 0.3}  # per million tokens
@@ -458,3 +459,34 @@ async def test_the_cli_sets_shows_and_lists_quotas(dev, capsys, monkeypatch):
     code, _, err = await aios("quota", "clear", "--agent", agent, "--token", "admin")
     assert code == 0, err
     assert not (await dev["client"](agent).get_quota(agent=agent)).quotas
+
+
+async def test_kernels_on_one_postgresql_share_the_counts(dev, request):
+    """Two kernels on one PostgreSQL database (as replicas would be): calls
+    through either count against the same limit."""
+    import pg8000.dbapi
+
+    folder = request.getfixturevalue("postgres")
+    database = "quotas_" + uuid.uuid4().hex[:12]
+    conn = pg8000.dbapi.connect(user="postgres", unix_sock=f"{folder}/.s.PGSQL.5432", database="postgres")
+    conn.autocommit = True
+    conn.cursor().execute(f"CREATE DATABASE {database}")
+    conn.close()
+    env = {**dev["env"], "journal": f"postgresql://postgres@/{database}?host={folder}", "metrics_port": -1,
+           "http_port": -1}
+    one = await dev["start"](dev["build"], kernel_config(dev["llm"], **env))
+    two = await dev["start"](dev["build"], kernel_config(dev["llm"], **env))
+    agent = name("shared")
+    try:
+        async with AsyncClient(f"127.0.0.1:{one.port}", token=agent, timeout=30, retries=0) as a, \
+                AsyncClient(f"127.0.0.1:{two.port}", token=agent, timeout=30, retries=0) as b:
+            await a.set_quota(agent=agent, limits=["requests=3/day"])
+            await chat(a)
+            await chat(b)
+            await chat(a)
+            for c in (b, a):
+                err = await refused(lambda: chat(c))
+                assert err.quota == [(f"agent:{agent}", "requests=3/day: 3 used, this call needs 1")]
+    finally:  # before this module's PostgreSQL stops
+        await one.stop(grace=1)
+        await two.stop(grace=1)

@@ -80,7 +80,7 @@ CREATE TABLE IF NOT EXISTS quota_counts (
     subject TEXT NOT NULL,
     metric TEXT NOT NULL,
     window_seconds INTEGER NOT NULL,
-    window_start INTEGER NOT NULL,
+    window_start BIGINT NOT NULL,
     used REAL NOT NULL,
     PRIMARY KEY (subject, metric, window_seconds, window_start)
 )
@@ -406,7 +406,7 @@ class Quotas:
         marks = ", ".join("?" * len(subjects))
         rows = self.db.execute(
             "SELECT subject, metric, window_seconds, window_start, used FROM quota_counts"
-            f" WHERE subject IN ({marks}) AND window_start + window_seconds > ?", (*subjects, now)).fetchall()
+            f" WHERE subject IN ({marks}) AND window_start + window_seconds > ?", (*subjects, int(now))).fetchall()
         return {(s, m, int(w)): float(u) for s, m, w, start, u in rows if int(start) == window_start(now, int(w))}
 
     def _used(self, subject: str, lim: Limit, hold: Hold, counts, now: float) -> float:
@@ -482,7 +482,7 @@ class Quotas:
         if now - self._pruned < 60.0:
             return
         self._pruned = now
-        self.db.write("DELETE FROM quota_counts WHERE window_start + window_seconds < ?", (now,))
+        self.db.write("DELETE FROM quota_counts WHERE window_start + window_seconds <= ?", (int(now),))
         self._warned = {m for m in self._warned if not m[1].window or m[2] + m[1].window >= now}
 
 
