@@ -16,8 +16,8 @@ constrained answer (see emulated_tools.py) instead of passing `tools` on.
 `prices` (optional) is what the endpoint's tokens cost per million, in the
 operator's currency: {"prompt": 0.15, "completion": 0.6, "cached_prompt": 0.075};
 "prompt" and "completion" are required; "cached_prompt" (prompt tokens served
-from the prefix cache) may be left out, and then costs what "prompt" does. ListModels reports them, for the kernel's
-cost budgets.
+from the prefix cache) may be left out, and then costs what "prompt" does.
+ListModels reports them, for the kernel's cost budgets.
 """
 
 from __future__ import annotations

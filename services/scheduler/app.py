@@ -11,12 +11,12 @@ from services.access.client import AccessClient
 from services.scheduler.auth import AccessGate, DevGate
 from services.scheduler.catalog import ModelCatalog
 from services.scheduler.config import Config
-from services.scheduler.db import Database
+from services.scheduler.db import Database, redacted
 from services.scheduler.dispatch import Dispatcher
 from services.scheduler.kernel import Kernel, Limits
 from services.scheduler.http_door import HttpDoor
 from services.scheduler.intake import Intake
-from services.scheduler.journal import Journal, redacted
+from services.scheduler.journal import Journal
 from services.scheduler.metrics import KernelMetrics
 from services.scheduler.queues import PolicySettings
 from services.scheduler.quotas import Quotas

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from aios.kernel.v1 import syscall_pb2 as ks
 from services.runtime import errors, logs
-from services.scheduler.db import Database, redacted  # noqa: F401 - redacted is the journal's too
+from services.scheduler.db import Database
 from services.scheduler.table import AWAITING_CONFIRMATION, QUEUED, Entry
 
 log = logs.get("scheduler")

@@ -95,7 +95,7 @@ class Resource:
 class Kernel:
     def __init__(self, runner: Runner, settings: PolicySettings, limits: Limits,
                  history: int = 10_000, capacity_of: Callable[[str], int] | None = None,
-                 observer=None, journal=None, quota=None, prices=None) -> None:
+                 observer=None, journal=None, quotas=None, prices=None) -> None:
         self.runner = runner
         self.settings = settings
         self.limits = limits
@@ -108,7 +108,7 @@ class Kernel:
         self.journal = journal
         # Budgets and rate limits (services/scheduler/quotas.py), or None;
         # prices(model, endpoint) -> aios.llm.v1.Prices or None, for cost.
-        self.quotas = quota
+        self.quotas = quotas
         self.prices = prices
         # Set when the process stops: callers cut off then do not cancel
         # their calls, which stay unfinished for the next kernel process.

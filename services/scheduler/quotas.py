@@ -255,9 +255,10 @@ class Quotas:
         log.info("quota set", subject=subject, limits=[lim.spec() for lim in limits])
         return limits
 
-    def bound(self, agent: str, groups) -> list[tuple[str, Limit]]:
+    def bound(self, subjects) -> list[tuple[str, Limit]]:
+        """The limits of these subjects, each with its subject."""
         limits = self.limits()
-        return [(s, lim) for s in subjects_of(agent, groups) for lim in limits.get(s, ())]
+        return [(s, lim) for s in subjects for lim in limits.get(s, ())]
 
     # --- admission ------------------------------------------------------------
 
@@ -269,7 +270,7 @@ class Quotas:
         self.groups.move_to_end(entry.agent)
         while len(self.groups) > GROUPS_REMEMBERED:
             self.groups.popitem(last=False)
-        bound = self.bound(entry.agent, groups)
+        bound = self.bound(subjects_of(entry.agent, groups))
         if not bound:
             return
         need = self._need(entry)
@@ -292,33 +293,29 @@ class Quotas:
             return
         now = self.clock()
         counts = self._counts({s for s, _ in hold.bound}, now)
+        memory = hold.memory_count + self._memory_pending.get(hold.memory_owner, 0)
         over, soft = [], []
         for subject, lim in hold.bound:
             amount = hold.need[lim.metric]
-            used = self._used(subject, lim, hold, counts, now)
+            used = self._used(subject, lim, counts, memory)
             if used + amount > lim.max:
                 (soft if lim.soft else over).append((subject, lim, used, amount))
         if over:
             entry.hold = None
             raise self._refusal(over, now)
-        counted = set()
-        for subject, lim in hold.bound:
+        for subject, lim in _distinct(hold.bound):
             key = (subject, lim.metric, lim.window)
-            if key in counted:
-                continue  # a hard and a soft limit on one window count once
-            counted.add(key)
             amount = hold.need[lim.metric]
             if lim.metric in AT_ADMISSION:
                 self.db.write(_ADD, (subject, lim.metric, lim.window, window_start(now, lim.window), amount))
             elif lim.metric in BY_USAGE:
                 hold.reserved[key] = amount
-                self._reserved[key] = self._reserved.get(key, 0.0) + amount
+                _add(self._reserved, key, amount)
             elif lim.metric == PARALLEL:
                 hold.parallel.append(subject)
-                self._parallel[subject] = self._parallel.get(subject, 0) + 1
+                _add(self._parallel, subject, 1)
         if hold.memory_owner is not None:
-            self._memory_pending[hold.memory_owner] = (self._memory_pending.get(hold.memory_owner, 0)
-                                                       + int(hold.need[MEMORY_RECORDS]))
+            _add(self._memory_pending, hold.memory_owner, hold.need[MEMORY_RECORDS])
         hold.active = True
         for subject, lim, used, amount in soft:
             self._warn(entry, subject, lim, used + amount, now)
@@ -327,7 +324,7 @@ class Quotas:
     def resume(self, entry) -> None:
         """A call recovered from the journal (admitted by an earlier process):
         its usage is counted against its agent's limits, nothing is held."""
-        bound = [(s, lim) for s, lim in self.bound(entry.agent, ()) if lim.metric in BY_USAGE]
+        bound = [(s, lim) for s, lim in self.bound(subjects_of(entry.agent, ())) if lim.metric in BY_USAGE]
         if bound:
             entry.hold = Hold(bound=bound, need={}, active=True)
 
@@ -339,18 +336,16 @@ class Quotas:
             return
         used = {PROMPT_TOKENS: prompt, COMPLETION_TOKENS: completion, TOKENS: prompt + completion, COST: cost}
         now = self.clock()
-        counted = set()
-        for subject, lim in hold.bound:
-            key = (subject, lim.metric, lim.window)
-            if lim.metric not in BY_USAGE or key in counted:
+        for subject, lim in _distinct(hold.bound):
+            if lim.metric not in BY_USAGE:
                 continue
-            counted.add(key)
+            key = (subject, lim.metric, lim.window)
             amount = used[lim.metric]
             held = hold.reserved.get(key, 0.0)
             if held:
                 take = min(held, amount)
                 hold.reserved[key] = held - take
-                self._release_reserved(key, take)
+                _add(self._reserved, key, -take)
             if amount:
                 self.db.write(_ADD, (subject, lim.metric, lim.window, window_start(now, lim.window), amount))
 
@@ -360,40 +355,30 @@ class Quotas:
         if hold is None or not hold.active:
             return
         for key, held in hold.reserved.items():
-            self._release_reserved(key, held)
+            _add(self._reserved, key, -held)
         for subject in hold.parallel:
-            left = self._parallel.get(subject, 1) - 1
-            if left > 0:
-                self._parallel[subject] = left
-            else:
-                self._parallel.pop(subject, None)
+            _add(self._parallel, subject, -1)
         if hold.memory_owner is not None:
-            left = self._memory_pending.get(hold.memory_owner, 0) - int(hold.need[MEMORY_RECORDS])
-            if left > 0:
-                self._memory_pending[hold.memory_owner] = left
-            else:
-                self._memory_pending.pop(hold.memory_owner, None)
+            _add(self._memory_pending, hold.memory_owner, -hold.need[MEMORY_RECORDS])
 
     # --- what is used ---------------------------------------------------------
 
-    async def usage(self, agent: str = "", groups=(), subject: str = "") -> list[Usage]:
-        """The limits binding an agent (or one subject's), tightest first,
-        with what is used of each now."""
-        limits = self.limits()
-        subjects = [subject] if subject else subjects_of(agent, groups)
-        bound = [(s, lim) for s in subjects for lim in limits.get(s, ())]
+    async def usage(self, subjects, agent: str = "") -> list[Usage]:
+        """The limits of these subjects, tightest first, with what is used of
+        each now (memory records: `agent`'s own; none without an agent)."""
+        bound = self.bound(subjects)
+        memory = 0
+        if agent and self.count_memories is not None and any(lim.metric == MEMORY_RECORDS for _, lim in bound):
+            try:
+                memory = await self.count_memories(agent, "")
+            except errors.AiosError:
+                pass  # memory is away: shown as none held
+            memory += self._memory_pending.get((agent, ""), 0)
         now = self.clock()
         counts = self._counts({s for s, _ in bound}, now)
         out = []
         for s, lim in bound:
-            hold = Hold(bound=[], need={})
-            if lim.metric == MEMORY_RECORDS and agent and self.count_memories is not None:
-                hold.memory_owner = (agent, "")
-                try:
-                    hold.memory_count = await self.count_memories(agent, "")
-                except errors.AiosError:
-                    hold.memory_count = 0  # memory is away: shown as unknown-but-zero
-            used = self._used(s, lim, hold, counts, now)
+            used = self._used(s, lim, counts, memory)
             reset = window_start(now, lim.window) + lim.window if lim.window else 0.0
             out.append(Usage(s, lim, used, reset))
         out.sort(key=lambda u: (u.limit.soft, u.remaining / u.limit.max if u.limit.max else 0.0))
@@ -409,20 +394,15 @@ class Quotas:
             f" WHERE subject IN ({marks}) AND window_start + window_seconds > ?", (*subjects, int(now))).fetchall()
         return {(s, m, int(w)): float(u) for s, m, w, start, u in rows if int(start) == window_start(now, int(w))}
 
-    def _used(self, subject: str, lim: Limit, hold: Hold, counts, now: float) -> float:
+    def _used(self, subject: str, lim: Limit, counts, memory: float) -> float:
+        """Used of a limit now: the window's count and the estimates held, the
+        calls in flight, or `memory`, the records held and being added."""
         key = (subject, lim.metric, lim.window)
         if lim.metric == PARALLEL:
             return float(self._parallel.get(subject, 0))
         if lim.metric == MEMORY_RECORDS:
-            return float(hold.memory_count + self._memory_pending.get(hold.memory_owner, 0))
+            return float(memory)
         return counts.get(key, 0.0) + self._reserved.get(key, 0.0)
-
-    def _release_reserved(self, key, amount: float) -> None:
-        left = self._reserved.get(key, 0.0) - amount
-        if left > 1e-9:
-            self._reserved[key] = left
-        else:
-            self._reserved.pop(key, None)
 
     def _need(self, entry) -> dict[str, float]:
         if entry.kind == "tool":
@@ -484,6 +464,26 @@ class Quotas:
         self._pruned = now
         self.db.write("DELETE FROM quota_counts WHERE window_start + window_seconds <= ?", (int(now),))
         self._warned = {m for m in self._warned if not m[1].window or m[2] + m[1].window >= now}
+
+
+def _distinct(bound):
+    """The limits as counted: a hard and a soft limit on one metric and
+    window of a subject count once."""
+    seen = set()
+    for subject, lim in bound:
+        key = (subject, lim.metric, lim.window)
+        if key not in seen:
+            seen.add(key)
+            yield subject, lim
+
+
+def _add(counts: dict, key, amount: float) -> None:
+    """Add to an in-process count, dropping it at zero (floats: within 1e-9)."""
+    left = counts.get(key, 0) + amount
+    if left > 1e-9:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
 
 
 def prompt_estimate(call) -> int:

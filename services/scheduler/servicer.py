@@ -188,16 +188,12 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
         stats = [s for s in self.kernel.table.agent_stats() if caller.admin or s.agent == caller.name]
         out = kpb.ListAgentsResponse(agents=[records.agent_stats(s) for s in stats])
         quotas = self.kernel.quotas
-        if quotas is not None and quotas.limits():
+        if quotas.limits():
             for row in out.agents:
                 groups = caller.groups if row.agent == caller.name else quotas.groups.get(row.agent, ())
-                row.quota.extend(records.quota_usage(u) for u in await quotas.usage(row.agent, groups))
+                usage = await quotas.usage(quota_subjects(row.agent, groups), row.agent)
+                row.quota.extend(records.quota_usage(u) for u in usage)
         return out
-
-    def _quotas(self):
-        if self.kernel.quotas is None:
-            raise errors.Unimplemented("this kernel keeps no quotas")
-        return self.kernel.quotas
 
     async def SetQuota(self, request, context):
         caller = await self.caller(context.invocation_metadata())
@@ -205,39 +201,37 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
             raise errors.PermissionDenied("setting quotas needs an admin credential", reason="ADMIN_ONLY")
         subject = request.quota.subject
         limits = [records.limit_of(lim, f"quota.limits[{i}]") for i, lim in enumerate(request.quota.limits)]
-        return kpb.SetQuotaResponse(quota=records.quota(subject, self._quotas().set(subject, limits)))
+        return kpb.SetQuotaResponse(quota=records.quota(subject, self.kernel.quotas.set(subject, limits)))
 
     async def GetQuota(self, request, context):
         caller = await self.caller(context.invocation_metadata())
-        quotas = self._quotas()
+        quotas = self.kernel.quotas
+        limits = quotas.limits()
+        agent, usage = "", None  # whose memory records count; the usage, unless of every subject
         if request.agent and request.group:
             raise errors.InvalidArgument("give agent or group, not both", field="group")
-        out = kpb.GetQuotaResponse(currency=quotas.currency)
-        limits = quotas.limits()
         if request.group:
             if not caller.admin and request.group not in caller.groups:
                 raise errors.PermissionDenied(f"agent {caller.name!r} is not in group {request.group!r}",
                                               reason="ADMIN_ONLY")
-            usage = await quotas.usage(subject=f"group:{request.group}")
             subjects = [f"group:{request.group}"]
-        elif request.agent and request.agent != caller.name or (not request.agent and caller.admin):
+        elif request.agent and request.agent != caller.name:
             if not caller.admin:
                 raise errors.PermissionDenied(
                     f"agent {caller.name!r} may see only its own quota, not that of {request.agent!r}",
                     reason="ADMIN_ONLY")
-            if request.agent:
-                groups = quotas.groups.get(request.agent, ())
-                usage = await quotas.usage(request.agent, groups)
-                subjects = quota_subjects(request.agent, groups)
-            else:  # every quota set
-                subjects = sorted(limits)
-                usage = [u for s in subjects for u in await quotas.usage(subject=s)]
+            agent = request.agent
+            subjects = quota_subjects(agent, quotas.groups.get(agent, ()))
+        elif not request.agent and caller.admin:  # every quota set, one subject after another
+            subjects = sorted(limits)
+            usage = [u for s in subjects for u in await quotas.usage([s])]
         else:
-            usage = await quotas.usage(caller.name, caller.groups)
-            subjects = quota_subjects(caller.name, caller.groups)
-        out.quotas.extend(records.quota(s, limits[s]) for s in subjects if s in limits)
-        out.usage.extend(records.quota_usage(u) for u in usage)
-        return out
+            agent = caller.name
+            subjects = quota_subjects(agent, caller.groups)
+        if usage is None:
+            usage = await quotas.usage(subjects, agent)
+        return kpb.GetQuotaResponse(quotas=[records.quota(s, limits[s]) for s in subjects if s in limits],
+                                    usage=[records.quota_usage(u) for u in usage], currency=quotas.currency)
 
     async def ListTools(self, request, context):
         await self.caller(context.invocation_metadata())
