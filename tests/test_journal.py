@@ -39,10 +39,14 @@ def target(request, tmp_path):
     """Where a journal lives: a SQLite file, or a new PostgreSQL database."""
     if request.param == "sqlite":
         return str(tmp_path / "journal.sqlite3")
+    return new_database(request.getfixturevalue("postgres"), "journal")
+
+
+def new_database(folder, prefix: str) -> str:
+    """A new, empty database on the `postgres` fixture's server, as a URL."""
     import pg8000.dbapi
 
-    folder = request.getfixturevalue("postgres")
-    name = "journal_" + uuid.uuid4().hex[:12]
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     conn = pg8000.dbapi.connect(user="postgres", unix_sock=f"{folder}/.s.PGSQL.5432", database="postgres")
     conn.autocommit = True
     conn.cursor().execute(f"CREATE DATABASE {name}")

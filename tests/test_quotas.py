@@ -28,7 +28,7 @@ from bench.simulator import EngineConfig, SimulatorServer
 from services.cli.stack import free_port
 from services.runtime import trust
 from tests.conftest import kernel_config
-from tests.test_journal import postgres  # noqa: F401 - the fixture
+from tests.test_journal import new_database, postgres  # noqa: F401 - postgres: the fixture
 
 MODEL = "sim"
 PRICES = {"prompt": 3.0, "completion": 15.0, "cached_prompt": 0.3}  # per million tokens
@@ -464,16 +464,8 @@ async def test_the_cli_sets_shows_and_lists_quotas(dev, capsys, monkeypatch):
 async def test_kernels_on_one_postgresql_share_the_counts(dev, request):
     """Two kernels on one PostgreSQL database (as replicas would be): calls
     through either count against the same limit."""
-    import pg8000.dbapi
-
-    folder = request.getfixturevalue("postgres")
-    database = "quotas_" + uuid.uuid4().hex[:12]
-    conn = pg8000.dbapi.connect(user="postgres", unix_sock=f"{folder}/.s.PGSQL.5432", database="postgres")
-    conn.autocommit = True
-    conn.cursor().execute(f"CREATE DATABASE {database}")
-    conn.close()
-    env = {**dev["env"], "journal": f"postgresql://postgres@/{database}?host={folder}", "metrics_port": -1,
-           "http_port": -1}
+    url = new_database(request.getfixturevalue("postgres"), "quotas")
+    env = {**dev["env"], "journal": url, "metrics_port": -1, "http_port": -1}
     one = await dev["start"](dev["build"], kernel_config(dev["llm"], **env))
     two = await dev["start"](dev["build"], kernel_config(dev["llm"], **env))
     agent = name("shared")
