@@ -272,7 +272,7 @@ async def _collect(call) -> tuple[str, pb.GenerateStreamResponse]:
 async def test_session_affinity_holds_while_load_allows():
     slow = EngineConfig(time_scale=1.0)  # 10 ms a token: calls below stay in flight
     async with simulators(slow, slow) as sims, \
-            llm_core([endpoint(sims[0], "a", 4), endpoint(sims[1], "b", 4)]) as stub:
+            llm_core([endpoint(sims[0], "a", 4), endpoint(sims[1], "b", 4)], AIOS_LLM_ROUTING="session") as stub:
         first = await stub.Generate(request(2, session_id="run-1"))
         same = [await stub.Generate(request(2, content=f"turn {i}", session_id="run-1")) for i in range(6)]
         assert {r.endpoint for r in same} == {first.endpoint}

@@ -22,7 +22,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LlmService"].full_name
 
 
 async def build(config: Config) -> Service:
-    engine = LlmEngine(list(config.endpoints))
+    engine = LlmEngine(list(config.endpoints), config.routing)
     embeddings = Embeddings(config.embedding_model, list(config.endpoints))
     servicer = LlmServicer(engine, embeddings)
     # The first round now, so health is true from the first call on.

@@ -18,6 +18,16 @@ operator's currency: {"prompt": 0.15, "completion": 0.6, "cached_prompt": 0.075}
 "prompt" and "completion" are required; "cached_prompt" (prompt tokens served
 from the prefix cache) may be left out, and then costs what "prompt" does.
 ListModels reports them, for the kernel's cost budgets.
+`cache_tokens` (optional) is how many tokens the engine's prefix cache holds
+(vLLM logs it as its KV cache size at start); prefix routing keeps its view
+of the endpoint's cache to that size, and the kernel keeps the agent runs it
+serves at once within the model's total. Left out: DEFAULT_CACHE_TOKENS;
+0: the engine caches no prefixes (it is then routed by load alone).
+
+AIOS_LLM_ROUTING picks how calls are spread over a model's endpoints:
+"prefix" (default: by the longest cached prefix, traded against load) or
+"session" (least loaded, a session kept on its last endpoint); see
+engine.Router and docs/routing.md.
 """
 
 from __future__ import annotations
@@ -33,6 +43,8 @@ from services.runtime import trust
 from services.runtime.config import ConfigError, Env, server_address
 
 DEFAULT_PORT = 50052
+# An engine whose cache size is not configured: a modest GPU's worth.
+DEFAULT_CACHE_TOKENS = 65_536
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,8 @@ class EndpointConfig:
     native_tools: bool = False
     kind: str = "chat"  # "chat" or "embedding"
     prices: Prices | None = None  # None = not priced
+    # Tokens the engine's prefix cache holds (0: it caches none).
+    cache_tokens: int = DEFAULT_CACHE_TOKENS
     # The key itself, read from `api_key_env` at start; never printed.
     api_key: str = field(default="", repr=False, compare=False)
 
@@ -104,6 +118,9 @@ class EndpointConfig:
         if not isinstance(api_key_env, str):
             raise ConfigError(f"{where}.api_key_env must be the name of an environment variable")
         prices = Prices.from_dict(raw["prices"], f"{where}.prices") if "prices" in raw else None
+        cache_tokens = raw.get("cache_tokens", DEFAULT_CACHE_TOKENS)
+        if isinstance(cache_tokens, bool) or not isinstance(cache_tokens, int) or cache_tokens < 0:
+            raise ConfigError(f"{where}.cache_tokens must be a non-negative integer (tokens), not {cache_tokens!r}")
         api_key = ""
         if api_key_env:
             api_key = (os.environ if environ is None else environ).get(api_key_env, "")
@@ -120,6 +137,7 @@ class EndpointConfig:
             native_tools=bool(raw.get("native_tools", False)),
             kind=kind,
             prices=prices,
+            cache_tokens=cache_tokens,
             api_key=api_key,
         )
 
@@ -135,6 +153,8 @@ class Config:
     # Service credentials (services/runtime/trust.py): llm_core admits the
     # kernel, and memory and storage for Embed.
     service_tokens: tuple[tuple[str, str], ...] = ()
+    # How calls are spread over a model's endpoints (engine.ROUTING_MODES).
+    routing: str = "prefix"
 
     @classmethod
     def from_env(cls, environ=None) -> "Config":
@@ -157,5 +177,8 @@ class Config:
         if embedding_model != "local" and embedding_model not in embedding_models:
             raise ConfigError(f"AIOS_LLM_EMBEDDING_MODEL={embedding_model!r} is neither 'local' "
                               "nor the model of an endpoint with kind 'embedding'")
+        routing = env.str("ROUTING", "prefix")
+        if routing not in ("prefix", "session"):
+            raise ConfigError(f"AIOS_LLM_ROUTING must be 'prefix' or 'session', not {routing!r}")
         return cls(host=host, port=port, endpoints=endpoints, embedding_model=embedding_model,
-                   service_tokens=tuple(sorted(trust.load_tokens(environ).items())))
+                   service_tokens=tuple(sorted(trust.load_tokens(environ).items())), routing=routing)

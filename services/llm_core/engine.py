@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import httpx
 import openai
 
-from services.llm_core import emulated_tools
+from services.llm_core import emulated_tools, prefix
 from services.llm_core.config import EndpointConfig
 from services.llm_core.emulated_tools import ToolPlan
 from services.runtime import errors, logs
@@ -37,10 +37,18 @@ log = logs.get("llm_core")
 # How long an endpoint that refused a connection is skipped (its circuit is
 # open); then calls try it again (half-open) and the first success closes it.
 DOWN_BACKOFF_SECONDS = 2.0
-# Sessions remembered for cache-affine routing.
+ROUTING_MODES = ("prefix", "session")
+# Prefix routing: a call goes where the longest part of its prompt is cached
+# among the endpoints whose load (in flight / max concurrency) is at most
+# LOAD_SLACK above the least loaded one's (or one call, on small endpoints),
+# when that part is at least MATCH_RATIO of the prompt (SGLang's
+# cache_aware router uses 0.3). A miss of a long history stalls one engine's
+# whole batch for its prefill; a little more load on it costs less.
+LOAD_SLACK = 0.125
+MATCH_RATIO = 0.3
+# Session routing: sessions remembered, and how much more loaded than the
+# least loaded endpoint a session's last one may be and still take it.
 AFFINITY_ENTRIES = 100_000
-# A session stays on its endpoint while that endpoint's load (in flight /
-# max concurrency) is at most this much above the least-loaded one's.
 AFFINITY_SLACK = 0.5
 # Rounds over all endpoints of a model when each fails retryably, with
 # exponential backoff between rounds (0.05 s doubling up to 1 s: ~4.5 s).
@@ -73,6 +81,10 @@ class ChatRequest:
     resume_tokens: int = 0
     # Stop after this many new tokens (the scheduler's time slice); 0 = none.
     slice_tokens: int = 0
+    # The prompt as prefix routing reads it, and its block hashes (set once
+    # per call by LlmEngine).
+    prefix_text: str = field(default="", repr=False)
+    prefix_hashes: list[int] = field(default_factory=list, repr=False)
 
     @property
     def constrained(self) -> bool:
@@ -136,19 +148,37 @@ class Endpoint:
 
 
 class Router:
-    """Least-loaded healthy endpoint of a model, preferring the one that served
-    the same session before while its load allows (its prefix cache)."""
+    """The order in which to try a model's endpoints for one call.
 
-    def __init__(self, endpoints: list[Endpoint]) -> None:
+    Healthy endpoints before ones marked down, then by routing mode:
+
+    - "prefix" (the default): the endpoint believed to hold the longest part
+      of the prompt (prefix.py), among those whose load is within LOAD_SLACK
+      of the least loaded one; when no endpoint holds at least MATCH_RATIO of
+      the prompt, the one whose cache holds least (a new conversation goes
+      where it evicts least), ties to the least loaded. An agent run's history
+      is a prefix of its next prompt, so session affinity is the special case
+      of a run that shares its prompt with no one; prompts many agents share
+      (one agent type's instructions and tools) stay where they are cached.
+    - "session": the least loaded, preferring the endpoint that served the
+      same session before while its load is within AFFINITY_SLACK.
+    """
+
+    def __init__(self, endpoints: list[Endpoint], mode: str = "prefix") -> None:
+        if mode not in ROUTING_MODES:
+            raise ValueError(f"unknown routing mode {mode!r}")
+        self.mode = mode
         self.by_model: dict[str, list[Endpoint]] = {}
         for ep in endpoints:
             self.by_model.setdefault(ep.config.model, []).append(ep)
         self._affinity: OrderedDict[str, str] = OrderedDict()
+        self.index: dict[str, prefix.PrefixIndex] = {
+            ep.name: prefix.PrefixIndex(ep.config.cache_tokens) for ep in endpoints if ep.config.cache_tokens}
 
     def models(self) -> list[str]:
         return list(self.by_model)
 
-    def candidates(self, model: str, session_id: str = "") -> list[Endpoint]:
+    def candidates(self, model: str, session_id: str = "", hashes: list[int] | None = None) -> list[Endpoint]:
         """Endpoints of `model` in the order to try them."""
         eps = self.by_model.get(model)
         if not eps:
@@ -162,22 +192,63 @@ class Router:
         # healthy, one that failed its last background probe goes last: a
         # call need not find out again that it refuses connections.
         ranked = sorted(eps, key=lambda e: (not e.healthy(now), e.reachable is False, e.load(), random.random()))
-        preferred = self._affinity.get(session_id) if session_id else None
-        if preferred and preferred != ranked[0].name:
-            for i, ep in enumerate(ranked):
-                if (ep.name == preferred and ep.healthy(now) and ep.in_flight < ep.config.max_concurrency
-                        and ep.load() - ranked[0].load() <= AFFINITY_SLACK):
-                    ranked.insert(0, ranked.pop(i))
-                    break
+        if len(ranked) == 1:
+            return ranked
+        if self.mode == "prefix" and hashes:
+            chosen = self._by_prefix(ranked, hashes, now)
+        else:
+            chosen = self._by_session(ranked, session_id, now)
+        if chosen is not None and chosen is not ranked[0]:
+            ranked.remove(chosen)
+            ranked.insert(0, chosen)
         return ranked
 
+    def _by_prefix(self, ranked: list[Endpoint], hashes: list[int], now: float) -> Endpoint | None:
+        open_ = [e for e in ranked if e.healthy(now) and e.reachable is not False
+                 and e.in_flight < e.config.max_concurrency and e.name in self.index]
+        if not open_:
+            return None
+        least = min(e.load() for e in open_)
+        near = [e for e in open_ if e.load() <= least + max(LOAD_SLACK, 1 / e.config.max_concurrency)]
+        # ranked is by load already: max() keeps the least loaded of equals.
+        held = {e.name: self.index[e.name].match(hashes) for e in near}
+        best = max(near, key=lambda e: held[e.name])
+        if held[best.name] >= MATCH_RATIO * len(hashes):
+            return best
+        return min(near, key=lambda e: (len(self.index[e.name]), e.load()))
+
+    def _by_session(self, ranked: list[Endpoint], session_id: str, now: float) -> Endpoint | None:
+        preferred = self._affinity.get(session_id) if session_id else None
+        if not preferred:
+            return None
+        for ep in ranked:
+            if (ep.name == preferred and ep.healthy(now) and ep.in_flight < ep.config.max_concurrency
+                    and ep.load() - ranked[0].load() <= AFFINITY_SLACK):
+                return ep
+        return None
+
+    def sent(self, endpoint: Endpoint, hashes: list[int]) -> None:
+        """A call's prompt went to `endpoint`: its cache will hold it."""
+        index = self.index.get(endpoint.name)
+        if index is not None and hashes:
+            index.insert(hashes)
+
     def remember(self, session_id: str, endpoint: Endpoint) -> None:
-        if not session_id:
+        if not session_id or self.mode != "session":
             return
         self._affinity[session_id] = endpoint.name
         self._affinity.move_to_end(session_id)
         while len(self._affinity) > AFFINITY_ENTRIES:
             self._affinity.popitem(last=False)
+
+    def answered(self, endpoint: Endpoint, req: "ChatRequest", text: str) -> None:
+        """A call ended with `text`: the engine caches the conversation with
+        its answer, the start of the run's next prompt."""
+        index = self.index.get(endpoint.name)
+        if index is None or self.mode != "prefix" or not text:
+            return
+        conversation = req.prefix_text + prefix.prompt_text([{"role": "assistant", "content": text}])
+        index.insert(prefix.block_hashes(conversation))
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -282,9 +353,14 @@ class _StreamBroken(Exception):
 
 
 class LlmEngine:
-    def __init__(self, endpoints: list[EndpointConfig]) -> None:
+    def __init__(self, endpoints: list[EndpointConfig], routing: str = "prefix") -> None:
         self.endpoints = [Endpoint(c) for c in endpoints if c.kind == "chat"]
-        self.router = Router(self.endpoints)
+        self.router = Router(self.endpoints, routing)
+
+    def _prepare(self, req: ChatRequest) -> None:
+        if self.router.mode == "prefix" and not req.prefix_hashes and self.router.index:
+            req.prefix_text = prefix.prompt_text(req.messages)
+            req.prefix_hashes = prefix.block_hashes(req.prefix_text)
 
     async def close(self) -> None:
         for ep in self.endpoints:
@@ -324,7 +400,7 @@ class LlmEngine:
         backoff = FIRST_BACKOFF_SECONDS
         for _ in range(MAX_ROUNDS):
             tried = 0
-            for ep in self.router.candidates(req.model, req.session_id):
+            for ep in self.router.candidates(req.model, req.session_id, req.prefix_hashes):
                 if not ep.healthy(time.monotonic()):
                     # Circuit open: it refused a connection moments ago. It
                     # is tried again once DOWN_BACKOFF_SECONDS have passed.
@@ -334,6 +410,7 @@ class LlmEngine:
                 if timeout is not None and timeout <= 0:
                     raise last or errors.DeadlineExceeded("the deadline passed before a model answered")
                 ep.in_flight += 1
+                self.router.sent(ep, req.prefix_hashes)
                 try:
                     async with asyncio.timeout(timeout):
                         result = await attempt(ep, timeout)
@@ -383,6 +460,7 @@ class LlmEngine:
         _validate(req)
         if (done := _nothing_left(req)) is not None:
             return done
+        self._prepare(req)
         if req.slice_tokens and not req.constrained:
             # A time slice needs to watch tokens as they come.
             final = None
@@ -412,6 +490,7 @@ class LlmEngine:
             out = Completion(text=req.resume_text + content, tool_calls=calls, finish_reason=finish,
                              model=resp.model or ep.config.model_id, endpoint=ep.name)
             _account(out, req, resp.usage)
+            self.router.answered(ep, req, out.text)
             return out
 
         return await self._with_endpoint(req, deadline, attempt)
@@ -424,6 +503,7 @@ class LlmEngine:
         if (done := _nothing_left(req)) is not None:
             yield Delta(final=done)
             return
+        self._prepare(req)
         st = _StreamState(text=req.resume_text)
         failovers = 0
         sub = req
@@ -454,7 +534,9 @@ class LlmEngine:
                         yield Delta(final=done)
                         return
                 continue
-            yield Delta(final=self._finish(ep, call, sub, req, st))
+            final = self._finish(ep, call, sub, req, st)
+            self.router.answered(ep, req, final.text)
+            yield Delta(final=final)
             return
 
     def _opener(self, req: ChatRequest):

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from aios.common.v1 import llm_pb2 as aios_dot_common_dot_v1_dot_llm__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61ios/llm/v1/llm_service.proto\x12\x0b\x61ios.llm.v1\x1a\x18\x61ios/common/v1/llm.proto\"9\n\x0eResumeSnapshot\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\"\x8f\x01\n\x0fGenerateRequest\x12%\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x17.aios.common.v1.LlmCall\x12+\n\x06resume\x18\x02 \x01(\x0b\x32\x1b.aios.llm.v1.ResumeSnapshot\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x14\n\x0cslice_tokens\x18\x04 \x01(\x05\"\xd1\x01\n\x16GenerateStreamResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12,\n\ntool_calls\x18\x02 \x03(\x0b\x32\x18.aios.common.v1.ToolCall\x12\x33\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x1c.aios.common.v1.FinishReason\x12$\n\x05usage\x18\x04 \x01(\x0b\x32\x15.aios.common.v1.Usage\x12\r\n\x05model\x18\x05 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x06 \x01(\t\"-\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x84\x01\n\rEmbedResponse\x12*\n\nembeddings\x18\x01 \x03(\x0b\x32\x16.aios.llm.v1.Embedding\x12\x12\n\ndimensions\x18\x02 \x01(\x05\x12\r\n\x05model\x18\x03 \x01(\t\x12$\n\x05usage\x18\x04 \x01(\x0b\x32\x15.aios.common.v1.Usage\"\x13\n\x11ListModelsRequest\"\xc8\x01\n\x08\x45ndpoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x0f\n\x07healthy\x18\x04 \x01(\x08\x12\x17\n\x0fmax_concurrency\x18\x05 \x01(\x05\x12\x11\n\tin_flight\x18\x06 \x01(\x05\x12\x14\n\x0cnative_tools\x18\x07 \x01(\x08\x12\x12\n\nlast_error\x18\x08 \x01(\t\x12#\n\x06prices\x18\t \x01(\x0b\x32\x13.aios.llm.v1.Prices\"Z\n\x06Prices\x12\x0e\n\x06prompt\x18\x01 \x01(\x01\x12\x12\n\ncompletion\x18\x02 \x01(\x01\x12\x1a\n\rcached_prompt\x18\x03 \x01(\x01H\x00\x88\x01\x01\x42\x10\n\x0e_cached_prompt\"x\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.aios.llm.v1.ModelKind\x12(\n\tendpoints\x18\x03 \x03(\x0b\x32\x15.aios.llm.v1.Endpoint\x12\x11\n\tavailable\x18\x04 \x01(\x08\"8\n\x12ListModelsResponse\x12\"\n\x06models\x18\x01 \x03(\x0b\x32\x12.aios.llm.v1.Model*V\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODEL_KIND_CHAT\x10\x01\x12\x18\n\x14MODEL_KIND_EMBEDDING\x10\x02\x32\xb8\x02\n\nLlmService\x12\x44\n\x08Generate\x12\x1c.aios.llm.v1.GenerateRequest\x1a\x1a.aios.common.v1.Completion\x12U\n\x0eGenerateStream\x12\x1c.aios.llm.v1.GenerateRequest\x1a#.aios.llm.v1.GenerateStreamResponse0\x01\x12>\n\x05\x45mbed\x12\x19.aios.llm.v1.EmbedRequest\x1a\x1a.aios.llm.v1.EmbedResponse\x12M\n\nListModels\x12\x1e.aios.llm.v1.ListModelsRequest\x1a\x1f.aios.llm.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61ios/llm/v1/llm_service.proto\x12\x0b\x61ios.llm.v1\x1a\x18\x61ios/common/v1/llm.proto\"9\n\x0eResumeSnapshot\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\"\x8f\x01\n\x0fGenerateRequest\x12%\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x17.aios.common.v1.LlmCall\x12+\n\x06resume\x18\x02 \x01(\x0b\x32\x1b.aios.llm.v1.ResumeSnapshot\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x14\n\x0cslice_tokens\x18\x04 \x01(\x05\"\xd1\x01\n\x16GenerateStreamResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12,\n\ntool_calls\x18\x02 \x03(\x0b\x32\x18.aios.common.v1.ToolCall\x12\x33\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x1c.aios.common.v1.FinishReason\x12$\n\x05usage\x18\x04 \x01(\x0b\x32\x15.aios.common.v1.Usage\x12\r\n\x05model\x18\x05 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x06 \x01(\t\"-\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x84\x01\n\rEmbedResponse\x12*\n\nembeddings\x18\x01 \x03(\x0b\x32\x16.aios.llm.v1.Embedding\x12\x12\n\ndimensions\x18\x02 \x01(\x05\x12\r\n\x05model\x18\x03 \x01(\t\x12$\n\x05usage\x18\x04 \x01(\x0b\x32\x15.aios.common.v1.Usage\"\x13\n\x11ListModelsRequest\"\xde\x01\n\x08\x45ndpoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x0f\n\x07healthy\x18\x04 \x01(\x08\x12\x17\n\x0fmax_concurrency\x18\x05 \x01(\x05\x12\x11\n\tin_flight\x18\x06 \x01(\x05\x12\x14\n\x0cnative_tools\x18\x07 \x01(\x08\x12\x12\n\nlast_error\x18\x08 \x01(\t\x12#\n\x06prices\x18\t \x01(\x0b\x32\x13.aios.llm.v1.Prices\x12\x14\n\x0c\x63\x61\x63he_tokens\x18\n \x01(\x03\"Z\n\x06Prices\x12\x0e\n\x06prompt\x18\x01 \x01(\x01\x12\x12\n\ncompletion\x18\x02 \x01(\x01\x12\x1a\n\rcached_prompt\x18\x03 \x01(\x01H\x00\x88\x01\x01\x42\x10\n\x0e_cached_prompt\"x\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.aios.llm.v1.ModelKind\x12(\n\tendpoints\x18\x03 \x03(\x0b\x32\x15.aios.llm.v1.Endpoint\x12\x11\n\tavailable\x18\x04 \x01(\x08\"8\n\x12ListModelsResponse\x12\"\n\x06models\x18\x01 \x03(\x0b\x32\x12.aios.llm.v1.Model*V\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODEL_KIND_CHAT\x10\x01\x12\x18\n\x14MODEL_KIND_EMBEDDING\x10\x02\x32\xb8\x02\n\nLlmService\x12\x44\n\x08Generate\x12\x1c.aios.llm.v1.GenerateRequest\x1a\x1a.aios.common.v1.Completion\x12U\n\x0eGenerateStream\x12\x1c.aios.llm.v1.GenerateRequest\x1a#.aios.llm.v1.GenerateStreamResponse0\x01\x12>\n\x05\x45mbed\x12\x19.aios.llm.v1.EmbedRequest\x1a\x1a.aios.llm.v1.EmbedResponse\x12M\n\nListModels\x12\x1e.aios.llm.v1.ListModelsRequest\x1a\x1f.aios.llm.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aios.llm.v1.llm_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODELKIND']._serialized_start=1196
-  _globals['_MODELKIND']._serialized_end=1282
+  _globals['_MODELKIND']._serialized_start=1218
+  _globals['_MODELKIND']._serialized_end=1304
   _globals['_RESUMESNAPSHOT']._serialized_start=72
   _globals['_RESUMESNAPSHOT']._serialized_end=129
   _globals['_GENERATEREQUEST']._serialized_start=132
@@ -49,13 +49,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTMODELSREQUEST']._serialized_start=700
   _globals['_LISTMODELSREQUEST']._serialized_end=719
   _globals['_ENDPOINT']._serialized_start=722
-  _globals['_ENDPOINT']._serialized_end=922
-  _globals['_PRICES']._serialized_start=924
-  _globals['_PRICES']._serialized_end=1014
-  _globals['_MODEL']._serialized_start=1016
-  _globals['_MODEL']._serialized_end=1136
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1138
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1194
-  _globals['_LLMSERVICE']._serialized_start=1285
-  _globals['_LLMSERVICE']._serialized_end=1597
+  _globals['_ENDPOINT']._serialized_end=944
+  _globals['_PRICES']._serialized_start=946
+  _globals['_PRICES']._serialized_end=1036
+  _globals['_MODEL']._serialized_start=1038
+  _globals['_MODEL']._serialized_end=1158
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1160
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1216
+  _globals['_LLMSERVICE']._serialized_start=1307
+  _globals['_LLMSERVICE']._serialized_end=1619
 # @@protoc_insertion_point(module_scope)

@@ -84,7 +84,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Endpoint(_message.Message):
-    __slots__ = ("name", "base_url", "model_id", "healthy", "max_concurrency", "in_flight", "native_tools", "last_error", "prices")
+    __slots__ = ("name", "base_url", "model_id", "healthy", "max_concurrency", "in_flight", "native_tools", "last_error", "prices", "cache_tokens")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BASE_URL_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +94,7 @@ class Endpoint(_message.Message):
     NATIVE_TOOLS_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     PRICES_FIELD_NUMBER: _ClassVar[int]
+    CACHE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     name: str
     base_url: str
     model_id: str
@@ -103,7 +104,8 @@ class Endpoint(_message.Message):
     native_tools: bool
     last_error: str
     prices: Prices
-    def __init__(self, name: _Optional[str] = ..., base_url: _Optional[str] = ..., model_id: _Optional[str] = ..., healthy: _Optional[bool] = ..., max_concurrency: _Optional[int] = ..., in_flight: _Optional[int] = ..., native_tools: _Optional[bool] = ..., last_error: _Optional[str] = ..., prices: _Optional[_Union[Prices, _Mapping]] = ...) -> None: ...
+    cache_tokens: int
+    def __init__(self, name: _Optional[str] = ..., base_url: _Optional[str] = ..., model_id: _Optional[str] = ..., healthy: _Optional[bool] = ..., max_concurrency: _Optional[int] = ..., in_flight: _Optional[int] = ..., native_tools: _Optional[bool] = ..., last_error: _Optional[str] = ..., prices: _Optional[_Union[Prices, _Mapping]] = ..., cache_tokens: _Optional[int] = ...) -> None: ...
 
 class Prices(_message.Message):
     __slots__ = ("prompt", "completion", "cached_prompt")
