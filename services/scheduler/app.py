@@ -59,6 +59,8 @@ async def build(config: Config) -> Service:
                default_capacity=config.service_capacity),
         history=config.history,
         capacity_of=capacity_of,
+        cache_of=catalog.cache_of if config.cache_aware else None,
+        cache_idle_seconds=config.cache_idle_seconds,
         journal=Journal(config.journal_path, max_age=config.journal_max_age,
                         max_rows=config.journal_max_rows) if config.journal_path else None,
     )

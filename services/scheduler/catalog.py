@@ -80,6 +80,10 @@ class ModelCatalog:
     def capacity_of(self, resource: str) -> int:
         return self.capacity.get(resource.removeprefix("llm:"), self._default)
 
+    def cache_of(self, resource: str) -> int:
+        """Tokens the prefix caches of an LLM resource's endpoints hold in all."""
+        return sum(ep.cache_tokens for ep in self._endpoints(resource.removeprefix("llm:")))
+
     def _endpoints(self, model: str):
         return next((m.endpoints for m in self.models if m.name == model), ())
 

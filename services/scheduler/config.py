@@ -58,6 +58,11 @@ class Config:
     journal_max_rows: int = 100_000
     # The currency of endpoint prices and cost quotas (a label: no conversion).
     currency: str = "USD"
+    # Cache-aware admission (services/scheduler/cache.py): new agent runs of
+    # a model wait while the active ones fill its engines' prefix caches; a
+    # run stops counting this long after its last call ended.
+    cache_aware: bool = True
+    cache_idle_seconds: float = 2.0
 
     @classmethod
     def from_env(cls, environ=None) -> "Config":
@@ -97,6 +102,8 @@ class Config:
             journal_max_age=env.float("JOURNAL_MAX_AGE_SECONDS", 7 * 86400.0, minimum=1.0),
             journal_max_rows=env.int("JOURNAL_MAX_ROWS", 100_000, minimum=100),
             currency=env.str("CURRENCY", "USD"),
+            cache_aware=env.bool("CACHE_AWARE", True),
+            cache_idle_seconds=env.float("CACHE_IDLE_SECONDS", 2.0, minimum=0.0),
         )
 
     def mcp_servers(self) -> list[dict]:

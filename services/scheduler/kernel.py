@@ -19,6 +19,7 @@ from services.runtime import context as rctx
 from services.runtime import errors, logs
 from services.scheduler import events as ev
 from services.scheduler import queues, quotas, records
+from services.scheduler.cache import CacheGate
 from services.scheduler.queues import PolicySettings
 from services.scheduler.table import (
     AWAITING_CONFIRMATION, CANCELLED, FAILED, PREEMPTED, QUEUED, RUNNING, SUCCEEDED, Entry, ProcessTable,
@@ -64,15 +65,24 @@ SERVICE_TIME_WEIGHT = 0.2
 
 
 class Resource:
-    def __init__(self, name: str, capacity: int, queue) -> None:
+    def __init__(self, name: str, capacity: int, queue, gate: CacheGate | None = None) -> None:
         self.name = name
         self.capacity = capacity
         self.running = 0
         self.queue = queue
+        # An LLM resource whose engines cache prefixes: new agent runs wait
+        # for room in the caches (services/scheduler/cache.py).
+        self.gate = gate
+        self.gate_timer: asyncio.TimerHandle | None = None
         # Seconds a call of this resource runs, on average (exponentially
         # weighted), and how many runs that average has seen.
         self.service_time = 0.0
         self.samples = 0
+
+    @property
+    def waiting(self) -> int:
+        """Calls queued, including those held for room in the caches."""
+        return len(self.queue) + (self.gate.held_live if self.gate is not None else 0)
 
     def observe(self, seconds: float) -> None:
         self.samples += 1
@@ -84,24 +94,29 @@ class Resource:
         the resource has been serving at (None until that is known)."""
         if self.samples < SHED_AFTER_SAMPLES:
             return None
-        if self.running + len(self.queue) < self.capacity:
+        if self.running + self.waiting < self.capacity:
             return 0.0
         # Calls ahead of it start as slots free; a slot frees every
         # service_time / capacity seconds on average.
-        ahead = len(self.queue) + self.running - self.capacity + 1
+        ahead = self.waiting + self.running - self.capacity + 1
         return ahead * self.service_time / self.capacity
 
 
 class Kernel:
     def __init__(self, runner: Runner, settings: PolicySettings, limits: Limits,
                  history: int = 10_000, capacity_of: Callable[[str], int] | None = None,
-                 observer=None, journal=None, quotas=None, prices=None) -> None:
+                 observer=None, journal=None, quotas=None, prices=None,
+                 cache_of: Callable[[str], int] | None = None, cache_idle_seconds: float = 2.0) -> None:
         self.runner = runner
         self.settings = settings
         self.limits = limits
         self.table = ProcessTable(history)
         self.resources: dict[str, Resource] = {}
         self._capacity_of = capacity_of or (lambda name: limits.default_capacity)
+        # Tokens the prefix caches of an LLM resource's engines hold (0 or
+        # None: no cache-aware admission), and how long an idle run counts.
+        self._cache_of = cache_of
+        self.cache_idle_seconds = cache_idle_seconds
         # Told of finished and refused syscalls (metrics): finished(entry), rejected(reason).
         self.observer = observer
         # The durable journal (services/scheduler/journal.py), or None.
@@ -143,7 +158,9 @@ class Kernel:
     def resource(self, name: str) -> Resource:
         res = self.resources.get(name)
         if res is None:
-            res = self.resources[name] = Resource(name, max(1, self._capacity_of(name)), self._new_queue())
+            budget = self._cache_of(name) if self._cache_of is not None and name.startswith("llm:") else 0
+            gate = CacheGate(budget, self.cache_idle_seconds) if budget else None
+            res = self.resources[name] = Resource(name, max(1, self._capacity_of(name)), self._new_queue(), gate)
         return res
 
     # --- admission --------------------------------------------------------
@@ -218,7 +235,7 @@ class Kernel:
         parked = entry.state == AWAITING_CONFIRMATION
         try:
             self._shed(entry, res)
-            if len(res.queue) >= self.limits.queue_capacity:
+            if res.waiting >= self.limits.queue_capacity:
                 self._rejected("QUEUE_FULL")
                 raise errors.ResourceExhausted(
                     f"the {entry.resource} queue is full ({self.limits.queue_capacity} waiting)",
@@ -285,7 +302,7 @@ class Kernel:
             return
         self._rejected("DEADLINE_UNREACHABLE")
         raise errors.ResourceExhausted(
-            f"the {res.name} queue would reach this call in about {wait:.1f} s ({len(res.queue)} waiting, "
+            f"the {res.name} queue would reach this call in about {wait:.1f} s ({res.waiting} waiting, "
             f"{res.running} running, {res.service_time:.2f} s per call on {res.capacity} slots), after its "
             f"deadline in {max(0.0, left):.1f} s: retry later or with a longer deadline",
             reason="DEADLINE_UNREACHABLE", retry_after=min(60.0, max(0.1, wait - left)),
@@ -297,22 +314,56 @@ class Kernel:
         res = self.resources.get(resource)
         if res is None:
             return 1.0
-        return min(30.0, max(0.5, len(res.queue) / max(1, res.capacity)))
+        return min(30.0, max(0.5, res.waiting / max(1, res.capacity)))
 
     def _enqueue(self, entry: Entry, res: Resource) -> None:
         entry.queued = True
         entry.enqueue_time = time.monotonic()
         entry.queue_wall = entry.queue_wall or time.time()
         entry.queued_at = time.monotonic()
-        position = len(res.queue)
+        position = res.waiting
         res.queue.push(entry)
         entry.publish(ev.Queued, position=position)
 
     # --- dispatch ---------------------------------------------------------
 
+    def _next(self, res: Resource):
+        """The next call to start, in policy order; with a cache gate, a call
+        of an active run before one that would start a new run, which waits
+        (held, in policy order) until the caches have room for it."""
+        gate = res.gate
+        if gate is None:
+            return res.queue.pop()
+        now = time.monotonic()
+        head = gate.first_held()
+        if head is not None and (res.running == 0 or gate.fits(_prompt_tokens(head), now)):
+            entry = gate.take()
+            gate.start(_session(entry), _prompt_tokens(entry))
+            return entry
+        while (entry := res.queue.pop()) is not None:
+            session = _session(entry)
+            if gate.active(session) or (head is None and (res.running == 0 or gate.fits(_prompt_tokens(entry), now))):
+                gate.start(session, _prompt_tokens(entry))
+                return entry
+            gate.hold(entry)
+            head = head or entry
+        if head is not None and res.gate_timer is None:
+            # Idle runs stop counting after a while, with no call ending to
+            # say so: look again then.
+            def again() -> None:
+                res.gate_timer = None
+                self._pump(res)
+            res.gate_timer = asyncio.get_running_loop().call_later(gate.idle, again)
+        return None
+
+    def _gate_end(self, entry: Entry, res: Resource | None) -> None:
+        if res is not None and res.gate is not None:
+            context = max(entry.prompt_tokens, _prompt_tokens(entry)) + entry.completion_tokens
+            res.gate.end(_session(entry), context)
+
     def _pump(self, res: Resource) -> None:
         while res.running < res.capacity:
-            entry = res.queue.pop()
+            entry = self._next(res)
             if entry is None:
                 return
             entry.queued = False
@@ -357,6 +408,7 @@ class Kernel:
             entry.snapshot_tokens = outcome.snapshot_tokens
             entry.state = PREEMPTED
             res.running -= 1
+            self._gate_end(entry, res)
             res.observe(time.monotonic() - entry.run_started)
             entry.publish(ev.Preempted, snapshot_tokens=outcome.snapshot_tokens)
             if self.journal is not None:
@@ -394,9 +446,13 @@ class Kernel:
             entry.queued = False
             entry.waiting += time.monotonic() - entry.queued_at
             if res is not None:
-                res.queue.discard(entry)
+                if entry.held:
+                    res.gate.drop(entry)
+                else:
+                    res.queue.discard(entry)
         elif res is not None and entry.state in (RUNNING,):
             res.running -= 1
+            self._gate_end(entry, res)
             if state == SUCCEEDED:
                 res.observe(time.monotonic() - entry.run_started)
         entry.done = True
@@ -450,3 +506,11 @@ class Kernel:
         finally:
             entry.waiters -= 1
         return entry
+
+
+def _session(entry: Entry) -> str:
+    return entry.session_id or entry.agent
+
+
+def _prompt_tokens(entry: Entry) -> int:
+    return quotas.prompt_estimate(entry.syscall.llm)

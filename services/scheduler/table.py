@@ -39,6 +39,8 @@ class Entry:
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     state: str = QUEUED
     queued: bool = False
+    # Waiting in its model's cache gate for room (services/scheduler/cache.py).
+    held: bool = False
     done: bool = False
     # Ordering facts (monotonic) and reported times (wall clock).
     enqueue_time: float = 0.0

@@ -1,0 +1,134 @@
+"""Cache-aware admission: the kernel over llm_core and a serving simulator
+with a prefix cache. New agent runs wait while the active ones fill the
+model's cache (the endpoints' cache_tokens); calls of active runs go first."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from datetime import timezone
+
+import pytest
+
+from aios.kernel.v1 import syscall_pb2 as ks
+from aios.sdk import AsyncClient
+from bench.simulator.engine import EngineConfig
+from bench.simulator.server import SimulatorServer
+from services.scheduler.cache import CacheGate
+from tests.conftest import kernel_config
+from tests.test_scheduler import MODEL, wait_until
+
+PROMPT_CHARS = 1200  # about 300 tokens as the kernel estimates them (4 bytes a token)
+
+
+@pytest.fixture
+async def gated(start_service):
+    """gated(cache_tokens, idle) -> (client factory, simulator): one engine
+    with room for 8 calls, so only the cache decides what waits."""
+    from services.llm_core.app import build as llm_build
+    from services.llm_core.config import Config as LlmConfig
+    from services.scheduler.app import build as kernel_build
+
+    sims, clients = [], []
+
+    async def make(cache_tokens: int, idle: float, time_scale: float = 0.2, **env):
+        sim = SimulatorServer(EngineConfig(time_scale=time_scale, max_num_seqs=64, prefix_cache=True))
+        await sim.start()
+        sims.append(sim)
+        endpoints = [{"name": "sim", "model": MODEL, "base_url": sim.url, "max_concurrency": 8,
+                      "cache_tokens": cache_tokens}]
+        llm = await start_service(llm_build, LlmConfig.from_env({"AIOS_LLM_ENDPOINTS": json.dumps(endpoints)}))
+        kernel = await start_service(kernel_build, kernel_config(
+            f"127.0.0.1:{llm.port}", cache_idle_seconds=idle, **env))
+
+        def client(run: str) -> AsyncClient:
+            c = AsyncClient(f"127.0.0.1:{kernel.port}", token=run, timeout=60, session_id=run)
+            clients.append(c)
+            return c
+
+        return client, sim
+
+    yield make
+    for c in clients:
+        await c.close()
+    for sim in sims:
+        await sim.stop()
+
+
+def turn(client: AsyncClient, run: str, tokens: int):
+    return client.llm.syscall([{"role": "system", "content": (run + " ") * (PROMPT_CHARS // (len(run) + 1))},
+                               {"role": "user", "content": "next step"}], model=MODEL, max_tokens=tokens)
+
+
+async def submit(client: AsyncClient, syscall) -> tuple[str, asyncio.Task]:
+    """Send a syscall without waiting for it: its id, and a task that drains its events."""
+    events = client.stream(syscall).__aiter__()
+    first = await events.__anext__()
+    assert first.HasField("queued")
+
+    async def drain():
+        with contextlib.suppress(Exception):
+            async for _ in events:
+                pass
+    return first.syscall_id, asyncio.create_task(drain())
+
+
+async def state(client: AsyncClient, syscall_id: str) -> str:
+    return ks.SyscallState.Name((await client.get_syscall(syscall_id)).state).removeprefix("SYSCALL_STATE_")
+
+
+async def test_new_runs_wait_while_active_ones_fill_the_cache(gated):
+    client, sim = await gated(cache_tokens=1000, idle=0.5)
+    runs = {name: client(name) for name in ("r1", "r2", "r3", "r4")}
+    # Three runs of ~300 tokens each fill the 1,000-token cache; long calls
+    # keep them active.
+    first = {name: (await submit(runs[name], turn(runs[name], name, 20_000)))[0] for name in ("r1", "r2", "r3")}
+
+    async def all_running():
+        return all([await state(runs[n], i) == "RUNNING" for n, i in first.items()])
+    await wait_until(all_running)
+    # A fourth run does not fit: it waits though the engine has free slots.
+    r4, _ = await submit(runs["r4"], turn(runs["r4"], "r4", 5))
+    # An active run's next call goes ahead of it.
+    again, _ = await submit(runs["r1"], turn(runs["r1"], "r1", 5))
+
+    async def again_done():
+        return await state(runs["r1"], again) == "SUCCEEDED"
+    await wait_until(again_done)
+    assert await state(runs["r4"], r4) == "QUEUED"
+    # Two runs end while the third still runs: once they have been idle for
+    # idle_seconds they stop counting, and r4 starts with no call ending to
+    # wake the queue.
+    ended = time.time()
+    for name in ("r1", "r2"):
+        await runs[name].cancel(first[name])
+
+    async def r4_done():
+        return await state(runs["r4"], r4) == "SUCCEEDED"
+    await wait_until(r4_done)
+    assert await state(runs["r3"], first["r3"]) == "RUNNING"
+    record = await runs["r4"].get_syscall(r4)
+    assert record.start_time.ToDatetime(tzinfo=timezone.utc).timestamp() >= ended + 0.45
+    await runs["r3"].cancel(first["r3"])
+
+
+async def test_a_run_larger_than_the_cache_is_served_alone(gated):
+    client, _ = await gated(cache_tokens=100, idle=30)
+    big = client("big")
+    record = await big.submit(turn(big, "big", 3))
+    assert record.llm.usage.completion_tokens == 3  # nothing else ran: the cache does not stop it
+
+
+def test_the_gate_counts_runs_by_their_last_context():
+    gate = CacheGate(budget_tokens=1000, idle_seconds=1.0)
+    gate.start("a", 300)
+    gate.start("b", 300)
+    assert gate.used == 600 and gate.fits(400, now=0.0) and not gate.fits(401, now=0.0)
+    gate.end("a", 700, now=10.0)  # a's history grew with its answer
+    assert gate.used == 1000 and not gate.fits(1, now=10.5)
+    assert gate.fits(700, now=11.0)  # a idle for idle_seconds: it no longer counts
+    assert not gate.active("a") and gate.active("b")  # b still runs
+    gate.end("b", 300, now=11.0)
+    assert gate.fits(1000, now=12.0) and len(gate) == 0
