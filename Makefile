@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 DATA ?= .aios
 
-.PHONY: install demo up test protos lint bench bench-quick faults clean
+.PHONY: install demo up test protos lint bench bench-prefix bench-quick faults clean
 
 install: $(STAMP)
 
@@ -40,7 +40,13 @@ test: install
 # under five minutes (report in bench/results/quick/). py-spy profiles the kernel.
 bench: install
 	$(PIP) install -q -e '.[bench]'
-	$(PY) -m bench $(if $(QUICK),--quick,)
+	$(PY) -m bench $(if $(QUICK),--quick,) $(if $(PLAN),--plan $(PLAN),)
+
+# The prefix-routing and cache-aware scheduling runs (about 40 minutes,
+# report in docs/benchmarks-prefix.md).
+bench-prefix: install
+	$(PIP) install -q -e '.[bench]'
+	$(PY) -m bench --plan prefix
 
 bench-quick: install
 	$(PIP) install -q -e '.[bench]'

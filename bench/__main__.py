@@ -79,6 +79,60 @@ def full_plan(url_backend: Backend | None) -> tuple[Plan, Workload]:
     return plan, Workload(agents=0)
 
 
+# Prefix-aware routing and cache-aware scheduling: four engines with a
+# 100k-token prefix cache each; every agent's system prompt is 2,000
+# characters, of which some are shared: (a) none, (b) 1,500 by all agents,
+# (c) 1,500 by each of four agent types. LLM calls only (no tools), so the
+# runs measure where calls land and in what order.
+PREFIX_WORKLOADS = {
+    "a": (("steps", 5), ("system_chars", 2000), ("tool_every", 0)),
+    "b": (("steps", 5), ("system_chars", 2000), ("shared_chars", 1500), ("tool_every", 0)),
+    "c": (("steps", 5), ("system_chars", 2000), ("shared_chars", 1500), ("agent_types", 4), ("tool_every", 0)),
+}
+# The kernel before: session affinity in llm_core, no cache-aware order.
+TODAY = (("routing", "session"),)
+TODAY_KERNEL = (("cache_aware", "false"),)
+
+
+def prefix_scenarios(scale: float = 1.0, n: int = 256) -> list[Scenario]:
+    gpu4 = Backend("gpu4-cache100k", replicas=4, prefix_cache=True, prefix_cache_tokens=100_000,
+                   time_scale=scale)
+    s: list[Scenario] = []
+    for name, wl in PREFIX_WORKLOADS.items():
+        s += [Scenario(gpu4, "direct", n, workload=wl, note=f"prefix-{name}"),
+              Scenario(gpu4, "sticky", n, workload=wl, note=f"prefix-{name}"),
+              Scenario(gpu4, "kernel", n, "fifo", workload=wl, note=f"prefix-{name} session affinity",
+                       llm_settings=TODAY, kernel_settings=TODAY_KERNEL),
+              Scenario(gpu4, "kernel", n, "fifo", workload=wl, note=f"prefix-{name} prefix-aware")]
+    # One engine whose cache is smaller than the agents' working set.
+    small = Backend("gpu1-cache50k", prefix_cache=True, prefix_cache_tokens=50_000, time_scale=scale)
+    wl = PREFIX_WORKLOADS["a"]
+    s += [Scenario(small, "direct", n, workload=wl, note="cache-small"),
+          Scenario(small, "kernel", n, "fifo", workload=wl, note="cache-small FIFO",
+                   llm_settings=TODAY, kernel_settings=TODAY_KERNEL),
+          Scenario(small, "kernel", n, "fifo", workload=wl, note="cache-small cache-aware"),
+          Scenario(small, "kernel", n, "agent_aware", workload=wl, note="cache-small cache-aware")]
+    return s
+
+
+def batch32_scenarios(scale: float = 1.0, ns=(64, 256, 1000)) -> list[Scenario]:
+    """One engine, batch 32, no cache: how full the kernel keeps it."""
+    batch32 = Backend("gpu1-batch32", max_num_seqs=32, max_waiting=0, time_scale=scale)
+    wl = (("steps", 5),)
+    return [Scenario(batch32, way, n, policy, workload=wl, note="batch32")
+            for n in ns for way, policy in (("direct", ""), ("kernel", "fifo"), ("kernel", "agent_aware"))]
+
+
+def prefix_plan(url_backend: Backend | None) -> tuple[Plan, Workload]:
+    s = prefix_scenarios()
+    # One engine, batch 32, no cache: how full the kernel keeps it (at a
+    # quarter of real time: N = 1,000 would take 13 minutes a run at 1.0).
+    s += batch32_scenarios(scale=0.25)
+    plan = Plan(scenarios=s, overhead_ns=[1, 64, 256, 1000], overhead_calls=2000, sequential_calls=500,
+                overhead_after=len(s))
+    return plan, Workload(agents=0, steps=5)
+
+
 def quick_plan(url_backend: Backend | None) -> tuple[Plan, Workload]:
     scale = 0.25
     gpu1 = Backend("gpu1", max_waiting=256, time_scale=scale)
@@ -94,6 +148,18 @@ def quick_plan(url_backend: Backend | None) -> tuple[Plan, Workload]:
     plan = Plan(scenarios=s, overhead_ns=[1, 64, 384], overhead_calls=400, sequential_calls=100,
                 overhead_after=len(s))
     return plan, Workload(agents=0, steps=3)
+
+
+PLANS = {"full": full_plan, "quick": quick_plan, "prefix": prefix_plan}
+REPORTS = {"full": "docs/benchmarks.md", "quick": "bench/results/quick/benchmarks.md",
+           "prefix": "docs/benchmarks-prefix.md"}
+
+
+def _report(plan: str):
+    if plan == "prefix":
+        from bench import report_prefix
+        return report_prefix.build
+    return report.build
 
 
 def _raise_fd_limit() -> None:
@@ -122,7 +188,7 @@ async def run(args) -> int:
     if args.url:
         url_backend = Backend("url", url=args.url, model_id=args.url_model or "default",
                               api_key_env=args.url_key_env, max_num_seqs=args.url_concurrency)
-    plan, base = (quick_plan if args.quick else full_plan)(url_backend)
+    plan, base = PLANS[args.plan](url_backend)
     if args.only:
         keys = [k.strip() for k in args.only.split(",") if k.strip()]
         plan.scenarios = [s for s in plan.scenarios
@@ -131,7 +197,8 @@ async def run(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     profile_dir = out.parent / "profiles"
     started = time.time()
-    command = "python -m bench" + (" --quick" if args.quick else "") + (f" --only {args.only}" if args.only else "")
+    command = ("python -m bench" + (f" --plan {args.plan}" if args.plan != "full" else "")
+               + (f" --only {args.only}" if args.only else ""))
     mode = "a" if args.append else "w"
     with out.open(mode) as f:
         def emit(rec: dict) -> None:
@@ -167,7 +234,7 @@ async def run(args) -> int:
                     break
                 if i == plan.overhead_after and i >= args.start:
                     await sweep()
-                base_workload = Workload(agents=sc.agents, steps=base.steps, **dict(sc.workload))
+                base_workload = Workload(**{"agents": sc.agents, "steps": base.steps, **dict(sc.workload)})
                 tag = f"r{i}t{int(time.time()) % 100000}"
                 try:
                     rec = await run_scenario(sc, base_workload, shared, tag, profile_dir)
@@ -185,13 +252,13 @@ async def run(args) -> int:
             await asyncio.to_thread(shared.stop)
         emit({"kind": "meta_end", "seconds": round(time.time() - started, 1)})
     print(f"results: {out} ({time.time() - started:.0f} s)", flush=True)
-    report.build(out, Path(args.report), command)
+    _report(args.plan)(out, Path(args.report), command)
     print(f"report: {args.report}", flush=True)
     return 0
 
 
 async def overhead_only(args) -> int:
-    plan, _ = (quick_plan if args.quick else full_plan)(None)
+    plan, _ = PLANS[args.plan](None)
     with Path(args.out).open("a") as f:
         for variant in ("", args.kernel_variant) if args.kernel_variant else ("",):
             print(f"kernel overhead on an instant backend{' with ' + variant if variant else ''}:", flush=True)
@@ -205,7 +272,10 @@ async def overhead_only(args) -> int:
 def main() -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a smoke run in under five minutes")
+    p.add_argument("--quick", action="store_true", help="a smoke run in under five minutes (= --plan quick)")
+    p.add_argument("--plan", choices=sorted(PLANS), default="full",
+                   help="full (default); quick; prefix: the prefix-routing and cache-aware scheduling "
+                        "runs and the one-engine batch-32 table (about 40 minutes)")
     p.add_argument("--out", help="JSON lines results (default bench/results/bench[-quick].jsonl)")
     p.add_argument("--report", help="Markdown report (default docs/benchmarks.md; quick: bench/results/quick/)")
     p.add_argument("--only", default="", help="comma-separated substrings of 'backend:label:N' to run")
@@ -223,15 +293,17 @@ def main() -> int:
     p.add_argument("--url-key-env", default="", help="environment variable holding --url's API key")
     p.add_argument("--url-concurrency", type=int, default=64, help="calls in flight the kernel sends to --url")
     args = p.parse_args()
-    args.out = args.out or str(ROOT / "bench" / "results" / ("bench-quick.jsonl" if args.quick else "bench.jsonl"))
-    args.report = args.report or str(ROOT / ("bench/results/quick/benchmarks.md" if args.quick
-                                             else "docs/benchmarks.md"))
+    if args.quick:
+        args.plan = "quick"
+    suffix = "" if args.plan == "full" else f"-{args.plan}"
+    args.out = args.out or str(ROOT / "bench" / "results" / f"bench{suffix}.jsonl")
+    args.report = args.report or str(ROOT / REPORTS[args.plan])
     if args.overhead_only:
         _raise_fd_limit()
         return asyncio.run(overhead_only(args))
     if args.report_only:
-        command = "python -m bench" + (" --quick" if args.quick else "")
-        report.build(Path(args.out), Path(args.report), command)
+        command = "python -m bench" + (f" --plan {args.plan}" if args.plan != "full" else "")
+        _report(args.plan)(Path(args.out), Path(args.report), command)
         print(f"report: {args.report}")
         return 0
     _raise_fd_limit()

@@ -27,6 +27,8 @@ class Backend:
     # Requests an engine queues before answering 503 (0 = no bound).
     max_waiting: int = 0
     prefix_cache: bool = False
+    # Prefix-cache capacity of each engine in tokens (0: its KV size).
+    prefix_cache_tokens: int = 0
     time_scale: float = 1.0
     # A real endpoint instead of the simulator.
     url: str = ""
@@ -43,14 +45,14 @@ class Backend:
     def engine_config(self) -> EngineConfig:
         return EngineConfig(max_num_seqs=self.max_num_seqs, kv_tokens=self.kv_tokens,
                             max_waiting=self.max_waiting, prefix_cache=self.prefix_cache,
-                            time_scale=self.time_scale)
+                            prefix_cache_tokens=self.prefix_cache_tokens, time_scale=self.time_scale)
 
     def sim_args(self) -> list[str]:
         args = ["--max-num-seqs", str(self.max_num_seqs), "--kv-tokens", str(self.kv_tokens),
                 "--max-waiting", str(self.max_waiting), "--time-scale", str(self.time_scale),
                 "--replicas", str(self.replicas), "--model", self.model_id, *self.extra_args]
         if self.prefix_cache:
-            args.append("--prefix-cache")
+            args += ["--prefix-cache", "--prefix-cache-tokens", str(self.prefix_cache_tokens)]
         return args
 
     def start(self) -> tuple[procs.Child | None, list[str]]:
@@ -60,9 +62,11 @@ class Backend:
 
     def endpoints(self, urls: list[str]) -> list[dict]:
         """llm_core's endpoints: one per replica, as many in flight as the
-        engine batches."""
+        engine batches, and the size of its prefix cache when it has one."""
+        cache = (self.prefix_cache_tokens or self.kv_tokens) if self.prefix_cache else 0
         return [{"name": f"{self.name}-{i}", "model": MODEL, "base_url": url, "model_id": self.model_id,
-                 "max_concurrency": self.kernel_capacity or self.max_num_seqs, "api_key_env": self.api_key_env}
+                 "max_concurrency": self.kernel_capacity or self.max_num_seqs, "api_key_env": self.api_key_env,
+                 **({"cache_tokens": cache} if cache else {})}
                 for i, url in enumerate(urls)]
 
     def describe(self) -> dict:
@@ -71,7 +75,8 @@ class Backend:
         if self.simulated:
             c = self.engine_config()
             out.update(max_num_seqs=c.max_num_seqs, kv_tokens=c.kv_tokens, max_waiting=c.max_waiting,
-                       prefix_cache=c.prefix_cache, base_step_ms=c.base_step_ms, per_seq_ms=c.per_seq_ms,
+                       prefix_cache=c.prefix_cache, prefix_cache_tokens=c.prefix_cache_tokens or c.kv_tokens,
+                       base_step_ms=c.base_step_ms, per_seq_ms=c.per_seq_ms,
                        prefill_ms_per_token=c.prefill_ms_per_token,
                        peak_output_tokens_per_s=round(Engine(c).peak_throughput_tokens_per_s() * self.replicas))
         else:
@@ -134,6 +139,41 @@ def ideal_bound(backend: Backend, calls: list, agents: int, system_tokens: int =
             "critical_path_s": round(critical, 3), "batch": batch,
             "prefill_tokens": prefill_total, "output_tokens": out_total,
             "peak_output_tokens_per_s": round(peak * backend.replicas, 1)}
+
+
+def best_hit_rate(calls: list, block_size: int = 16) -> float | None:
+    """The workload's best possible prefix-cache hit rate: the calls as they
+    were made, on one engine with an unbounded cache, counted the way the
+    simulator counts (full blocks of all but the last prompt token; a
+    finished call caches its conversation with the answer). No routing and
+    no order can hit more, since every call's prefix that any earlier call
+    sent is found."""
+    from bench.simulator.engine import block_hashes, parse_messages, render_message
+
+    if not calls:
+        return None
+    events = []
+    for c in calls:
+        events += [(c.start, 0, c), (c.end, 1, c)]
+    events.sort(key=lambda e: (e[0], e[1]))
+    cache: set[int] = set()
+    queried = hit_tokens = 0
+    for _, kind, c in events:
+        prompt = parse_messages(c.messages)
+        if kind == 0:
+            hashes = block_hashes(prompt.text, (prompt.prompt_tokens - 1) // block_size, block_size)
+            hit = 0
+            for h in hashes:
+                if h not in cache:
+                    break
+                hit += 1
+            cache.update(hashes)
+            queried += prompt.prompt_tokens
+            hit_tokens += hit * block_size
+        else:
+            text = prompt.base_text + render_message("assistant", c.answer)
+            cache.update(block_hashes(text, len(text) // 4 // block_size, block_size))
+    return round(hit_tokens / queried, 4) if queried else None
 
 
 def system_prompt_tokens() -> int:

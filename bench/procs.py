@@ -129,9 +129,12 @@ def start_service(module: str, prefix: str, env: dict[str, str], *, name: str | 
 ONE_BLAS_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def start_llm_core(endpoints: list[dict], name: str = "llm_core", root: Path = ROOT) -> Child:
-    return start_service("llm_core", "AIOS_LLM_", {"AIOS_LLM_ENDPOINTS": json.dumps(endpoints), **ONE_BLAS_THREAD},
-                         name=name, root=root)
+def start_llm_core(endpoints: list[dict], name: str = "llm_core", root: Path = ROOT,
+                   settings: dict | None = None) -> Child:
+    """llm_core over these endpoints; settings become AIOS_LLM_<NAME> (routing, ...)."""
+    env = {"AIOS_LLM_ENDPOINTS": json.dumps(endpoints), **ONE_BLAS_THREAD,
+           **{f"AIOS_LLM_{k.upper()}": str(v) for k, v in (settings or {}).items()}}
+    return start_service("llm_core", "AIOS_LLM_", env, name=name, root=root)
 
 
 def start_kernel(llm_addr: str, *, memory_addr: str = "", storage_addr: str = "",

@@ -218,6 +218,39 @@ def _variant_section(rows: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
+def overhead_section(seq: dict | None, conc: list[dict], img: Path, prefix: str) -> list[str]:
+    """The instant-backend sweep: what the kernel adds per syscall."""
+    md: list[str] = []
+    md.append("## Kernel overhead per syscall and its growth with N\n")
+    if seq:
+        md.append(f"Sequential one-token calls on an instant backend (the simulator at time scale 0), "
+                  f"{seq['calls']} calls each, one caller:\n")
+        md.append(_table(["path", "p50 ms", "p99 ms", "mean ms"],
+                         [[k, seq[k]["p50_ms"], seq[k]["p99_ms"], seq[k]["mean_ms"]]
+                          for k in ("http_engine", "llm_core", "kernel")]))
+        md.append(f"\nKernel overhead (kernel − llm_core): p50 **{seq['kernel_overhead_p50_ms']} ms**, "
+                  f"p99 **{seq['kernel_overhead_p99_ms']} ms**; kernel CPU {seq['kernel_cpu_ms_per_syscall']} ms "
+                  "per syscall.\n")
+    if conc:
+        md.append("N agents issuing one-token calls back to back on the instant backend, straight to llm_core "
+                  "(gRPC) and through the kernel (SDK). With 2 cores shared by the callers, the kernel, llm_core "
+                  "and the simulator, latency at large N is mostly waiting for a CPU; the kernel's CPU per "
+                  "syscall is the number that shows how its own cost grows.\n")
+        md.append(_table(["N", "calls", "kernel calls/s", "llm_core calls/s", "kernel CPU ms/syscall",
+                          "llm_core CPU ms/call", "load generator CPU ms/call (kernel path)",
+                          "latency p50 via kernel ms", "p50 direct to llm_core ms", "added p50 ms", "added mean ms",
+                          "failed calls"],
+                         [[r["agents"], r["agents"] * r["calls_per_agent"], r["kernel"]["calls_per_s"],
+                           r["llm_core"]["calls_per_s"], r["kernel_cpu_ms_per_syscall"],
+                           r["kernel"]["cpu_ms_per_call"]["llm_core"], r["kernel"]["load_generator_cpu_ms_per_call"],
+                           r["kernel"]["p50_ms"], r["llm_core"]["p50_ms"], r["added_latency_p50_ms"],
+                           r["added_latency_mean_ms"], json.dumps(r.get("failures") or {}) if r.get("failures") else "–"]
+                          for r in sorted(conc, key=lambda r: r["agents"])]) + "\n")
+        plot_overhead(conc, img / f"{prefix}overhead.png")
+        md.append(f"![overhead](img/{prefix}overhead.png)\n")
+    return md
+
+
 def build(results: Path, out: Path, command: str) -> None:
     rows = load(results)
     meta = next((r for r in rows if r["kind"] == "meta"), {})
@@ -362,33 +395,7 @@ min(N, what fits), spread perfectly over the replicas; or the slowest agent alon
     else:
         md.append("No errors in any run.\n")
 
-    md.append("## Kernel overhead per syscall and its growth with N\n")
-    if seq:
-        md.append(f"Sequential one-token calls on an instant backend (the simulator at time scale 0), "
-                  f"{seq['calls']} calls each, one caller:\n")
-        md.append(_table(["path", "p50 ms", "p99 ms", "mean ms"],
-                         [[k, seq[k]["p50_ms"], seq[k]["p99_ms"], seq[k]["mean_ms"]]
-                          for k in ("http_engine", "llm_core", "kernel")]))
-        md.append(f"\nKernel overhead (kernel − llm_core): p50 **{seq['kernel_overhead_p50_ms']} ms**, "
-                  f"p99 **{seq['kernel_overhead_p99_ms']} ms**; kernel CPU {seq['kernel_cpu_ms_per_syscall']} ms "
-                  "per syscall.\n")
-    if conc:
-        md.append("N agents issuing one-token calls back to back on the instant backend, straight to llm_core "
-                  "(gRPC) and through the kernel (SDK). With 2 cores shared by the callers, the kernel, llm_core "
-                  "and the simulator, latency at large N is mostly waiting for a CPU; the kernel's CPU per "
-                  "syscall is the number that shows how its own cost grows.\n")
-        md.append(_table(["N", "calls", "kernel calls/s", "llm_core calls/s", "kernel CPU ms/syscall",
-                          "llm_core CPU ms/call", "load generator CPU ms/call (kernel path)",
-                          "latency p50 via kernel ms", "p50 direct to llm_core ms", "added p50 ms", "added mean ms",
-                          "failed calls"],
-                         [[r["agents"], r["agents"] * r["calls_per_agent"], r["kernel"]["calls_per_s"],
-                           r["llm_core"]["calls_per_s"], r["kernel_cpu_ms_per_syscall"],
-                           r["kernel"]["cpu_ms_per_call"]["llm_core"], r["kernel"]["load_generator_cpu_ms_per_call"],
-                           r["kernel"]["p50_ms"], r["llm_core"]["p50_ms"], r["added_latency_p50_ms"],
-                           r["added_latency_mean_ms"], json.dumps(r.get("failures") or {}) if r.get("failures") else "–"]
-                          for r in sorted(conc, key=lambda r: r["agents"])]) + "\n")
-        plot_overhead(conc, img / f"{prefix}overhead.png")
-        md.append(f"![overhead](img/{prefix}overhead.png)\n")
+    md += overhead_section(seq, conc, img, prefix)
     kr = [r for r in runs if r.get("kernel_cpu_ms_per_syscall") is not None and r["backend"] == "gpu1"]
     if kr:
         md.append("Kernel CPU per syscall in the real-time runs (one GPU), by N and policy (at N = 1 a handful of "

@@ -33,7 +33,7 @@ from aios.memory.v1 import memory_service_pb2 as mem
 from aios.memory.v1 import memory_service_pb2_grpc as mem_grpc
 from aios.sdk import AsyncClient
 from bench import procs, profiling
-from bench.backends import Backend, ideal_bound, system_prompt_tokens
+from bench.backends import Backend, best_hit_rate, ideal_bound
 from bench.stats import jain, pct, summary
 from bench.ways import DirectWay, DoorWay, KernelWay
 from bench.workload import MODEL, Workload, run_agent
@@ -43,7 +43,7 @@ from services.cli.stack import free_port
 @dataclass(frozen=True)
 class Scenario:
     backend: Backend
-    way: str  # "direct", "kernel", "door"
+    way: str  # "direct", "sticky" (direct, agent i on replica i mod R), "kernel", "door"
     agents: int
     policy: str = ""  # kernel ways
     profile: bool = False
@@ -52,11 +52,17 @@ class Scenario:
     workload: tuple = ()
     # A proposed kernel change applied at start-up (bench/kernel_variant.py).
     variant: str = ""
+    # Settings of llm_core (AIOS_LLM_<NAME>) and the kernel (AIOS_KERNEL_<NAME>)
+    # that differ from their defaults, as (name, value) pairs.
+    llm_settings: tuple = ()
+    kernel_settings: tuple = ()
 
     @property
     def label(self) -> str:
         if self.way == "direct":
             return "direct"
+        if self.way == "sticky":
+            return "direct:sticky"
         return f"{self.way}:{self.policy}"
 
 
@@ -180,8 +186,9 @@ class RunStack:
         try:
             self.sim, self.urls = sc.backend.start()
             if sc.way in ("kernel", "door"):
-                self.llm_core = procs.start_llm_core(sc.backend.endpoints(self.urls))
-                settings = {"policy": sc.policy}
+                self.llm_core = procs.start_llm_core(sc.backend.endpoints(self.urls),
+                                                     settings=dict(sc.llm_settings))
+                settings = {"policy": sc.policy, **dict(sc.kernel_settings)}
                 if sc.way == "door":
                     port = free_port()
                     settings["http_port"] = port
@@ -208,8 +215,8 @@ class RunStack:
 
 def _way(sc: Scenario, stack: RunStack, tag: str):
     shared = stack.shared
-    if sc.way == "direct":
-        return DirectWay(stack.urls, sc.backend.model_id, sc.agents, tag,
+    if sc.way in ("direct", "sticky"):
+        return DirectWay(stack.urls, sc.backend.model_id, sc.agents, tag, sticky=sc.way == "sticky",
                          memory_addr=shared.memory.address if shared else "",
                          storage_addr=shared.storage.address if shared else "",
                          api_key=os.environ.get(sc.backend.api_key_env, "x") if sc.backend.api_key_env else "x")
@@ -324,7 +331,8 @@ def _record(sc: Scenario, workload: Workload, results, t0, t1, cpu, rss, sims, c
         "priority_agents_mean_s": round(statistics.fmean(prio), 3) if prio else None,
         "other_agents_mean_s": round(statistics.fmean(rest), 3) if rest else None,
         "call_latency_s": summary([c.end - c.start for c in calls]),
-        "kernel_waiting_s": summary([c.kernel_waiting for c in calls]) if sc.way != "direct" else None,
+        "kernel_waiting_s": (summary([c.kernel_waiting for c in calls])
+                             if sc.way not in ("direct", "sticky") else None),
         "jain_fairness": round(jain(rates), 4) if rates else None,
         "tool_op_latency_s": {op: summary([x for r in results for x in r.op_seconds.get(op, [])])
                               for op in ("memory_search", "memory_add", "file_write", "file_read")},
@@ -344,7 +352,7 @@ def _record(sc: Scenario, workload: Workload, results, t0, t1, cpu, rss, sims, c
     if sims:
         keys = ("requests_received", "requests_served", "requests_rejected_503", "requests_aborted",
                 "prefix_cache_queried_tokens", "prefix_cache_hit_tokens", "prefill_tokens_total",
-                "generation_tokens_total", "busy_seconds", "lag_seconds_total", "peak_running", "peak_waiting")
+                "generation_tokens_total", "steps", "busy_seconds", "lag_seconds_total", "peak_running", "peak_waiting")
         total = {k: round(sum(float(s.get(k, 0) or 0) for s in sims), 3) for k in keys}
         total["peak_running"] = [s.get("peak_running") for s in sims]
         total["peak_waiting"] = [s.get("peak_waiting") for s in sims]
@@ -353,10 +361,17 @@ def _record(sc: Scenario, workload: Workload, results, t0, t1, cpu, rss, sims, c
         if total["prefix_cache_queried_tokens"]:
             rec["engine_cache_hit_rate"] = round(total["prefix_cache_hit_tokens"]
                                                  / total["prefix_cache_queried_tokens"], 4)
+            rec["engine_cache_hit_rate_per_replica"] = [
+                round(float(s.get("prefix_cache_hit_tokens", 0)) / float(s["prefix_cache_queried_tokens"]), 4)
+                if s.get("prefix_cache_queried_tokens") else None for s in sims]
+            rec["best_cache_hit_rate"] = best_hit_rate(calls)
         rec["backend_503"] = int(total["requests_rejected_503"])
+        # Sequences per engine step on average: how full the batches were.
+        if total["steps"]:
+            rec["engine_mean_batch"] = round(total["generation_tokens_total"] / total["steps"], 2)
         # Engine utilisation: modelled busy time over the run, per replica.
         rec["engine_busy_fraction"] = round(total["busy_seconds"] / (makespan * len(sims)), 4)
-    ideal = ideal_bound(sc.backend, calls, sc.agents, system_prompt_tokens())
+    ideal = ideal_bound(sc.backend, calls, sc.agents, workload.shared_prefix_tokens())
     if ideal:
         rec["ideal"] = ideal
         rec["ideal_s"] = ideal["ideal_s"]

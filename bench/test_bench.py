@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from bench.backends import Backend, ideal_bound, system_prompt_tokens
+from bench.backends import Backend, best_hit_rate, ideal_bound, system_prompt_tokens
 from bench.profiling import summarize_raw
 from bench.simulator import EngineConfig, SimulatorServer
 from bench.stats import jain, pct, summary
@@ -86,6 +86,41 @@ async def test_no_run_beats_the_ideal_bound():
     assert len(calls) == 32
     bound = ideal_bound(backend, calls, agents=16, system_tokens=system_prompt_tokens())
     assert makespan >= bound["ideal_s"]
+
+
+def test_system_prompts_share_what_their_type_shares():
+    own = Workload(agents=8, system_chars=2000)
+    typed = Workload(agents=8, system_chars=2000, shared_chars=1500, agent_types=4)
+    assert len(own.agent(0).system) == 2000 and own.agent(0).system[:64] != own.agent(4).system[:64]
+    a, b, c = typed.agent(1), typed.agent(5), typed.agent(2)
+    assert a.system[:1500] == b.system[:1500] != c.system[:1500]  # types 1, 1, 2
+    assert a.system[1500:] != b.system[1500:]  # each agent's own part
+    assert Workload(agents=1).agent(0).system == Workload(agents=1).agent(3).system  # the default: one prompt
+
+
+async def test_sticky_callers_and_the_best_hit_rate():
+    """Sticky callers keep agent i on replica i mod 2; no run's cache hits
+    exceed the workload's best possible hit rate, and sharing a prompt raises it."""
+    backend = Backend("t", time_scale=0.0, prefix_cache=True)
+    rates = {}
+    for shared in (0, 1500):
+        async with SimulatorServer(backend.engine_config()) as one, SimulatorServer(backend.engine_config()) as two:
+            way = DirectWay([one.url, two.url], "sim", 8, "t", sticky=True)
+            workload = Workload(agents=8, steps=3, tool_every=0, system_chars=2000, shared_chars=shared)
+            gate = asyncio.Event()
+            tasks = [asyncio.create_task(run_agent(workload.agent(i), way, gate)) for i in range(8)]
+            gate.set()
+            results = await asyncio.gather(*tasks)
+            await way.close()
+            served = [s.engine.metrics()["requests_served"] for s in (one, two)]
+            hit = sum(s.engine.metrics()["prefix_cache_hit_tokens"] for s in (one, two))
+        calls = [c for r in results for c in r.calls]
+        assert served == [12, 12]
+        best = best_hit_rate(calls)
+        prompt = sum(c.prompt_tokens for c in calls)
+        assert hit / prompt <= best + 1e-9
+        rates[shared] = best
+    assert rates[1500] > rates[0] > 0
 
 
 def test_profile_summary_groups_samples():

@@ -89,8 +89,11 @@ class DirectWay:
     name = "direct"
 
     def __init__(self, urls: list[str], model_id: str, concurrency: int, tag: str,
-                 memory_addr: str = "", storage_addr: str = "", api_key: str = "x") -> None:
+                 memory_addr: str = "", storage_addr: str = "", api_key: str = "x", sticky: bool = False) -> None:
         self.counter = _HttpCounter()
+        # Sticky: agent i always on replica i mod R, the best a client can do
+        # for its prefix cache alone; otherwise round robin per request.
+        self.sticky = sticky
         self.tag = tag
         self._http = _http_client(concurrency, self.counter)
         # One client per replica sharing one connection pool; a counter picks
@@ -114,7 +117,8 @@ class DirectWay:
         return self.clients[next(self._next) % len(self.clients)]
 
     def agent(self, spec: AgentSpec) -> "_DirectAgent":
-        return _DirectAgent(self, f"{self.tag}-a{spec.index}")
+        pinned = self.clients[spec.index % len(self.clients)] if self.sticky else None
+        return _DirectAgent(self, f"{self.tag}-a{spec.index}", pinned)
 
     def classify(self, exc: BaseException) -> tuple[str, bool]:
         if isinstance(exc, grpc.aio.AioRpcError):
@@ -131,12 +135,13 @@ class DirectWay:
 
 
 class _DirectAgent:
-    def __init__(self, way: DirectWay, name: str) -> None:
+    def __init__(self, way: DirectWay, name: str, pinned: openai.AsyncOpenAI | None = None) -> None:
         self.way = way
         self.name = name
+        self.pinned = pinned
 
     async def chat(self, messages, max_tokens: int, priority: int) -> Reply:
-        resp = await self.way.client().chat.completions.create(
+        resp = await (self.pinned or self.way.client()).chat.completions.create(
             model=self.way.model_id, messages=messages, max_tokens=max_tokens)
         u = resp.usage
         details = getattr(u, "prompt_tokens_details", None)

@@ -45,6 +45,14 @@ class Workload:
     # Every priority_every-th agent (offset by half) asks for priority 1.
     priority_every: int = 8
     seed: int = 7
+    # Characters of each agent's system prompt (0: the one SYSTEM_PROMPT every
+    # agent shares). Of them, `shared_chars` are common to every agent of one
+    # type (agent i is of type i mod `agent_types`), the rest its own: the
+    # prompts many agents of one kind share (instructions, tool descriptions)
+    # that a prefix-aware router can keep on one engine.
+    system_chars: int = 0
+    shared_chars: int = 0
+    agent_types: int = 1
 
     def agent(self, index: int) -> "AgentSpec":
         rng = random.Random(self.seed * 1_000_003 + index)
@@ -55,14 +63,39 @@ class Workload:
         half = max(1, self.priority_every // 2)
         return AgentSpec(
             index=index, task=task, output_tokens=outputs, observations=observations,
+            system=self.system_prompt(index), agent_type=index % max(1, self.agent_types),
             uses_tools=bool(self.tool_every) and index % self.tool_every == 0,
             priority=1 if self.priority_every and index % self.priority_every == half else 0,
         )
 
+    def system_prompt(self, index: int) -> str:
+        if not self.system_chars:
+            return SYSTEM_PROMPT
+        shared = min(self.shared_chars, self.system_chars)
+        kind = index % max(1, self.agent_types)
+        common = _text(random.Random(f"type-{self.seed}-{kind}"), shared) if shared else ""
+        own = _text(random.Random(f"own-{self.seed}-{index}"), self.system_chars - shared)
+        # The common part first: a prefix the agents of one type share.
+        return common + own
+
+    def shared_prefix_tokens(self) -> int:
+        """Prompt tokens at the start of every agent's first call that other
+        agents of its type send too (what a warm cache could hold for it)."""
+        from bench.simulator.engine import count_tokens, render_message
+
+        if not self.system_chars:
+            return count_tokens(render_message("system", SYSTEM_PROMPT))
+        shared = min(self.shared_chars, self.system_chars)
+        return count_tokens(render_message("system", "")[:-1]) + shared // 4 if shared else 0
+
     def describe(self) -> dict:
-        return {"agents": self.agents, "steps": self.steps, "output_tokens": list(self.output_tokens),
-                "observation_chars": list(self.observation_chars), "tool_every": self.tool_every,
-                "priority_every": self.priority_every, "seed": self.seed}
+        out = {"agents": self.agents, "steps": self.steps, "output_tokens": list(self.output_tokens),
+               "observation_chars": list(self.observation_chars), "tool_every": self.tool_every,
+               "priority_every": self.priority_every, "seed": self.seed}
+        if self.system_chars:
+            out.update(system_chars=self.system_chars, shared_chars=self.shared_chars,
+                       agent_types=self.agent_types)
+        return out
 
 
 def _text(rng: random.Random, chars: int) -> str:
@@ -82,6 +115,8 @@ class AgentSpec:
     observations: tuple[str, ...]
     uses_tools: bool
     priority: int
+    system: str = SYSTEM_PROMPT
+    agent_type: int = 0
 
     @property
     def name(self) -> str:
@@ -101,6 +136,10 @@ class Call:
     cached_tokens: int = 0
     # Seconds queued in the kernel (kernel ways only).
     kernel_waiting: float = 0.0
+    # What was sent and answered, for the workload's best possible cache
+    # hit rate (backends.best_hit_rate).
+    messages: list = field(default_factory=list, repr=False)
+    answer: str = ""
 
 
 @dataclass
@@ -175,7 +214,7 @@ async def run_agent(spec: AgentSpec, way, start_gate: asyncio.Event) -> AgentRes
     agent = way.agent(spec)
     await start_gate.wait()
     result.start = time.perf_counter()
-    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": spec.task}]
+    messages = [{"role": "system", "content": spec.system}, {"role": "user", "content": spec.task}]
     try:
         for step in range(len(spec.output_tokens)):
             if spec.uses_tools:
@@ -186,7 +225,8 @@ async def run_agent(spec: AgentSpec, way, start_gate: asyncio.Event) -> AgentRes
                 result, way, lambda: agent.chat(messages, spec.output_tokens[step], spec.priority))
             call = Call(agent=spec.index, step=step, start=t0, end=time.perf_counter(),
                         prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
-                        cached_tokens=reply.cached_tokens, kernel_waiting=reply.kernel_waiting)
+                        cached_tokens=reply.cached_tokens, kernel_waiting=reply.kernel_waiting,
+                        messages=messages, answer=reply.text)
             result.calls.append(call)
             observation = spec.observations[step]
             messages = [*messages, {"role": "assistant", "content": reply.text},

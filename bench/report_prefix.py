@@ -1,0 +1,115 @@
+"""The report of `python -m bench --plan prefix` (docs/benchmarks-prefix.md):
+prefix-aware routing and cache-aware admission against direct callers and the
+kernel before them, and how full the kernel keeps one engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.report import _f, _table, load, overhead_section
+
+WORKLOADS = {
+    "a": "(a) every agent with its own 2,000-character system prompt",
+    "b": "(b) a 1,500-character prompt shared by all agents, 500 characters their own",
+    "c": "(c) four agent types, each sharing 1,500 characters, 500 characters each agent's own",
+}
+WAYS = [("direct", "direct callers, round robin"), ("direct:sticky", "direct callers, sticky (agent i on replica i mod 4)"),
+        ("session affinity", "the kernel before (session affinity, no cache-aware admission)"),
+        ("prefix-aware", "the kernel: prefix-aware routing, cache-aware admission")]
+
+
+def _way(r: dict) -> str:
+    if r["way"] in ("direct", "sticky"):
+        return r["label"]
+    return r["note"].split(" ", 1)[1]
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{x * 100:.1f}%"
+
+
+def _runs_for(runs: list[dict], note_prefix: str) -> list[dict]:
+    return [r for r in runs if r.get("note", "").startswith(note_prefix)]
+
+
+def _shared_table(runs: list[dict]) -> str:
+    sticky = next((r for r in runs if r["label"] == "direct:sticky"), None)
+    rows = []
+    for key, text in WAYS:
+        for r in runs:
+            if _way(r) != key:
+                continue
+            ac = r["agent_completion_s"]["mean"]
+            rows.append([text, _f(r["makespan_s"], 1),
+                         _f(r["makespan_s"] / sticky["makespan_s"], 2) if sticky else "–",
+                         _f(ac, 1), _pct(r.get("engine_cache_hit_rate")),
+                         " / ".join(_pct(x) for x in r.get("engine_cache_hit_rate_per_replica") or []),
+                         _pct(r.get("best_cache_hit_rate")), _f(r.get("engine_mean_batch"), 1), r["errors"]])
+    return _table(["way", "makespan s", "× sticky", "agent mean s", "hit rate", "per replica", "best possible",
+                   "mean batch", "errors"], rows)
+
+
+def build(results: Path, out: Path, command: str) -> None:
+    rows = load(results)
+    meta = next((r for r in rows if r["kind"] == "meta"), {})
+    runs = [r for r in rows if r["kind"] == "run"]
+    failed = [r for r in rows if r["kind"] == "run_failed"]
+    seconds = sum(r.get("seconds", 0) for r in rows if r["kind"] == "meta_end")
+    md = ["# Benchmarks: prefix-aware routing and cache-aware admission\n",
+          f"Produced by `make bench-prefix` (= `.venv/bin/{meta.get('command', command)}`), started "
+          f"{meta.get('started', '?')}, {_f(seconds / 60, 1)} minutes of runs, on "
+          f"{meta.get('machine', {}).get('cpus', '?')} CPU cores shared by the load generator, the kernel, llm_core "
+          f"and the simulator. Raw results: `bench/results/{results.name}` (JSON lines, not committed). "
+          "How the routing and the admission work: docs/routing.md.\n",
+          "Workload: 256 agents start together; each runs 5 LLM steps over its system prompt and task, "
+          "appending its answer and a tool observation (120-280 characters) after each, so each prompt holds the "
+          "agent's whole history; 32-64 output tokens a step; no memory or file calls. **Hit rate** = prompt tokens "
+          "the engines found in their prefix caches / prompt tokens looked up; **best possible** = the same calls "
+          "on one engine with an unbounded cache, where every prefix any earlier call sent is found "
+          "(`bench/backends.py:best_hit_rate`); **mean batch** = sequences per engine step.\n"]
+    if failed:
+        md.append("Runs that failed: " + "; ".join(f"{r['backend']} {r['label']} ({r.get('note', '')}) N={r['agents']}: "
+                                                   f"{r['error']}" for r in failed) + "\n")
+    four = [r for r in runs if r["backend"] == "gpu4-cache100k"]
+    if four:
+        md.append("## Four engines, a 100k-token prefix cache each\n")
+        for key, text in WORKLOADS.items():
+            these = _runs_for(four, f"prefix-{key}")
+            if these:
+                md.append(f"### {text}\n")
+                md.append(_shared_table(these) + "\n")
+    small = [r for r in runs if r["backend"] == "gpu1-cache50k"]
+    if small:
+        md.append("## One engine whose cache is smaller than the working set (50k tokens, 256 agents)\n")
+        md.append("The agents' histories together exceed the cache, so which runs take turns at once decides "
+                  "whether a history is still cached at its next turn.\n")
+        md.append(_table(["way", "makespan s", "agent mean s", "agent p99 s", "hit rate", "best possible",
+                          "mean batch"],
+                         [[r["label"] + (f" ({r['note'].split(' ', 1)[1]})" if " " in r["note"] else ""),
+                           _f(r["makespan_s"], 1), _f(r["agent_completion_s"]["mean"], 1),
+                           _f(r["agent_completion_s"]["p99"], 1), _pct(r.get("engine_cache_hit_rate")),
+                           _pct(r.get("best_cache_hit_rate")), _f(r.get("engine_mean_batch"), 1)]
+                          for r in small]) + "\n")
+    one = [r for r in runs if r["backend"] == "gpu1-batch32"]
+    if one:
+        scale = one[0]["backend_config"].get("time_scale")
+        md.append(f"## One engine, batch 32, no cache: how full the kernel keeps it (time scale {scale})\n")
+        out_rows = []
+        for n in sorted({r["agents"] for r in one}):
+            at = [r for r in one if r["agents"] == n]
+            direct = next((r for r in at if r["way"] == "direct"), None)
+            for r in at:
+                ac = r["agent_completion_s"]["mean"]
+                out_rows.append([n, r["label"], _f(r["makespan_s"], 1),
+                                 _f(r["makespan_s"] / direct["makespan_s"], 3) if direct else "–", _f(ac, 1),
+                                 _f(ac / direct["agent_completion_s"]["mean"], 2) if direct else "–",
+                                 _f(r.get("engine_mean_batch"), 1), _f(r.get("kernel_cpu_ms_per_syscall"), 2)])
+        md.append(_table(["N", "way", "makespan s", "× direct", "agent mean s", "× direct", "mean batch",
+                          "kernel CPU ms/syscall"], out_rows) + "\n")
+    seq = next((r for r in rows if r["kind"] == "overhead_sequential"), None)
+    conc = [r for r in rows if r["kind"] == "overhead_concurrent"]
+    img = out.parent / "img"
+    img.mkdir(parents=True, exist_ok=True)
+    md += overhead_section(seq, conc, img, "prefix-")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(md))
