@@ -66,8 +66,9 @@ def test_cache_tokens_and_routing_are_checked_at_start():
             Config.from_env({"AIOS_LLM_ENDPOINTS": __import__("json").dumps([{**base, "cache_tokens": bad}])})
     with pytest.raises(ConfigError, match="AIOS_LLM_ROUTING"):
         Config.from_env({"AIOS_LLM_ROUTING": "random"})
-    config = Config.from_env({"AIOS_LLM_ENDPOINTS": __import__("json").dumps([{**base, "cache_tokens": 0}])})
-    assert config.endpoints[0].cache_tokens == 0 and config.routing == "prefix"
+    config = Config.from_env({"AIOS_LLM_ENDPOINTS": __import__("json").dumps([{**base, "cache_tokens": 0}, {**base, "name": "b"}])})
+    assert config.endpoints[0].cache_tokens == 0 and config.endpoints[1].cache_tokens is None
+    assert config.routing == "prefix"
 
 
 async def test_conversations_stay_where_their_history_is_cached():

@@ -25,6 +25,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.cli.supervisor import Child, Supervisor
 from services.local.llm_server import LocalServer, start_local_server
+
+# Context of the embedded LLM server, in tokens (split over its slots).
+LOCAL_CTX = 8192
 from services.local.seaweed import SeaweedProcess, start_seaweed
 from services.runtime import trust
 
@@ -145,7 +148,7 @@ class Stack:
     def _launch_llm_server(self) -> subprocess.Popen:
         cfg = self.config
         port = urlsplit(self.llm_server.base_url).port if self.llm_server is not None else cfg.llm_server_port
-        self.llm_server = start_local_server(cfg.host, port, parallel=cfg.llm_parallel,
+        self.llm_server = start_local_server(cfg.host, port, parallel=cfg.llm_parallel, ctx=LOCAL_CTX,
                                              log_path=str(self.logs / "llm_server.log"))
         return self.llm_server.proc
 
@@ -184,6 +187,8 @@ class Stack:
                 endpoints = json.dumps([{
                     "name": "local", "model": LOCAL_MODEL, "base_url": self.llm_server.base_url,
                     "model_id": LOCAL_MODEL, "max_concurrency": cfg.llm_parallel, "native_tools": False,
+                    # llama.cpp keeps each slot's last prompt: its whole context, split over the slots.
+                    "cache_tokens": LOCAL_CTX,
                 }])
                 if on_ready:
                     on_ready("llm server", self.llm_server.base_url)

@@ -21,8 +21,10 @@ ListModels reports them, for the kernel's cost budgets.
 `cache_tokens` (optional) is how many tokens the engine's prefix cache holds
 (vLLM logs it as its KV cache size at start); prefix routing keeps its view
 of the endpoint's cache to that size, and the kernel keeps the agent runs it
-serves at once within the model's total. Left out: DEFAULT_CACHE_TOKENS;
-0: the engine caches no prefixes (it is then routed by load alone).
+serves at once within the model's total. 0: the engine caches no prefixes
+(it is then routed by load alone). Left out: routing assumes
+DEFAULT_CACHE_TOKENS, and the kernel holds no run back for a cache it was
+not told of.
 
 AIOS_LLM_ROUTING picks how calls are spread over a model's endpoints:
 "prefix" (default: by the longest cached prefix, traded against load) or
@@ -43,7 +45,8 @@ from services.runtime import trust
 from services.runtime.config import ConfigError, Env, server_address
 
 DEFAULT_PORT = 50052
-# An engine whose cache size is not configured: a modest GPU's worth.
+# The cache prefix routing assumes for an endpoint that does not say: a
+# modest GPU's worth.
 DEFAULT_CACHE_TOKENS = 65_536
 
 
@@ -89,8 +92,8 @@ class EndpointConfig:
     native_tools: bool = False
     kind: str = "chat"  # "chat" or "embedding"
     prices: Prices | None = None  # None = not priced
-    # Tokens the engine's prefix cache holds (0: it caches none).
-    cache_tokens: int = DEFAULT_CACHE_TOKENS
+    # Tokens the engine's prefix cache holds (0: it caches none; None: not said).
+    cache_tokens: int | None = None
     # The key itself, read from `api_key_env` at start; never printed.
     api_key: str = field(default="", repr=False, compare=False)
 
@@ -118,8 +121,9 @@ class EndpointConfig:
         if not isinstance(api_key_env, str):
             raise ConfigError(f"{where}.api_key_env must be the name of an environment variable")
         prices = Prices.from_dict(raw["prices"], f"{where}.prices") if "prices" in raw else None
-        cache_tokens = raw.get("cache_tokens", DEFAULT_CACHE_TOKENS)
-        if isinstance(cache_tokens, bool) or not isinstance(cache_tokens, int) or cache_tokens < 0:
+        cache_tokens = raw.get("cache_tokens")
+        if cache_tokens is not None and (isinstance(cache_tokens, bool) or not isinstance(cache_tokens, int)
+                                         or cache_tokens < 0):
             raise ConfigError(f"{where}.cache_tokens must be a non-negative integer (tokens), not {cache_tokens!r}")
         api_key = ""
         if api_key_env:

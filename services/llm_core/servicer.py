@@ -64,7 +64,7 @@ def _endpoint(ep: Endpoint, healthy: bool) -> pb.Endpoint:
         healthy=healthy, max_concurrency=ep.config.max_concurrency,
         in_flight=ep.in_flight, native_tools=ep.config.native_tools,
         last_error="" if healthy else ep.last_error, prices=_prices(ep.config.prices),
-        cache_tokens=ep.config.cache_tokens,
+        cache_tokens=ep.config.cache_tokens or 0,
     )
 
 

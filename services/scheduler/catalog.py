@@ -81,8 +81,10 @@ class ModelCatalog:
         return self.capacity.get(resource.removeprefix("llm:"), self._default)
 
     def cache_of(self, resource: str) -> int:
-        """Tokens the prefix caches of an LLM resource's endpoints hold in all."""
-        return sum(ep.cache_tokens for ep in self._endpoints(resource.removeprefix("llm:")))
+        """Tokens the prefix caches of an LLM resource's endpoints hold in all;
+        0 unless every endpoint says what its cache holds."""
+        sizes = [ep.cache_tokens for ep in self._endpoints(resource.removeprefix("llm:"))]
+        return sum(sizes) if sizes and all(sizes) else 0
 
     def _endpoints(self, model: str):
         return next((m.endpoints for m in self.models if m.name == model), ())

@@ -62,7 +62,7 @@ class Config:
     # a model wait while the active ones fill its engines' prefix caches; a
     # run stops counting this long after its last call ended.
     cache_aware: bool = True
-    cache_idle_seconds: float = 2.0
+    cache_idle_seconds: float = 0.5
 
     @classmethod
     def from_env(cls, environ=None) -> "Config":
@@ -103,7 +103,7 @@ class Config:
             journal_max_rows=env.int("JOURNAL_MAX_ROWS", 100_000, minimum=100),
             currency=env.str("CURRENCY", "USD"),
             cache_aware=env.bool("CACHE_AWARE", True),
-            cache_idle_seconds=env.float("CACHE_IDLE_SECONDS", 2.0, minimum=0.0),
+            cache_idle_seconds=env.float("CACHE_IDLE_SECONDS", 0.5, minimum=0.0),
         )
 
     def mcp_servers(self) -> list[dict]:

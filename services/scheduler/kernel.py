@@ -106,7 +106,7 @@ class Kernel:
     def __init__(self, runner: Runner, settings: PolicySettings, limits: Limits,
                  history: int = 10_000, capacity_of: Callable[[str], int] | None = None,
                  observer=None, journal=None, quotas=None, prices=None,
-                 cache_of: Callable[[str], int] | None = None, cache_idle_seconds: float = 2.0) -> None:
+                 cache_of: Callable[[str], int] | None = None, cache_idle_seconds: float = 0.5) -> None:
         self.runner = runner
         self.settings = settings
         self.limits = limits
