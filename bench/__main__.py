@@ -125,9 +125,8 @@ def batch32_scenarios(scale: float = 1.0, ns=(64, 256, 1000)) -> list[Scenario]:
 
 def prefix_plan(url_backend: Backend | None) -> tuple[Plan, Workload]:
     s = prefix_scenarios()
-    # One engine, batch 32, no cache: how full the kernel keeps it (at a
-    # quarter of real time: N = 1,000 would take 13 minutes a run at 1.0).
-    s += batch32_scenarios(scale=0.25)
+    # One engine, batch 32, no cache: how full the kernel keeps it.
+    s += batch32_scenarios()
     plan = Plan(scenarios=s, overhead_ns=[1, 64, 256, 1000], overhead_calls=2000, sequential_calls=500,
                 overhead_after=len(s))
     return plan, Workload(agents=0, steps=5)
