@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from datetime import timezone
 
@@ -15,46 +14,24 @@ import pytest
 from aios.kernel.v1 import syscall_pb2 as ks
 from aios.sdk import AsyncClient
 from bench.simulator.engine import EngineConfig
-from bench.simulator.server import SimulatorServer
 from services.scheduler.cache import CacheGate
-from tests.conftest import kernel_config
-from tests.test_scheduler import MODEL, wait_until
+from tests.test_scheduler import MODEL, sim_stack, wait_until  # noqa: F401 - sim_stack is a fixture
 
 PROMPT_CHARS = 1200  # about 300 tokens as the kernel estimates them (4 bytes a token)
 
 
 @pytest.fixture
-async def gated(start_service):
-    """gated(cache_tokens, idle) -> (client factory, simulator): one engine
-    with room for 8 calls, so only the cache decides what waits."""
-    from services.llm_core.app import build as llm_build
-    from services.llm_core.config import Config as LlmConfig
-    from services.scheduler.app import build as kernel_build
-
-    sims, clients = [], []
+def gated(sim_stack):
+    """gated(cache_tokens, idle) -> (client factory by run name, simulator):
+    one engine with room for 8 calls, so only the cache decides what waits."""
 
     async def make(cache_tokens: int, idle: float, time_scale: float = 0.2, **env):
-        sim = SimulatorServer(EngineConfig(time_scale=time_scale, max_num_seqs=64, prefix_cache=True))
-        await sim.start()
-        sims.append(sim)
-        endpoints = [{"name": "sim", "model": MODEL, "base_url": sim.url, "max_concurrency": 8,
-                      "cache_tokens": cache_tokens}]
-        llm = await start_service(llm_build, LlmConfig.from_env({"AIOS_LLM_ENDPOINTS": json.dumps(endpoints)}))
-        kernel = await start_service(kernel_build, kernel_config(
-            f"127.0.0.1:{llm.port}", cache_idle_seconds=idle, **env))
+        client, sim = await sim_stack(
+            capacity=8, engine=EngineConfig(time_scale=time_scale, max_num_seqs=64, prefix_cache=True),
+            endpoint={"cache_tokens": cache_tokens}, cache_idle_seconds=idle, **env)
+        return (lambda run: client(run, session_id=run)), sim
 
-        def client(run: str) -> AsyncClient:
-            c = AsyncClient(f"127.0.0.1:{kernel.port}", token=run, timeout=60, session_id=run)
-            clients.append(c)
-            return c
-
-        return client, sim
-
-    yield make
-    for c in clients:
-        await c.close()
-    for sim in sims:
-        await sim.stop()
+    return make
 
 
 def turn(client: AsyncClient, run: str, tokens: int):

@@ -21,18 +21,20 @@ MODEL = "sim"
 
 @pytest.fixture
 async def sim_stack(start_service):
-    """sim_stack(policy=..., capacity=1, time_scale=0.05, **kernel_env) -> (client factory, simulator)."""
+    """sim_stack(policy=..., capacity=1, time_scale=0.05, engine=EngineConfig(...),
+    endpoint={extra endpoint keys}, **kernel_env) -> (client factory, simulator)."""
     from services.llm_core.app import build as llm_build
     from services.llm_core.config import Config as LlmConfig
     from services.scheduler.app import build as kernel_build
 
     sims, clients = [], []
 
-    async def make(policy="fifo", capacity=1, time_scale=0.05, **env):
-        sim = SimulatorServer(EngineConfig(time_scale=time_scale, max_num_seqs=64))
+    async def make(policy="fifo", capacity=1, time_scale=0.05, engine=None, endpoint=None, **env):
+        sim = SimulatorServer(engine or EngineConfig(time_scale=time_scale, max_num_seqs=64))
         await sim.start()
         sims.append(sim)
-        endpoints = [{"name": "sim", "model": MODEL, "base_url": sim.url, "max_concurrency": capacity}]
+        endpoints = [{"name": "sim", "model": MODEL, "base_url": sim.url, "max_concurrency": capacity,
+                      **(endpoint or {})}]
         llm = await start_service(llm_build, LlmConfig.from_env({"AIOS_LLM_ENDPOINTS": json.dumps(endpoints)}))
         kernel = await start_service(kernel_build, kernel_config(f"127.0.0.1:{llm.port}", policy=policy, **env))
         address = f"127.0.0.1:{kernel.port}"
