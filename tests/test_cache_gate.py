@@ -23,11 +23,11 @@ PROMPT_CHARS = 1200  # about 300 tokens as the kernel estimates them (4 bytes a 
 @pytest.fixture
 def gated(sim_stack):
     """gated(cache_tokens, idle) -> (client factory by run name, simulator):
-    one engine with room for 8 calls, so only the cache decides what waits."""
+    one engine, the kernel sending it at most 4 calls at once."""
 
     async def make(cache_tokens: int, idle: float, time_scale: float = 0.2, **env):
         client, sim = await sim_stack(
-            capacity=8, engine=EngineConfig(time_scale=time_scale, max_num_seqs=64, prefix_cache=True),
+            capacity=4, engine=EngineConfig(time_scale=time_scale, max_num_seqs=64, prefix_cache=True),
             endpoint={"cache_tokens": cache_tokens}, cache_idle_seconds=idle, **env)
         return (lambda run: client(run, session_id=run)), sim
 
@@ -56,39 +56,42 @@ async def state(client: AsyncClient, syscall_id: str) -> str:
     return ks.SyscallState.Name((await client.get_syscall(syscall_id)).state).removeprefix("SYSCALL_STATE_")
 
 
-async def test_new_runs_wait_while_active_ones_fill_the_cache(gated):
-    client, sim = await gated(cache_tokens=1000, idle=0.5)
-    runs = {name: client(name) for name in ("r1", "r2", "r3", "r4")}
+async def test_with_contention_new_runs_wait_while_active_ones_fill_the_cache(gated):
+    client, _ = await gated(cache_tokens=1000, idle=0.5)
+    runs = {name: client(name) for name in ("r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8")}
+
+    async def in_state(name: str, syscall_id: str, want: str) -> bool:
+        return await state(runs[name], syscall_id) == want
+
     # Three runs of ~300 tokens each fill the 1,000-token cache; long calls
     # keep them active.
-    first = {name: (await submit(runs[name], turn(runs[name], name, 20_000)))[0] for name in ("r1", "r2", "r3")}
-
-    async def all_running():
-        return all([await state(runs[n], i) == "RUNNING" for n, i in first.items()])
-    await wait_until(all_running)
-    # A fourth run does not fit: it waits though the engine has free slots.
-    r4, _ = await submit(runs["r4"], turn(runs["r4"], "r4", 5))
-    # An active run's next call goes ahead of it.
+    long = {name: (await submit(runs[name], turn(runs[name], name, 20_000)))[0] for name in ("r1", "r2", "r3")}
+    # A fourth slot is free and nothing else waits for it: r4 runs though
+    # the cache is full (holding it back would only leave the slot empty).
+    long["r4"], _ = await submit(runs["r4"], turn(runs["r4"], "r4", 20_000))
+    for name, syscall_id in long.items():
+        await wait_until(lambda n=name, i=syscall_id: in_state(n, i, "RUNNING"))
+    # Now the four slots are taken: four new runs, then an active run's next
+    # call, queue for them.
+    new = {name: (await submit(runs[name], turn(runs[name], name, 5)))[0] for name in ("r5", "r6", "r7", "r8")}
     again, _ = await submit(runs["r1"], turn(runs["r1"], "r1", 5))
-
-    async def again_done():
-        return await state(runs["r1"], again) == "SUCCEEDED"
-    await wait_until(again_done)
-    assert await state(runs["r4"], r4) == "QUEUED"
-    # Two runs end while the third still runs: once they have been idle for
-    # idle_seconds they stop counting, and r4 starts with no call ending to
-    # wake the queue.
+    # Two runs end: slots free, but their histories count for idle_seconds.
+    # The active run's call goes first, out of arrival order.
     ended = time.time()
-    for name in ("r1", "r2"):
-        await runs[name].cancel(first[name])
-
-    async def r4_done():
-        return await state(runs["r4"], r4) == "SUCCEEDED"
-    await wait_until(r4_done)
-    assert await state(runs["r3"], first["r3"]) == "RUNNING"
-    record = await runs["r4"].get_syscall(r4)
-    assert record.start_time.ToDatetime(tzinfo=timezone.utc).timestamp() >= ended + 0.45
-    await runs["r3"].cancel(first["r3"])
+    for name in ("r2", "r4"):
+        await runs[name].cancel(long[name])
+    await wait_until(lambda: in_state("r1", again, "SUCCEEDED"))
+    for name, syscall_id in new.items():
+        assert await in_state(name, syscall_id, "QUEUED"), name
+    # Once r2 and r4 have been idle for idle_seconds they stop counting and
+    # r5 starts, with no call ending to wake the queue; r1 and r3 still run.
+    for name, syscall_id in new.items():
+        await wait_until(lambda n=name, i=syscall_id: in_state(n, i, "SUCCEEDED"))
+    started = (await runs["r5"].get_syscall(new["r5"])).start_time.ToDatetime(tzinfo=timezone.utc).timestamp()
+    assert started >= ended + 0.45
+    assert await in_state("r3", long["r3"], "RUNNING")
+    for name in ("r1", "r3"):
+        await runs[name].cancel(long[name])
 
 
 async def test_a_run_larger_than_the_cache_is_served_alone(gated):

@@ -328,21 +328,30 @@ class Kernel:
     # --- dispatch ---------------------------------------------------------
 
     def _next(self, res: Resource):
-        """The next call to start, in policy order; with a cache gate, a call
-        of an active run before one that would start a new run, which waits
-        (held, in policy order) until the caches have room for it."""
+        """The next call to start, in policy order. With a cache gate and
+        more calls than slots, a call of an active run goes before one that
+        would start a new run, which waits (held, in policy order) until the
+        caches have room for it. Without contention for the slots every call
+        runs at once: each run's next turn then follows its last at once,
+        while its history is freshly cached, and holding runs back would
+        only shrink the engines' batches."""
         gate = res.gate
         if gate is None:
             return res.queue.pop()
         now = time.monotonic()
+
+        def admissible(entry, waiting: int) -> bool:
+            return (res.running == 0 or res.running + waiting < res.capacity
+                    or gate.fits(_prompt_tokens(entry), now))
+
         head = gate.first_held()
-        if head is not None and (res.running == 0 or gate.fits(_prompt_tokens(head), now)):
+        if head is not None and admissible(head, res.waiting - 1):
             entry = gate.take()
             gate.start(_session(entry), _prompt_tokens(entry))
             return entry
         while (entry := res.queue.pop()) is not None:
             session = _session(entry)
-            if gate.active(session) or (head is None and (res.running == 0 or gate.fits(_prompt_tokens(entry), now))):
+            if gate.active(session) or (head is None and admissible(entry, res.waiting)):
                 gate.start(session, _prompt_tokens(entry))
                 return entry
             gate.hold(entry)
