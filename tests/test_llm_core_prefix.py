@@ -43,6 +43,8 @@ def test_block_hashes_name_prefixes():
     assert len(a) == 2 and len(b) == 3  # whole blocks only
     assert a == b[:2]  # the same prefix, the same names
     assert c[1] != a[1]  # a block is named by everything before it too
+    longer = "x" * 64 + "y" * 64 + "z" * 200
+    assert prefix.block_hashes(longer, a) == prefix.block_hashes(longer)  # a known prefix is not hashed again
 
 
 def test_the_index_forgets_least_recently_used_blocks_first():

@@ -251,7 +251,7 @@ class Router:
         if index is None or self.mode != "prefix" or not text:
             return
         conversation = req.prefix_text + prefix.prompt_text([{"role": "assistant", "content": text}])
-        index.insert(prefix.block_hashes(conversation))
+        index.insert(prefix.block_hashes(conversation, req.prefix_hashes))
 
 
 def _retryable(exc: BaseException) -> bool:

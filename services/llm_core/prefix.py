@@ -49,12 +49,13 @@ def prompt_text(messages: Sequence[dict[str, Any]]) -> str:
     return "".join(parts)
 
 
-def block_hashes(text: str) -> list[int]:
+def block_hashes(text: str, known: Sequence[int] = ()) -> list[int]:
     """Chained hashes of the full blocks of `text` (a partial last block is
-    left out: engines cache whole blocks)."""
-    out = []
-    h = 0
-    for i in range(len(text) // BLOCK_CHARS):
+    left out: engines cache whole blocks). `known` are those of a prefix of
+    `text` already hashed, which are not computed again."""
+    out = list(known)
+    h = out[-1] if out else 0
+    for i in range(len(out), len(text) // BLOCK_CHARS):
         h = hash((h, text[i * BLOCK_CHARS:(i + 1) * BLOCK_CHARS]))
         out.append(h)
     return out
