@@ -109,6 +109,6 @@ def test_the_gate_counts_runs_by_their_last_context():
     gate.end("a", 700, now=10.0)  # a's history grew with its answer
     assert gate.used == 1000 and not gate.fits(1, now=10.5)
     assert gate.fits(700, now=11.0)  # a idle for idle_seconds: it no longer counts
-    assert not gate.active("a") and gate.active("b")  # b still runs
+    assert not gate.active("a", now=11.0) and gate.active("b", now=11.0)  # b still runs
     gate.end("b", 300, now=11.0)
     assert gate.fits(1000, now=12.0) and len(gate) == 0

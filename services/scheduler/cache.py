@@ -48,11 +48,14 @@ class CacheGate:
         self.held: deque = deque()
         self.held_live = 0
 
-    def active(self, session: str) -> bool:
-        return session in self._runs
+    def active(self, session: str, now: float) -> bool:
+        run = self._runs.get(session)
+        return run is not None and (run.busy > 0 or now - run.last < self.idle)
 
     def fits(self, tokens: int, now: float) -> bool:
-        self._expire(now)
+        if self.used + tokens <= self.budget:
+            return True
+        self._expire(now)  # only when it matters: the scan is over the active runs
         return self.used + tokens <= self.budget
 
     def _expire(self, now: float) -> None:

@@ -351,7 +351,7 @@ class Kernel:
             return entry
         while (entry := res.queue.pop()) is not None:
             session = _session(entry)
-            if gate.active(session) or (head is None and admissible(entry, res.waiting)):
+            if gate.active(session, now) or (head is None and admissible(entry, res.waiting)):
                 gate.start(session, _prompt_tokens(entry))
                 return entry
             gate.hold(entry)
