@@ -56,9 +56,9 @@ async def state(client: AsyncClient, syscall_id: str) -> str:
     return ks.SyscallState.Name((await client.get_syscall(syscall_id)).state).removeprefix("SYSCALL_STATE_")
 
 
-async def test_with_contention_new_runs_wait_while_active_ones_fill_the_cache(gated):
+async def test_new_runs_wait_while_active_ones_fill_the_cache(gated):
     client, _ = await gated(cache_tokens=1000, idle=0.5)
-    runs = {name: client(name) for name in ("r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8")}
+    runs = {name: client(name) for name in ("r1", "r2", "r3", "r4")}
 
     async def in_state(name: str, syscall_id: str, want: str) -> bool:
         return await state(runs[name], syscall_id) == want
@@ -66,28 +66,20 @@ async def test_with_contention_new_runs_wait_while_active_ones_fill_the_cache(ga
     # Three runs of ~300 tokens each fill the 1,000-token cache; long calls
     # keep them active.
     long = {name: (await submit(runs[name], turn(runs[name], name, 20_000)))[0] for name in ("r1", "r2", "r3")}
-    # A fourth slot is free and nothing else waits for it: r4 runs though
-    # the cache is full (holding it back would only leave the slot empty).
-    long["r4"], _ = await submit(runs["r4"], turn(runs["r4"], "r4", 20_000))
     for name, syscall_id in long.items():
         await wait_until(lambda n=name, i=syscall_id: in_state(n, i, "RUNNING"))
-    # Now the four slots are taken: four new runs, then an active run's next
-    # call, queue for them.
-    new = {name: (await submit(runs[name], turn(runs[name], name, 5)))[0] for name in ("r5", "r6", "r7", "r8")}
+    # A fourth run does not fit: it waits, though a slot is free.
+    r4, _ = await submit(runs["r4"], turn(runs["r4"], "r4", 5))
+    # An active run's next call goes ahead of it.
     again, _ = await submit(runs["r1"], turn(runs["r1"], "r1", 5))
-    # Two runs end: slots free, but their histories count for idle_seconds.
-    # The active run's call goes first, out of arrival order.
-    ended = time.time()
-    for name in ("r2", "r4"):
-        await runs[name].cancel(long[name])
     await wait_until(lambda: in_state("r1", again, "SUCCEEDED"))
-    for name, syscall_id in new.items():
-        assert await in_state(name, syscall_id, "QUEUED"), name
-    # Once r2 and r4 have been idle for idle_seconds they stop counting and
-    # r5 starts, with no call ending to wake the queue; r1 and r3 still run.
-    for name, syscall_id in new.items():
-        await wait_until(lambda n=name, i=syscall_id: in_state(n, i, "SUCCEEDED"))
-    started = (await runs["r5"].get_syscall(new["r5"])).start_time.ToDatetime(tzinfo=timezone.utc).timestamp()
+    assert await in_state("r4", r4, "QUEUED")
+    # Once r2 has been idle for idle_seconds it stops counting, and r4
+    # starts with no call ending to wake the queue; r1 and r3 still run.
+    ended = time.time()
+    await runs["r2"].cancel(long["r2"])
+    await wait_until(lambda: in_state("r4", r4, "SUCCEEDED"))
+    started = (await runs["r4"].get_syscall(r4)).start_time.ToDatetime(tzinfo=timezone.utc).timestamp()
     assert started >= ended + 0.45
     assert await in_state("r3", long["r3"], "RUNNING")
     for name in ("r1", "r3"):
@@ -112,3 +104,28 @@ def test_the_gate_counts_runs_by_their_last_context():
     assert not gate.active("a", now=11.0) and gate.active("b", now=11.0)  # b still runs
     gate.end("b", 300, now=11.0)
     assert gate.fits(1000, now=12.0) and len(gate) == 0
+
+
+def test_the_room_follows_what_the_caches_keep():
+    """A run's next call should find its last context cached: while calls
+    do, and runs are held, the room grows; when they do not, it shrinks."""
+    gate = CacheGate(budget_tokens=1000, idle_seconds=1.0)
+
+    def turn(run: str, cached: int) -> None:
+        gate.start(run, 100)
+        gate.end(run, 400, now=0.0, cached_tokens=cached)
+
+    turn("a", 0)  # a first call tells nothing (nothing of it could be cached)
+    assert gate.scale == 1.0
+    turn("a", 390)  # kept, but no run is held: no reason to grow
+    assert gate.scale == 1.0
+    gate.hold(type("Held", (), {})())
+    for _ in range(10):
+        turn("a", 390)
+    assert gate.scale == pytest.approx(1.02 ** 10)
+    for _ in range(20):
+        turn("a", 100)  # 25% of its history found: evicted before reuse
+    assert gate.scale == pytest.approx(1.02 ** -10)
+    assert gate.room == pytest.approx(1000 * 1.02 ** -10)
+    gate.end("a", 400, now=0.0, cached_tokens=-1)  # a call cut short tells nothing
+    assert gate.scale == pytest.approx(1.02 ** -10)

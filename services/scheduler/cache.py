@@ -30,17 +30,37 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 
+# How much of its last context a run's next call must find cached for the
+# caches to count as holding; below LOW the room shrinks by STEP a call,
+# above HIGH (while runs are held) it grows by STEP, within SCALE_RANGE
+# times the caches' size.
+LOW, HIGH = 0.8, 0.9
+STEP = 1.02
+SCALE_RANGE = (0.25, 8.0)
+
+
 @dataclass
 class _Run:
     tokens: int = 0
     busy: int = 0
     last: float = 0.0
+    turns: int = 0  # calls ended
+    context: int = 0  # the last ended call's prompt and answer, in tokens
 
 
 class CacheGate:
+    """The active runs and their footprints, and the room for them: the
+    caches' size times a scale that follows what the caches actually hold.
+    The engines report the prompt tokens they found cached; a run's next
+    call should find its whole last context. While it does, the engines'
+    caches keep up (their own eviction spares what is about to be reused,
+    or turns are quick) and more runs may go at once; when it does not,
+    histories are being evicted before they are reused, and fewer may."""
+
     def __init__(self, budget_tokens: int, idle_seconds: float) -> None:
         self.budget = budget_tokens
         self.idle = idle_seconds
+        self.scale = 1.0
         # Active runs, the least recently busy first.
         self._runs: OrderedDict[str, _Run] = OrderedDict()
         self.used = 0
@@ -52,11 +72,15 @@ class CacheGate:
         run = self._runs.get(session)
         return run is not None and (run.busy > 0 or now - run.last < self.idle)
 
+    @property
+    def room(self) -> float:
+        return self.budget * self.scale
+
     def fits(self, tokens: int, now: float) -> bool:
-        if self.used + tokens <= self.budget:
+        if self.used + tokens <= self.room:
             return True
         self._expire(now)  # only when it matters: the scan is over the active runs
-        return self.used + tokens <= self.budget
+        return self.used + tokens <= self.room
 
     def _expire(self, now: float) -> None:
         runs = self._runs
@@ -81,17 +105,31 @@ class CacheGate:
         run.busy += 1
         self._runs.move_to_end(session)
 
-    def end(self, session: str, context_tokens: int, now: float | None = None) -> None:
-        """A call of `session` ended; its run's history is `context_tokens`."""
+    def end(self, session: str, context_tokens: int, now: float | None = None, cached_tokens: int = -1) -> None:
+        """A call of `session` ended; its run's history is `context_tokens`,
+        and the engine found `cached_tokens` of its prompt cached (-1: not
+        known, as for a call cut short)."""
         run = self._runs.get(session)
         if run is None:
             return
+        if run.turns and cached_tokens >= 0 and run.context:
+            self._observe(min(1.0, cached_tokens / run.context))
+        run.turns += 1
+        if context_tokens:
+            run.context = context_tokens
         run.busy = max(0, run.busy - 1)
         run.last = time.monotonic() if now is None else now
         if context_tokens:
             self.used += context_tokens - run.tokens
             run.tokens = context_tokens
         self._runs.move_to_end(session)
+
+    def _observe(self, kept: float) -> None:
+        low, high = SCALE_RANGE
+        if kept < LOW:
+            self.scale = max(low, self.scale / STEP)
+        elif kept >= HIGH and self.held_live:
+            self.scale = min(high, self.scale * STEP)
 
     def hold(self, entry) -> None:
         entry.held = True

@@ -328,30 +328,26 @@ class Kernel:
     # --- dispatch ---------------------------------------------------------
 
     def _next(self, res: Resource):
-        """The next call to start, in policy order. With a cache gate and
-        more calls than slots, a call of an active run goes before one that
-        would start a new run, which waits (held, in policy order) until the
-        caches have room for it. Without contention for the slots every call
-        runs at once: each run's next turn then follows its last at once,
-        while its history is freshly cached, and holding runs back would
-        only shrink the engines' batches."""
+        """The next call to start, in policy order. With a cache gate, a call
+        of an active run goes before one that would start a new run, which
+        waits (held, in policy order) until the caches have room for it (the
+        room follows what the caches keep: cache.py)."""
         gate = res.gate
         if gate is None:
             return res.queue.pop()
         now = time.monotonic()
 
-        def admissible(entry, waiting: int) -> bool:
-            return (res.running == 0 or res.running + waiting < res.capacity
-                    or gate.fits(_prompt_tokens(entry), now))
+        def admissible(entry) -> bool:
+            return res.running == 0 or gate.fits(_prompt_tokens(entry), now)
 
         head = gate.first_held()
-        if head is not None and admissible(head, res.waiting - 1):
+        if head is not None and admissible(head):
             entry = gate.take()
             gate.start(_session(entry), _prompt_tokens(entry))
             return entry
         while (entry := res.queue.pop()) is not None:
             session = _session(entry)
-            if gate.active(session, now) or (head is None and admissible(entry, res.waiting)):
+            if gate.active(session, now) or (head is None and admissible(entry)):
                 gate.start(session, _prompt_tokens(entry))
                 return entry
             gate.hold(entry)
@@ -368,7 +364,9 @@ class Kernel:
     def _gate_end(self, entry: Entry, res: Resource | None) -> None:
         if res is not None and res.gate is not None:
             context = max(entry.prompt_tokens, _prompt_tokens(entry)) + entry.completion_tokens
-            res.gate.end(_session(entry), context)
+            # What the engine found cached is known for a call that finished.
+            cached = entry.cached_tokens if entry.prompt_tokens else -1
+            res.gate.end(_session(entry), context, cached_tokens=cached)
 
     def _pump(self, res: Resource) -> None:
         while res.running < res.capacity:
