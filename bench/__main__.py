@@ -98,20 +98,28 @@ def prefix_scenarios(scale: float = 1.0, n: int = 256) -> list[Scenario]:
     gpu4 = Backend("gpu4-cache100k", replicas=4, prefix_cache=True, prefix_cache_tokens=100_000,
                    time_scale=scale)
     s: list[Scenario] = []
-    for name, wl in PREFIX_WORKLOADS.items():
+    # The same three with long tool observations (fetched pages): the
+    # histories of 64 agents per engine then outgrow its cache.
+    workloads = {**PREFIX_WORKLOADS, **{f"{k}-long": (*wl, *LONG) for k, wl in PREFIX_WORKLOADS.items()}}
+    for name, wl in workloads.items():
         s += [Scenario(gpu4, "direct", n, workload=wl, note=f"prefix-{name}"),
               Scenario(gpu4, "sticky", n, workload=wl, note=f"prefix-{name}"),
               Scenario(gpu4, "kernel", n, "fifo", workload=wl, note=f"prefix-{name} session affinity",
                        llm_settings=TODAY, kernel_settings=TODAY_KERNEL),
               Scenario(gpu4, "kernel", n, "fifo", workload=wl, note=f"prefix-{name} prefix-aware")]
-    # One engine whose cache is smaller than the agents' working set.
-    small = Backend("gpu1-cache50k", prefix_cache=True, prefix_cache_tokens=50_000, time_scale=scale)
+    # One engine whose cache is smaller than the agents' working set: with a
+    # batch of 64 the 256 agents take turns (the order decides what stays
+    # cached); with 256 every agent runs at once and nothing waits.
     wl = PREFIX_WORKLOADS["a"]
-    s += [Scenario(small, "direct", n, workload=wl, note="cache-small"),
-          Scenario(small, "kernel", n, "fifo", workload=wl, note="cache-small FIFO",
-                   llm_settings=TODAY, kernel_settings=TODAY_KERNEL),
-          Scenario(small, "kernel", n, "fifo", workload=wl, note="cache-small cache-aware"),
-          Scenario(small, "kernel", n, "agent_aware", workload=wl, note="cache-small cache-aware")]
+    for batch in (64, 256):
+        small = Backend(f"gpu1-cache50k-batch{batch}", max_num_seqs=batch, prefix_cache=True,
+                        prefix_cache_tokens=50_000, time_scale=scale)
+        s += [Scenario(small, "direct", n, workload=wl, note="cache-small"),
+              Scenario(small, "kernel", n, "fifo", workload=wl, note="cache-small FIFO",
+                       llm_settings=TODAY, kernel_settings=TODAY_KERNEL),
+              Scenario(small, "kernel", n, "fifo", workload=wl, note="cache-small cache-aware")]
+        if batch == 64:
+            s.append(Scenario(small, "kernel", n, "agent_aware", workload=wl, note="cache-small cache-aware"))
     return s
 
 
@@ -191,7 +199,7 @@ async def run(args) -> int:
     if args.only:
         keys = [k.strip() for k in args.only.split(",") if k.strip()]
         plan.scenarios = [s for s in plan.scenarios
-                          if any(k in f"{s.backend.name}:{s.label}:{s.agents}" for k in keys)]
+                          if any(k in f"{s.backend.name}:{s.label}:{s.agents}:{s.note}" for k in keys)]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     profile_dir = out.parent / "profiles"
@@ -277,7 +285,7 @@ def main() -> int:
                         "runs and the one-engine batch-32 table (about 40 minutes)")
     p.add_argument("--out", help="JSON lines results (default bench/results/bench[-quick].jsonl)")
     p.add_argument("--report", help="Markdown report (default docs/benchmarks.md; quick: bench/results/quick/)")
-    p.add_argument("--only", default="", help="comma-separated substrings of 'backend:label:N' to run")
+    p.add_argument("--only", default="", help="comma-separated substrings of 'backend:label:N:note' to run")
     p.add_argument("--append", action="store_true", help="append to the results file instead of replacing it")
     p.add_argument("--from", dest="start", type=int, default=0,
                    help="resume the plan at this scenario index (with --append)")

@@ -4,10 +4,12 @@ kernel before them, and how full the kernel keeps one engine."""
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from bench.report import _f, _table, load, overhead_section
 
+FINDINGS = Path(__file__).resolve().parent / "findings-prefix.md"
 WORKLOADS = {
     "a": "(a) every agent with its own 2,000-character system prompt",
     "b": "(b) a 1,500-character prompt shared by all agents, 500 characters their own",
@@ -28,25 +30,38 @@ def _pct(x) -> str:
     return "–" if x is None else f"{x * 100:.1f}%"
 
 
-def _runs_for(runs: list[dict], note_prefix: str) -> list[dict]:
-    return [r for r in runs if r.get("note", "").startswith(note_prefix)]
+def _runs_for(runs: list[dict], workload: str) -> list[dict]:
+    return [r for r in runs if r.get("note", "").split(" ", 1)[0] == workload]
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
 
 
 def _shared_table(runs: list[dict]) -> str:
-    sticky = next((r for r in runs if r["label"] == "direct:sticky"), None)
+    """One row per way; with several rounds, medians (and the makespan range)."""
+    by_way = {key: [r for r in runs if _way(r) == key] for key, _ in WAYS}
+    sticky = by_way.get("direct:sticky") or []
+    sticky_ms = _median([r["makespan_s"] for r in sticky]) if sticky else None
     rows = []
     for key, text in WAYS:
-        for r in runs:
-            if _way(r) != key:
-                continue
-            ac = r["agent_completion_s"]["mean"]
-            rows.append([text, _f(r["makespan_s"], 1),
-                         _f(r["makespan_s"] / sticky["makespan_s"], 2) if sticky else "–",
-                         _f(ac, 1), _pct(r.get("engine_cache_hit_rate")),
-                         " / ".join(_pct(x) for x in r.get("engine_cache_hit_rate_per_replica") or []),
-                         _pct(r.get("best_cache_hit_rate")), _f(r.get("engine_mean_batch"), 1), r["errors"]])
-    return _table(["way", "makespan s", "× sticky", "agent mean s", "hit rate", "per replica", "best possible",
-                   "mean batch", "errors"], rows)
+        these = by_way[key]
+        if not these:
+            continue
+        ms = [r["makespan_s"] for r in these]
+        spread = f" ({min(ms):.1f}-{max(ms):.1f})" if len(these) > 1 else ""
+        per = [r.get("engine_cache_hit_rate_per_replica") or [] for r in these]
+        per_replica = [_median([p[i] for p in per if len(p) > i and p[i] is not None]) for i in range(len(per[0]))]
+        rows.append([text, len(these), _f(_median(ms), 1) + spread,
+                     _f(_median(ms) / sticky_ms, 2) if sticky_ms else "–",
+                     _f(_median([r["agent_completion_s"]["mean"] for r in these]), 1),
+                     _pct(_median([r.get("engine_cache_hit_rate") or 0 for r in these])),
+                     " / ".join(_pct(x) for x in per_replica),
+                     _pct(_median([r.get("best_cache_hit_rate") or 0 for r in these])),
+                     _f(_median([r.get("engine_mean_batch") or 0 for r in these]), 1),
+                     sum(r["errors"] for r in these)])
+    return _table(["way", "runs", "makespan s (range)", "× sticky", "agent mean s", "hit rate", "per replica",
+                   "best possible", "mean batch", "errors"], rows)
 
 
 def build(results: Path, out: Path, command: str) -> None:
@@ -62,30 +77,49 @@ def build(results: Path, out: Path, command: str) -> None:
           f"and the simulator. Raw results: `bench/results/{results.name}` (JSON lines, not committed). "
           "How the routing and the admission work: docs/routing.md.\n",
           "Workload: 256 agents start together; each runs 5 LLM steps over its system prompt and task, "
-          "appending its answer and a tool observation (120-280 characters) after each, so each prompt holds the "
-          "agent's whole history; 32-64 output tokens a step; no memory or file calls. **Hit rate** = prompt tokens "
+          "appending its answer and a tool observation after each, so each prompt holds the agent's whole "
+          "history; 32-64 output tokens a step; no memory or file calls. **Hit rate** = prompt tokens "
           "the engines found in their prefix caches / prompt tokens looked up; **best possible** = the same calls "
           "on one engine with an unbounded cache, where every prefix any earlier call sent is found "
           "(`bench/backends.py:best_hit_rate`); **mean batch** = sequences per engine step.\n"]
+    if FINDINGS.exists():
+        md.append(FINDINGS.read_text().rstrip() + "\n")
     if failed:
         md.append("Runs that failed: " + "; ".join(f"{r['backend']} {r['label']} ({r.get('note', '')}) N={r['agents']}: "
                                                    f"{r['error']}" for r in failed) + "\n")
     four = [r for r in runs if r["backend"] == "gpu4-cache100k"]
     if four:
         md.append("## Four engines, a 100k-token prefix cache each\n")
-        for key, text in WORKLOADS.items():
-            these = _runs_for(four, f"prefix-{key}")
-            if these:
-                md.append(f"### {text}\n")
-                md.append(_shared_table(these) + "\n")
-    small = [r for r in runs if r["backend"] == "gpu1-cache50k"]
+        md.append("\"The kernel before\" is this kernel with routing by session affinity "
+                  "(`AIOS_LLM_ROUTING=session`) and no cache-aware admission (`AIOS_KERNEL_CACHE_AWARE=false`); "
+                  "with 4 x 256 slots for 256 agents no call waits for a slot, so the admission holds nothing "
+                  "back here and the rows differ by routing alone. Runs alternate by way, several rounds where "
+                  "noted; the machine's noise moves one run by up to 20%.\n")
+        for long in (True, False):
+            if long:
+                md.append("### Long tool observations (1,600-3,200 characters a step)\n")
+                md.append("Each agent's history grows to about 4,000 tokens: the 64 agents of an engine hold more "
+                          "than its 100k-token cache, so where each call lands and which prefixes stay cached "
+                          "decide the prefill.\n")
+            else:
+                md.append("### Short tool observations (120-280 characters a step)\n")
+                md.append("Every history fits its engine's cache: once each agent stays on one engine, nothing "
+                          "is left to gain from routing, and the rows differ by what the machine's CPUs allow.\n")
+            for key, text in WORKLOADS.items():
+                these = _runs_for(four, f"prefix-{key}" + ("-long" if long else ""))
+                if these:
+                    md.append(f"#### {text}\n")
+                    md.append(_shared_table(these) + "\n")
+    small = [r for r in runs if r["backend"].startswith("gpu1-cache50k")]
     if small:
         md.append("## One engine whose cache is smaller than the working set (50k tokens, 256 agents)\n")
-        md.append("The agents' histories together exceed the cache, so which runs take turns at once decides "
-                  "whether a history is still cached at its next turn.\n")
-        md.append(_table(["way", "makespan s", "agent mean s", "agent p99 s", "hit rate", "best possible",
-                          "mean batch"],
-                         [[r["label"] + (f" ({r['note'].split(' ', 1)[1]})" if " " in r["note"] else ""),
+        md.append("The agents' histories together exceed the cache. With a batch of 64 the agents take turns, "
+                  "so which runs go at once decides whether a history is still cached at its next turn; with a "
+                  "batch of 256 every agent runs at once, nothing waits, and the kernel holds no run back.\n")
+        md.append(_table(["engine batch", "way", "makespan s", "agent mean s", "agent p99 s", "hit rate",
+                          "best possible", "mean batch"],
+                         [[r["backend_config"].get("max_num_seqs"),
+                           r["label"] + (f" ({r['note'].split(' ', 1)[1]})" if " " in r["note"] else ""),
                            _f(r["makespan_s"], 1), _f(r["agent_completion_s"]["mean"], 1),
                            _f(r["agent_completion_s"]["p99"], 1), _pct(r.get("engine_cache_hit_rate")),
                            _pct(r.get("best_cache_hit_rate")), _f(r.get("engine_mean_batch"), 1)]
@@ -93,7 +127,11 @@ def build(results: Path, out: Path, command: str) -> None:
     one = [r for r in runs if r["backend"] == "gpu1-batch32"]
     if one:
         scale = one[0]["backend_config"].get("time_scale")
+        wl = one[0]["workload"]
         md.append(f"## One engine, batch 32, no cache: how full the kernel keeps it (time scale {scale})\n")
+        md.append(f"The suite's own workload here (docs/benchmarks.md): {wl.get('steps')} steps over the shared "
+                  f"travel-agent prompt, every {wl.get('tool_every')}th agent also using memory and files, every "
+                  f"{wl.get('priority_every')}th asking for priority 1.\n")
         out_rows = []
         for n in sorted({r["agents"] for r in one}):
             at = [r for r in one if r["agents"] == n]

@@ -9,18 +9,17 @@ again; the engines spend their steps on prefill. Fewer runs at a time, each
 finishing its turns while its history is cached, does the same work with a
 fraction of the prefill.
 
-So when a model's queue has more calls than slots, it admits a call of a
-run that is active (it has a call running, or its last one ended within
-`idle_seconds`) at once, in policy order; a call that would make a new run
-active waits, in policy order too, until the active runs' footprints (their
-last context: prompt plus answer, in tokens) leave room for its prompt in
-the model's cache (the sum of its endpoints' cache_tokens). Nothing waits
-for room while the model runs nothing (a run larger than the caches is
-still served), nor when every waiting call would find a slot (no run then
-waits for its turn, so none loses its history to the others'). A run that
-ends its last call stops counting `idle_seconds` later: the kernel cannot
-tell a finished run from one between turns, and a turn's gap is short.
-The policy is in Kernel._next (kernel.py); this module keeps the counts.
+So a model's queue admits a call of a run that is active (it has a call
+running, or its last one ended within `idle_seconds`) at once, in policy
+order; a call that would make a new run active waits, in policy order too,
+until the active runs' footprints (their last context: prompt plus answer,
+in tokens) leave room for its prompt. The room is the model's cache (the
+sum of its endpoints' cache_tokens) times a scale that follows what the
+caches keep (CacheGate). Nothing waits for room while the model runs
+nothing, so a run larger than the caches is still served. A run that ends
+its last call stops counting `idle_seconds` later: the kernel cannot tell a
+finished run from one between turns, and a turn's gap is short. The order
+is in Kernel._next (kernel.py); this module keeps the counts.
 """
 
 from __future__ import annotations
