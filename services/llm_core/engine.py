@@ -40,13 +40,15 @@ log = logs.get("llm_core")
 # open); then calls try it again (half-open) and the first success closes it.
 DOWN_BACKOFF_SECONDS = 2.0
 ROUTING_MODES = ("prefix", "session")
-# Prefix routing: a call goes where the longest part of its prompt is cached
-# among the endpoints whose load (in flight / max concurrency) is at most
-# LOAD_SLACK above the least loaded one's (or one call, on small endpoints),
-# when that part is at least MATCH_RATIO of the prompt (SGLang's
-# cache_aware router uses 0.3). A miss of a long history stalls one engine's
-# whole batch for its prefill; a little more load on it costs less.
-LOAD_SLACK = 0.125
+# Prefix routing: a call goes where the longest part of its prompt is cached,
+# when that part is at least MATCH_RATIO of the prompt (SGLang's cache_aware
+# router uses 0.3), unless that endpoint is out of balance: more than
+# BALANCE_ABS of its max concurrency (at least one call) above the least
+# loaded endpoint's in flight and more than BALANCE_REL times it (SGLang: 64
+# requests and 1.5x). A miss of a long history stalls one engine's whole
+# batch for its prefill; a good deal more load on it costs less.
+BALANCE_ABS = 0.25
+BALANCE_REL = 1.5
 MATCH_RATIO = 0.3
 # Session routing: sessions remembered, and how much more loaded than the
 # least loaded endpoint a session's last one may be and still take it.
@@ -155,10 +157,11 @@ class Router:
     Healthy endpoints before ones marked down, then by routing mode:
 
     - "prefix" (the default): the endpoint believed to hold the longest part
-      of the prompt (prefix.py), among those whose load is within LOAD_SLACK
-      of the least loaded one; when no endpoint holds at least MATCH_RATIO of
+      of the prompt (prefix.py), among those in balance with the least loaded
+      one (BALANCE_ABS, BALANCE_REL); when no endpoint holds at least MATCH_RATIO of
       the prompt, the one whose cache holds least (a new conversation goes
-      where it evicts least), ties to the least loaded. An agent run's history
+      where it evicts least), ties to the least loaded, unless its session
+      was served before (it stays on that endpoint). An agent run's history
       is a prefix of its next prompt, so session affinity is the special case
       of a run that shares its prompt with no one; prompts many agents share
       (one agent type's instructions and tools) stay where they are cached.
@@ -198,7 +201,7 @@ class Router:
         if len(ranked) == 1:
             return ranked
         if self.mode == "prefix" and hashes:
-            chosen = self._by_prefix(ranked, hashes, now)
+            chosen = self._by_prefix(ranked, hashes, now, session_id)
         else:
             chosen = self._by_session(ranked, session_id, now)
         if chosen is not None and chosen is not ranked[0]:
@@ -206,18 +209,28 @@ class Router:
             ranked.insert(0, chosen)
         return ranked
 
-    def _by_prefix(self, ranked: list[Endpoint], hashes: list[int], now: float) -> Endpoint | None:
+    def _by_prefix(self, ranked: list[Endpoint], hashes: list[int], now: float,
+                   session_id: str = "") -> Endpoint | None:
         open_ = [e for e in ranked if e.healthy(now) and e.reachable is not False
                  and e.in_flight < e.config.max_concurrency and e.name in self.index]
         if not open_:
             return None
-        least = min(e.load() for e in open_)
-        near = [e for e in open_ if e.load() <= least + max(LOAD_SLACK, 1 / e.config.max_concurrency)]
+        least = min(e.in_flight for e in open_)
+        near = [e for e in open_ if e.in_flight <= least + max(1.0, BALANCE_ABS * e.config.max_concurrency)
+                or e.in_flight <= BALANCE_REL * least]
         # ranked is by load already: max() keeps the least loaded of equals.
         held = {e.name: self.index[e.name].match(hashes) for e in near}
         best = max(near, key=lambda e: held[e.name])
         if held[best.name] >= MATCH_RATIO * len(hashes):
             return best
+        # Nothing of it is known to be cached. A session stays where it was
+        # (the engine may keep more than the view shows, and a run moved
+        # onto another engine adds to that one's cache pressure); a new
+        # prompt goes where the cache holds least.
+        preferred = self._affinity.get(session_id) if session_id else None
+        for ep in near:
+            if ep.name == preferred:
+                return ep
         return min(near, key=lambda e: (len(self.index[e.name]), e.load()))
 
     def _by_session(self, ranked: list[Endpoint], session_id: str, now: float) -> Endpoint | None:
@@ -237,7 +250,7 @@ class Router:
             index.insert(hashes)
 
     def remember(self, session_id: str, endpoint: Endpoint) -> None:
-        if not session_id or self.mode != "session":
+        if not session_id:
             return
         self._affinity[session_id] = endpoint.name
         self._affinity.move_to_end(session_id)
