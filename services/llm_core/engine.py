@@ -215,22 +215,24 @@ class Router:
                  and e.in_flight < e.config.max_concurrency and e.name in self.index]
         if not open_:
             return None
+        held = {e.name: self.index[e.name].match(hashes) for e in open_}
+        # A run's own endpoint keeps it as long as session routing would
+        # (AFFINITY_SLACK): a history lost costs the same either way.
+        preferred = self._affinity.get(session_id) if session_id else None
+        lightest = min(e.load() for e in open_)
+        for ep in open_:
+            if (ep.name == preferred and held[ep.name] == max(held.values())
+                    and ep.load() - lightest <= AFFINITY_SLACK):
+                return ep
         least = min(e.in_flight for e in open_)
         near = [e for e in open_ if e.in_flight <= least + max(1.0, BALANCE_ABS * e.config.max_concurrency)
                 or e.in_flight <= BALANCE_REL * least]
         # ranked is by load already: max() keeps the least loaded of equals.
-        held = {e.name: self.index[e.name].match(hashes) for e in near}
         best = max(near, key=lambda e: held[e.name])
         if held[best.name] >= MATCH_RATIO * len(hashes):
             return best
-        # Nothing of it is known to be cached. A session stays where it was
-        # (the engine may keep more than the view shows, and a run moved
-        # onto another engine adds to that one's cache pressure); a new
-        # prompt goes where the cache holds least.
-        preferred = self._affinity.get(session_id) if session_id else None
-        for ep in near:
-            if ep.name == preferred:
-                return ep
+        # Nothing of it is known to be cached: a new prompt goes where the
+        # cache holds least.
         return min(near, key=lambda e: (len(self.index[e.name]), e.load()))
 
     def _by_session(self, ranked: list[Endpoint], session_id: str, now: float) -> Endpoint | None:
