@@ -156,15 +156,18 @@ class Router:
 
     Healthy endpoints before ones marked down, then by routing mode:
 
-    - "prefix" (the default): the endpoint believed to hold the longest part
-      of the prompt (prefix.py), among those in balance with the least loaded
-      one (BALANCE_ABS, BALANCE_REL); when no endpoint holds at least MATCH_RATIO of
-      the prompt, the one whose cache holds least (a new conversation goes
-      where it evicts least), ties to the least loaded, unless its session
-      was served before (it stays on that endpoint). An agent run's history
-      is a prefix of its next prompt, so session affinity is the special case
-      of a run that shares its prompt with no one; prompts many agents share
-      (one agent type's instructions and tools) stay where they are cached.
+    - "prefix" (the default): a run stays on the endpoint that served its
+      session while that one holds the longest part of the prompt (its
+      history, or nothing known anywhere) and its load is within
+      AFFINITY_SLACK of the least loaded. Otherwise, among the endpoints in
+      balance with the least loaded one (BALANCE_ABS, BALANCE_REL), the one
+      believed to hold the longest part of the prompt (prefix.py), when that
+      is at least MATCH_RATIO of it; else the one whose cache holds least (a
+      new conversation goes where it evicts least), ties to the least
+      loaded. An agent run's history is a prefix of its next prompt, so
+      session affinity is the special case of a run that shares its prompt
+      with no one; prompts many agents share (one agent type's instructions
+      and tools) stay where they are cached.
     - "session": the least loaded, preferring the endpoint that served the
       same session before while its load is within AFFINITY_SLACK.
     """
@@ -172,14 +175,14 @@ class Router:
     def __init__(self, endpoints: list[Endpoint], mode: str = "prefix") -> None:
         if mode not in ROUTING_MODES:
             raise ValueError(f"unknown routing mode {mode!r}")
-        self.mode = mode
         self.by_model: dict[str, list[Endpoint]] = {}
         for ep in endpoints:
             self.by_model.setdefault(ep.config.model, []).append(ep)
         self._affinity: OrderedDict[str, str] = OrderedDict()
+        # Prefix routing's view of each endpoint's cache (none in session mode).
         self.index: dict[str, prefix.PrefixIndex] = {
             ep.name: prefix.PrefixIndex(DEFAULT_CACHE_TOKENS if ep.config.cache_tokens is None else ep.config.cache_tokens)
-            for ep in endpoints if ep.config.cache_tokens != 0}
+            for ep in endpoints if ep.config.cache_tokens != 0} if mode == "prefix" else {}
 
     def models(self) -> list[str]:
         return list(self.by_model)
@@ -200,10 +203,10 @@ class Router:
         ranked = sorted(eps, key=lambda e: (not e.healthy(now), e.reachable is False, e.load(), random.random()))
         if len(ranked) == 1:
             return ranked
-        if self.mode == "prefix" and hashes:
+        if hashes:  # only prefix routing hashes prompts
             chosen = self._by_prefix(ranked, hashes, now, session_id)
         else:
-            chosen = self._by_session(ranked, session_id, now)
+            chosen = self._session_endpoint(ranked, session_id, ranked[0].load(), now)
         if chosen is not None and chosen is not ranked[0]:
             ranked.remove(chosen)
             ranked.insert(0, chosen)
@@ -218,12 +221,9 @@ class Router:
         held = {e.name: self.index[e.name].match(hashes) for e in open_}
         # A run's own endpoint keeps it as long as session routing would
         # (AFFINITY_SLACK): a history lost costs the same either way.
-        preferred = self._affinity.get(session_id) if session_id else None
-        lightest = min(e.load() for e in open_)
-        for ep in open_:
-            if (ep.name == preferred and held[ep.name] == max(held.values())
-                    and ep.load() - lightest <= AFFINITY_SLACK):
-                return ep
+        own = self._session_endpoint(open_, session_id, min(e.load() for e in open_), now)
+        if own is not None and held[own.name] == max(held.values()):
+            return own
         least = min(e.in_flight for e in open_)
         near = [e for e in open_ if e.in_flight <= least + max(1.0, BALANCE_ABS * e.config.max_concurrency)
                 or e.in_flight <= BALANCE_REL * least]
@@ -235,13 +235,16 @@ class Router:
         # cache holds least.
         return min(near, key=lambda e: (len(self.index[e.name]), e.load()))
 
-    def _by_session(self, ranked: list[Endpoint], session_id: str, now: float) -> Endpoint | None:
+    def _session_endpoint(self, eps: list[Endpoint], session_id: str, lightest: float,
+                          now: float) -> Endpoint | None:
+        """The endpoint that last served the session, if it is among `eps`,
+        healthy, has a free slot and a load within AFFINITY_SLACK of `lightest`."""
         preferred = self._affinity.get(session_id) if session_id else None
         if not preferred:
             return None
-        for ep in ranked:
+        for ep in eps:
             if (ep.name == preferred and ep.healthy(now) and ep.in_flight < ep.config.max_concurrency
-                    and ep.load() - ranked[0].load() <= AFFINITY_SLACK):
+                    and ep.load() - lightest <= AFFINITY_SLACK):
                 return ep
         return None
 
@@ -263,7 +266,7 @@ class Router:
         """A call ended with `text`: the engine caches the conversation with
         its answer, the start of the run's next prompt."""
         index = self.index.get(endpoint.name)
-        if index is None or self.mode != "prefix" or not text:
+        if index is None or not text:
             return
         conversation = req.prefix_text + prefix.prompt_text([{"role": "assistant", "content": text}])
         index.insert(prefix.block_hashes(conversation, req.prefix_hashes))
@@ -376,7 +379,7 @@ class LlmEngine:
         self.router = Router(self.endpoints, routing)
 
     def _prepare(self, req: ChatRequest) -> None:
-        if self.router.mode == "prefix" and not req.prefix_hashes and self.router.index:
+        if self.router.index and not req.prefix_hashes:
             req.prefix_text = prefix.prompt_text(req.messages)
             req.prefix_hashes = prefix.block_hashes(req.prefix_text)
 
