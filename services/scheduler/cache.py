@@ -43,8 +43,7 @@ class _Run:
     tokens: int = 0
     busy: int = 0
     last: float = 0.0
-    turns: int = 0  # calls ended
-    context: int = 0  # the last ended call's prompt and answer, in tokens
+    context: int = 0  # the last ended call's prompt and answer, in tokens (0: none ended yet)
 
 
 class CacheGate:
@@ -111,14 +110,12 @@ class CacheGate:
         run = self._runs.get(session)
         if run is None:
             return
-        if run.turns and cached_tokens >= 0 and run.context:
+        if run.context and cached_tokens >= 0:
             self._observe(min(1.0, cached_tokens / run.context))
-        run.turns += 1
-        if context_tokens:
-            run.context = context_tokens
         run.busy = max(0, run.busy - 1)
         run.last = time.monotonic() if now is None else now
         if context_tokens:
+            run.context = context_tokens
             self.used += context_tokens - run.tokens
             run.tokens = context_tokens
         self._runs.move_to_end(session)
