@@ -112,7 +112,7 @@ class Dispatcher:
     async def _llm(self, entry: Entry, slice_tokens: int) -> Outcome:
         # The agent's call plus what only the kernel decides: the session,
         # the snapshot of a preempted run, the time slice.
-        req = llm.GenerateRequest(call=entry.syscall.llm, session_id=entry.session_id or entry.agent)
+        req = llm.GenerateRequest(call=entry.syscall.llm, session_id=entry.run)
         if entry.snapshot_text or entry.snapshot_tokens:
             req.resume.text = entry.snapshot_text
             req.resume.completion_tokens = entry.snapshot_tokens

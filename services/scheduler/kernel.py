@@ -265,8 +265,7 @@ class Kernel:
                 self.journal.approved(entry)
             else:
                 self.journal.accepted(entry)
-        if entry.session_id or entry.agent:
-            session = entry.session_id or entry.agent
+        if session := entry.run:
             if session not in self.attained:
                 self.attained[session] = [0.0, time.monotonic()]
                 while len(self.attained) > SESSIONS_REMEMBERED:
@@ -336,19 +335,16 @@ class Kernel:
         if gate is None:
             return res.queue.pop()
         now = time.monotonic()
-
-        def admissible(entry) -> bool:
-            return res.running == 0 or gate.fits(_prompt_tokens(entry), now)
-
         head = gate.first_held()
-        if head is not None and admissible(head):
-            entry = gate.take()
-            gate.start(_session(entry), _prompt_tokens(entry))
-            return entry
+        if head is not None:
+            tokens = _prompt_tokens(head)
+            if res.running == 0 or gate.fits(tokens, now):
+                gate.start(head.run, tokens)
+                return gate.take()
         while (entry := res.queue.pop()) is not None:
-            session = _session(entry)
-            if gate.active(session, now) or (head is None and admissible(entry)):
-                gate.start(session, _prompt_tokens(entry))
+            tokens = _prompt_tokens(entry)
+            if gate.active(entry.run, now) or (head is None and (res.running == 0 or gate.fits(tokens, now))):
+                gate.start(entry.run, tokens)
                 return entry
             gate.hold(entry)
             head = head or entry
@@ -366,7 +362,7 @@ class Kernel:
             context = max(entry.prompt_tokens, _prompt_tokens(entry)) + entry.completion_tokens
             # What the engine found cached is known for a call that finished.
             cached = entry.cached_tokens if entry.prompt_tokens else -1
-            res.gate.end(_session(entry), context, cached_tokens=cached)
+            res.gate.end(entry.run, context, cached_tokens=cached)
 
     def _pump(self, res: Resource) -> None:
         while res.running < res.capacity:
@@ -440,7 +436,7 @@ class Kernel:
         weighted = (self.settings.prompt_weight * outcome.prompt_tokens
                     + self.settings.completion_weight * outcome.completion_tokens)
         self.counters[entry.agent] = self.counters.get(entry.agent, 0.0) + weighted
-        session = entry.session_id or entry.agent
+        session = entry.run
         if session in self.attained:
             self.attained[session][0] += served
             self.attained.move_to_end(session)
@@ -513,10 +509,6 @@ class Kernel:
         finally:
             entry.waiters -= 1
         return entry
-
-
-def _session(entry: Entry) -> str:
-    return entry.session_id or entry.agent
 
 
 def _prompt_tokens(entry: Entry) -> int:

@@ -87,6 +87,11 @@ class Entry:
     subscribers: list[asyncio.Queue] = field(default_factory=list)
     task: asyncio.Task | None = None
 
+    @property
+    def run(self) -> str:
+        """The agent run the call belongs to: its session, else its agent."""
+        return self.session_id or self.agent
+
     def publish(self, event_type: type[ev.Event], **fields: Any) -> None:
         """Tell every subscriber, e.g. publish(ev.Queued, position=3)."""
         event = event_type(syscall_id=self.id, time=time.time(), **fields)
