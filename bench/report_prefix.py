@@ -27,22 +27,18 @@ def _way(r: dict) -> str:
 
 
 def _pct(x) -> str:
-    return "–" if x is None else f"{x * 100:.1f}%"
+    return _f(x, 3, pct=True)  # one decimal
 
 
 def _runs_for(runs: list[dict], workload: str) -> list[dict]:
     return [r for r in runs if r.get("note", "").split(" ", 1)[0] == workload]
 
 
-def _median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
 def _shared_table(runs: list[dict]) -> str:
     """One row per way; with several rounds, medians (and the makespan range)."""
     by_way = {key: [r for r in runs if _way(r) == key] for key, _ in WAYS}
     sticky = by_way.get("direct:sticky") or []
-    sticky_ms = _median([r["makespan_s"] for r in sticky]) if sticky else None
+    sticky_ms = statistics.median([r["makespan_s"] for r in sticky]) if sticky else None
     rows = []
     for key, text in WAYS:
         these = by_way[key]
@@ -51,14 +47,14 @@ def _shared_table(runs: list[dict]) -> str:
         ms = [r["makespan_s"] for r in these]
         spread = f" ({min(ms):.1f}-{max(ms):.1f})" if len(these) > 1 else ""
         per = [r.get("engine_cache_hit_rate_per_replica") or [] for r in these]
-        per_replica = [_median([p[i] for p in per if len(p) > i and p[i] is not None]) for i in range(len(per[0]))]
-        rows.append([text, len(these), _f(_median(ms), 1) + spread,
-                     _f(_median(ms) / sticky_ms, 2) if sticky_ms else "–",
-                     _f(_median([r["agent_completion_s"]["mean"] for r in these]), 1),
-                     _pct(_median([r.get("engine_cache_hit_rate") or 0 for r in these])),
+        per_replica = [statistics.median([p[i] for p in per if len(p) > i and p[i] is not None]) for i in range(len(per[0]))]
+        rows.append([text, len(these), _f(statistics.median(ms), 1) + spread,
+                     _f(statistics.median(ms) / sticky_ms, 2) if sticky_ms else "–",
+                     _f(statistics.median([r["agent_completion_s"]["mean"] for r in these]), 1),
+                     _pct(statistics.median([r.get("engine_cache_hit_rate") or 0 for r in these])),
                      " / ".join(_pct(x) for x in per_replica),
-                     _pct(_median([r.get("best_cache_hit_rate") or 0 for r in these])),
-                     _f(_median([r.get("engine_mean_batch") or 0 for r in these]), 1),
+                     _pct(statistics.median([r.get("best_cache_hit_rate") or 0 for r in these])),
+                     _f(statistics.median([r.get("engine_mean_batch") or 0 for r in these]), 1),
                      sum(r["errors"] for r in these)])
     return _table(["way", "runs", "makespan s (range)", "× sticky", "agent mean s", "hit rate", "per replica",
                    "best possible", "mean batch", "errors"], rows)
