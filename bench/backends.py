@@ -148,7 +148,7 @@ def best_hit_rate(calls: list, block_size: int = 16) -> float | None:
     finished call caches its conversation with the answer). No routing and
     no order can hit more, since every call's prefix that any earlier call
     sent is found."""
-    from bench.simulator.engine import block_hashes, parse_messages, render_message
+    from bench.simulator.engine import PrefixCache, block_hashes, parse_messages, render_message
 
     if not calls:
         return None
@@ -156,23 +156,18 @@ def best_hit_rate(calls: list, block_size: int = 16) -> float | None:
     for c in calls:
         events += [(c.start, 0, c), (c.end, 1, c)]
     events.sort(key=lambda e: (e[0], e[1]))
-    cache: set[int] = set()
+    cache = PrefixCache(capacity_blocks=1 << 62)  # the simulator's cache, unbounded
     queried = hit_tokens = 0
     for _, kind, c in events:
         prompt = parse_messages(c.messages)
         if kind == 0:
             hashes = block_hashes(prompt.text, (prompt.prompt_tokens - 1) // block_size, block_size)
-            hit = 0
-            for h in hashes:
-                if h not in cache:
-                    break
-                hit += 1
-            cache.update(hashes)
+            hit_tokens += cache.match(hashes) * block_size
+            cache.insert(hashes)
             queried += prompt.prompt_tokens
-            hit_tokens += hit * block_size
         else:
             text = prompt.base_text + render_message("assistant", c.answer)
-            cache.update(block_hashes(text, len(text) // 4 // block_size, block_size))
+            cache.insert(block_hashes(text, len(text) // 4 // block_size, block_size))
     return round(hit_tokens / queried, 4) if queried else None
 
 
