@@ -171,14 +171,5 @@ def best_hit_rate(calls: list, block_size: int = 16) -> float | None:
     return round(hit_tokens / queried, 4) if queried else None
 
 
-def system_prompt_tokens() -> int:
-    """Prompt tokens of the shared system message alone (its rendered text),
-    which a warm prefix cache holds for every agent."""
-    from bench.simulator.engine import parse_messages
-    from bench.workload import SYSTEM_PROMPT
-
-    return parse_messages([{"role": "system", "content": SYSTEM_PROMPT}]).prompt_tokens
-
-
 def finite(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else x

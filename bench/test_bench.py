@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from bench.backends import Backend, best_hit_rate, ideal_bound, system_prompt_tokens
+from bench.backends import Backend, best_hit_rate, ideal_bound
 from bench.profiling import summarize_raw
 from bench.simulator import EngineConfig, SimulatorServer
 from bench.stats import jain, pct, summary
@@ -84,7 +84,7 @@ async def test_no_run_beats_the_ideal_bound():
     assert not any(r.failed or r.errors for r in results)
     calls = [c for r in results for c in r.calls]
     assert len(calls) == 32
-    bound = ideal_bound(backend, calls, agents=16, system_tokens=system_prompt_tokens())
+    bound = ideal_bound(backend, calls, agents=16, system_tokens=workload.shared_prefix_tokens())
     assert makespan >= bound["ideal_s"]
 
 
