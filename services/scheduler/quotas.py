@@ -37,6 +37,9 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from google.protobuf.duration_pb2 import Duration
+
+from aios.sdk import quota as sdk_quota
 from services.runtime import errors, logs
 from services.scheduler.db import Database
 
@@ -99,26 +102,9 @@ class Limit:
     soft: bool = False
 
     def spec(self) -> str:
-        """As `aios quota set` takes it, e.g. soft:cost=5/day."""
-        out = f"{'soft:' if self.soft else ''}{self.metric}={max_text(self.max)}"
-        return f"{out}/{window_text(self.window)}" if self.window else out
-
-
-def max_text(value: float) -> str:
-    """A limit's MAX as specs write it (the SDK's spelling): 2.5, 100k, 1G."""
-    for suffix, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if value >= size and (value / size * 100) == int(value / size * 100):
-            return f"{value / size:g}{suffix}"
-    return f"{value:.12g}" if "e" not in f"{value:.12g}" else f"{value:.12f}".rstrip("0").rstrip(".")
-
-
-def window_text(seconds: int) -> str:
-    """As specs write a window (the SDK's spelling): 10s, 5min, 1h, day, 7day."""
-    for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
-        if seconds % size == 0:
-            count = seconds // size
-            return unit if unit == "day" and count == 1 else f"{count}{unit}"
-    return f"{seconds}s"
+        """As `aios quota set` takes it, e.g. soft:cost=5/day (the SDK's spelling)."""
+        out = f"{'soft:' if self.soft else ''}{self.metric}={sdk_quota.format_max(self.max)}"
+        return f"{out}/{sdk_quota.format_window(Duration(seconds=self.window))}" if self.window else out
 
 
 def window_start(now: float, window: int) -> int:
