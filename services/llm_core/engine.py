@@ -379,7 +379,8 @@ class LlmEngine:
         self.router = Router(self.endpoints, routing)
 
     def _prepare(self, req: ChatRequest) -> None:
-        if self.router.index and not req.prefix_hashes:
+        # A model with one endpoint has nothing to choose: no view to keep.
+        if self.router.index and not req.prefix_hashes and len(self.router.by_model.get(req.model, ())) > 1:
             req.prefix_text = prefix.prompt_text(req.messages)
             req.prefix_hashes = prefix.block_hashes(req.prefix_text)
 
