@@ -54,7 +54,7 @@ def test_stubs_import_as_versioned_packages():
                      "aios.memory.v1.MemoryService", "aios.storage.v1.StorageService",
                      "aios.access.v1.AccessService"}
     calls = {f.name for f in syscall_pb2.Syscall.DESCRIPTOR.oneofs_by_name["call"].fields}
-    assert calls == {"llm", "memory", "storage", "tool"}
+    assert calls == {"llm", "memory", "storage", "tool", "embed"}
 
 
 def test_the_agents_contract_holds_nothing_of_llm_cores_own():

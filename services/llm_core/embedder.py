@@ -217,7 +217,13 @@ class LocalEmbedder:
     # -- public API ---------------------------------------------------------
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        """Embed ``texts``; returns an ``(len(texts), 384)`` float32 array.
+        """Embed ``texts``; returns an ``(len(texts), 384)`` float32 array
+        (see embed_counted)."""
+        return self.embed_counted(texts)[0]
+
+    def embed_counted(self, texts: list[str]) -> tuple[np.ndarray, int]:
+        """Embed ``texts``; returns an ``(len(texts), 384)`` float32 array and
+        the number of tokens the model read (after truncation).
 
         Rows are L2-normalised, so a dot product is the cosine similarity.
         Texts are processed in batches of ``batch_size``, grouped by length
@@ -229,7 +235,7 @@ class LocalEmbedder:
         n = len(texts)
         out = np.zeros((n, self.dimensions), dtype=np.float32)
         if n == 0:
-            return out
+            return out, 0
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise TypeError(f"texts[{i}] is {type(t).__name__}, not str")
@@ -247,7 +253,7 @@ class LocalEmbedder:
                 input_ids[row, : len(seq)] = seq
                 mask[row, : len(seq)] = 1.0
             out[chunk] = self._forward(input_ids, mask)
-        return out
+        return out, sum(len(seq) for seq in ids)
 
     # -- model --------------------------------------------------------------
 

@@ -48,10 +48,11 @@ class Embeddings:
         model = request.model or self.default_model
         if model in (LOCAL, LOCAL_MODEL_NAME):
             embedder = await self._local_embedder()
-            vectors = await asyncio.to_thread(embedder.embed, list(request.inputs))
+            vectors, tokens = await asyncio.to_thread(embedder.embed_counted, list(request.inputs))
             return pb.EmbedResponse(
                 embeddings=[pb.Embedding(values=v.tolist()) for v in vectors],
-                dimensions=vectors.shape[1], model=LOCAL_MODEL_NAME)
+                dimensions=vectors.shape[1], model=LOCAL_MODEL_NAME,
+                usage=lc.Usage(prompt_tokens=tokens, total_tokens=tokens))
         ep = self.remote.get(model)
         if ep is None:
             raise errors.NotFound(f"unknown embedding model {model!r}", reason="UNKNOWN_MODEL", field="model")

@@ -31,6 +31,7 @@ class ModelCatalog:
         self.capacity: dict[str, int] = {}
         # The chat models as llm_core last listed them, in its order.
         self.models: list[llm.Model] = []
+        self.embedding_models: list[str] = []
         self._refreshed = 0.0
         self._lock = asyncio.Lock()
 
@@ -41,6 +42,7 @@ class ModelCatalog:
             raise from_rpc_error(exc) from None
         self._refreshed = time.monotonic()
         self.models = [m for m in resp.models if m.kind != llm.MODEL_KIND_EMBEDDING]
+        self.embedding_models = [m.name for m in resp.models if m.kind == llm.MODEL_KIND_EMBEDDING]
         self.capacity = {m.name: sum(e.max_concurrency for e in m.endpoints) or self._default
                          for m in self.models}
 
@@ -63,19 +65,27 @@ class ModelCatalog:
                                   reason="NO_DEFAULT_MODEL", field="syscall.llm.model")
         return self.models[0].name
 
-    async def check(self, model: str) -> None:
-        if model in self.capacity:
+    async def check(self, model: str, embedding: bool = False) -> None:
+        """NOT_FOUND unless llm_core serves `model` (a chat model, or an
+        embedding model with `embedding`)."""
+        def served():
+            return self.embedding_models if embedding else self.capacity
+
+        def known() -> bool:
+            return model in served()
+
+        if known():
             return
         # One refresh at a time: a burst of agents at a cold kernel must not
         # each ask llm_core (which probes every endpoint) at once.
         async with self._lock:
-            if model not in self.capacity and (
-                    time.monotonic() - self._refreshed >= REFRESH_SECONDS or not self.capacity):
+            if not known() and (time.monotonic() - self._refreshed >= REFRESH_SECONDS or not served()):
                 await self.refresh()
-        if model not in self.capacity:
-            known = ", ".join(sorted(self.capacity)) or "none"
-            raise errors.NotFound(f"unknown model {model!r} (served: {known})",
-                                  reason="UNKNOWN_MODEL", field="syscall.llm.model")
+        if not known():
+            what = "embedding model" if embedding else "model"
+            names = ", ".join(sorted(served())) or "none"
+            raise errors.NotFound(f"unknown {what} {model!r} (served: {names})", reason="UNKNOWN_MODEL",
+                                  field="syscall.embed.model" if embedding else "syscall.llm.model")
 
     def capacity_of(self, resource: str) -> int:
         return self.capacity.get(resource.removeprefix("llm:"), self._default)

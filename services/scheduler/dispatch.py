@@ -101,6 +101,8 @@ class Dispatcher:
                 return await self._memory(entry)
             if entry.kind == "storage":
                 return await self._storage(entry)
+            if entry.kind == "embed":
+                return await self._embed(entry)
             if entry.kind == "tool":
                 if self.tools is None:
                     raise errors.Unimplemented("the tool manager is not enabled")
@@ -108,6 +110,16 @@ class Dispatcher:
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
         raise errors.InvalidArgument(f"unknown syscall kind {entry.kind!r}")
+
+    async def _embed(self, entry: Entry) -> Outcome:
+        call = entry.syscall.embed
+        req = llm.EmbedRequest(model=call.model, inputs=call.inputs)
+        with _cancel_at_exit(self.llm.Embed(req, timeout=_timeout(entry))) as rpc:
+            resp = await rpc
+        entry.endpoint = resp.model
+        out = ks.EmbedResult(embeddings=[ks.Vector(values=e.values) for e in resp.embeddings],
+                             dimensions=resp.dimensions, model=resp.model)
+        return Outcome(output=out, prompt_tokens=resp.usage.prompt_tokens)
 
     async def _llm(self, entry: Entry, slice_tokens: int) -> Outcome:
         # The agent's call plus what only the kernel decides: the session,

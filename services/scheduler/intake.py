@@ -74,7 +74,7 @@ class Intake:
         call = syscall.WhichOneof("call")
         if call is None:
             raise errors.InvalidArgument(
-                "the syscall has no call: set one of llm, memory, storage or tool",
+                "the syscall has no call: set one of llm, memory, storage, tool or embed",
                 reason="EMPTY_SYSCALL", field="syscall.call")
         if len(syscall.request_id) > 128:
             raise errors.InvalidArgument("request_id is longer than 128 characters",
@@ -93,6 +93,11 @@ class Intake:
             validation.check_llm_call(copy.llm)
             await self.catalog.check(copy.llm.model)
             resource = f"llm:{copy.llm.model}"
+        elif call == "embed":
+            validation.check_embed(copy.embed)
+            if copy.embed.model:  # empty: llm_core's default
+                await self.catalog.check(copy.embed.model, embedding=True)
+            resource = "embed"
         elif call in ("memory", "storage"):
             inner = getattr(copy, call)
             op = inner.WhichOneof("op")

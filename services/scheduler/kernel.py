@@ -426,8 +426,9 @@ class Kernel:
         entry.prompt_tokens += outcome.prompt_tokens
         entry.completion_tokens += outcome.completion_tokens
         entry.cached_tokens += outcome.cached_tokens
-        if entry.kind == "llm":
-            prices = self.prices(entry.syscall.llm.model, entry.endpoint) if self.prices else None
+        if entry.kind in ("llm", "embed"):
+            # Embedding endpoints carry no prices: their tokens count, at no cost.
+            prices = self.prices(entry.syscall.llm.model, entry.endpoint) if self.prices and entry.kind == "llm" else None
             cost = quotas.cost_of(prices, outcome.prompt_tokens, outcome.completion_tokens, outcome.cached_tokens)
             entry.cost += cost
             if self.quotas is not None:

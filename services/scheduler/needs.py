@@ -39,6 +39,11 @@ def needs(agent: str, syscall: ks.Syscall, *, irreversible_tools: Collection[str
     if call == "llm":
         model = syscall.llm.model
         return [Need(access.EXECUTE, access.Resource(access.LLM, "", model), False, f"use model {model}")]
+    if call == "embed":
+        # An embedding model is a model: the same rule as a chat model's.
+        model = syscall.embed.model
+        return [Need(access.EXECUTE, access.Resource(access.LLM, "", model), False,
+                     f"embed with model {model or '(default)'}")]
     if call == "tool":
         name = syscall.tool.name
         irreversible = name in irreversible_tools

@@ -399,6 +399,10 @@ class Quotas:
                 return {}
             n = len(req.memories) if entry.syscall.memory.WhichOneof("op") == "batch_add" else 1
             return {MEMORY_RECORDS: float(n)}
+        if entry.kind == "embed":
+            prompt = float(math.ceil(sum(len(t.encode()) for t in entry.syscall.embed.inputs) / BYTES_PER_TOKEN))
+            return {REQUESTS: 1.0, PARALLEL: 1.0, PROMPT_TOKENS: prompt, COMPLETION_TOKENS: 0.0, TOKENS: prompt,
+                    COST: 0.0}
         if entry.kind != "llm":
             return {}
         call = entry.syscall.llm

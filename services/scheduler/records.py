@@ -27,6 +27,7 @@ KINDS = {
     "memory": ks.SYSCALL_KIND_MEMORY,
     "storage": ks.SYSCALL_KIND_STORAGE,
     "tool": ks.SYSCALL_KIND_TOOL,
+    "embed": ks.SYSCALL_KIND_EMBED,
 }
 
 _CODES = {

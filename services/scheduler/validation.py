@@ -17,6 +17,28 @@ TEMPERATURE = (0.0, 2.0)
 TOP_P = (0.0, 1.0)
 
 
+# Inputs of one embed syscall, as llm_core takes them.
+MAX_EMBED_INPUTS = 2048
+MAX_EMBED_BYTES = 8 * 1024 * 1024
+
+
+def check_embed(req, prefix: str = "syscall.embed") -> None:
+    """INVALID_ARGUMENT for an embed call llm_core would refuse or choke on."""
+    def at(name: str) -> str:
+        return f"{prefix}.{name}" if prefix else name
+
+    if not req.inputs:
+        raise errors.InvalidArgument("inputs must not be empty", field=at("inputs"))
+    if len(req.inputs) > MAX_EMBED_INPUTS:
+        raise errors.InvalidArgument(f"at most {MAX_EMBED_INPUTS} inputs per call, not {len(req.inputs)}",
+                                     field=at("inputs"))
+    for i, text in enumerate(req.inputs):
+        if not text:
+            raise errors.InvalidArgument(f"inputs[{i}] is empty", field=at(f"inputs[{i}]"))
+    if sum(len(t) for t in req.inputs) > MAX_EMBED_BYTES:
+        raise errors.InvalidArgument(f"the inputs exceed {MAX_EMBED_BYTES} characters in all", field=at("inputs"))
+
+
 def check_llm_call(req: lc.LlmCall, prefix: str = "syscall.llm") -> None:
     """INVALID_ARGUMENT naming the field (under `prefix`, "" for none) at fault."""
     def at(name: str) -> str:

@@ -179,6 +179,22 @@ class _Llm:
     def __init__(self, client) -> None:
         self._c = client
 
+    def embed(self, inputs: list[str], *, model: str = "", request_id: str | None = None,
+              timeout: float | None = None):
+        """Embed texts with one of llm_core's embedding models (empty: its
+        default); returns a list of vectors, one per input, in order
+        (awaitable with AsyncClient). The record, with usage, is on
+        `submit(client.llm.embed_syscall(...))`."""
+        return self._c._call(self.embed_syscall(inputs, model=model, request_id=request_id),
+                             lambda record: [list(e.values) for e in record.embed.embeddings], timeout)
+
+    def embed_syscall(self, inputs: list[str], *, model: str = "", request_id: str | None = None) -> ks.Syscall:
+        """The embed syscall `embed` sends, without sending it."""
+        if isinstance(inputs, str):
+            raise TypeError("inputs is a list of strings")
+        return self._c._syscall(embed=ks.EmbedCall(model=model, inputs=list(inputs)),
+                                request_id=request_id)
+
     def syscall(self, prompt: str | list[dict[str, Any]], *, model: str | None = None,
                 system: str | None = None, tools: list[Any] | None = None, tool_choice: str | None = None,
                 json_schema: dict[str, Any] | None = None, json_object: bool = False,

@@ -7,10 +7,11 @@ from aios.storage.v1 import storage_service_pb2 as _storage_service_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -22,6 +23,7 @@ class SyscallKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SYSCALL_KIND_MEMORY: _ClassVar[SyscallKind]
     SYSCALL_KIND_STORAGE: _ClassVar[SyscallKind]
     SYSCALL_KIND_TOOL: _ClassVar[SyscallKind]
+    SYSCALL_KIND_EMBED: _ClassVar[SyscallKind]
 
 class SyscallState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -38,6 +40,7 @@ SYSCALL_KIND_LLM: SyscallKind
 SYSCALL_KIND_MEMORY: SyscallKind
 SYSCALL_KIND_STORAGE: SyscallKind
 SYSCALL_KIND_TOOL: SyscallKind
+SYSCALL_KIND_EMBED: SyscallKind
 SYSCALL_STATE_UNSPECIFIED: SyscallState
 SYSCALL_STATE_QUEUED: SyscallState
 SYSCALL_STATE_RUNNING: SyscallState
@@ -48,7 +51,7 @@ SYSCALL_STATE_FAILED: SyscallState
 SYSCALL_STATE_CANCELLED: SyscallState
 
 class Syscall(_message.Message):
-    __slots__ = ("request_id", "session_id", "priority", "deadline", "llm", "memory", "storage", "tool")
+    __slots__ = ("request_id", "session_id", "priority", "deadline", "llm", "memory", "storage", "tool", "embed")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +60,7 @@ class Syscall(_message.Message):
     MEMORY_FIELD_NUMBER: _ClassVar[int]
     STORAGE_FIELD_NUMBER: _ClassVar[int]
     TOOL_FIELD_NUMBER: _ClassVar[int]
+    EMBED_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     session_id: str
     priority: int
@@ -65,7 +69,8 @@ class Syscall(_message.Message):
     memory: MemoryCall
     storage: StorageCall
     tool: ToolCall
-    def __init__(self, request_id: _Optional[str] = ..., session_id: _Optional[str] = ..., priority: _Optional[int] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., llm: _Optional[_Union[_llm_pb2.LlmCall, _Mapping]] = ..., memory: _Optional[_Union[MemoryCall, _Mapping]] = ..., storage: _Optional[_Union[StorageCall, _Mapping]] = ..., tool: _Optional[_Union[ToolCall, _Mapping]] = ...) -> None: ...
+    embed: EmbedCall
+    def __init__(self, request_id: _Optional[str] = ..., session_id: _Optional[str] = ..., priority: _Optional[int] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., llm: _Optional[_Union[_llm_pb2.LlmCall, _Mapping]] = ..., memory: _Optional[_Union[MemoryCall, _Mapping]] = ..., storage: _Optional[_Union[StorageCall, _Mapping]] = ..., tool: _Optional[_Union[ToolCall, _Mapping]] = ..., embed: _Optional[_Union[EmbedCall, _Mapping]] = ...) -> None: ...
 
 class MemoryCall(_message.Message):
     __slots__ = ("add", "batch_add", "get", "update", "delete", "list", "search")
@@ -185,6 +190,30 @@ class StorageResult(_message.Message):
     share: _access_service_pb2.Grant
     def __init__(self, write: _Optional[_Union[_storage_service_pb2.WriteFileResponse, _Mapping]] = ..., read: _Optional[_Union[ReadFileResult, _Mapping]] = ..., stat: _Optional[_Union[_storage_service_pb2.StatFileResponse, _Mapping]] = ..., list: _Optional[_Union[_storage_service_pb2.ListFilesResponse, _Mapping]] = ..., delete: _Optional[_Union[_storage_service_pb2.DeleteFileResponse, _Mapping]] = ..., list_versions: _Optional[_Union[_storage_service_pb2.ListFileVersionsResponse, _Mapping]] = ..., rollback: _Optional[_Union[_storage_service_pb2.RollbackFileResponse, _Mapping]] = ..., retrieve: _Optional[_Union[_storage_service_pb2.RetrieveFilesResponse, _Mapping]] = ..., presign: _Optional[_Union[_storage_service_pb2.PresignFileResponse, _Mapping]] = ..., share: _Optional[_Union[_access_service_pb2.Grant, _Mapping]] = ...) -> None: ...
 
+class EmbedCall(_message.Message):
+    __slots__ = ("model", "inputs")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    inputs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Vector(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class EmbedResult(_message.Message):
+    __slots__ = ("embeddings", "dimensions", "model")
+    EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    embeddings: _containers.RepeatedCompositeFieldContainer[Vector]
+    dimensions: int
+    model: str
+    def __init__(self, embeddings: _Optional[_Iterable[_Union[Vector, _Mapping]]] = ..., dimensions: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...
+
 class ToolCall(_message.Message):
     __slots__ = ("name", "arguments", "tool_call_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -212,7 +241,7 @@ class SyscallError(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class SyscallRecord(_message.Message):
-    __slots__ = ("id", "request_id", "agent", "session_id", "kind", "resource", "state", "priority", "create_time", "queue_time", "start_time", "finish_time", "deadline", "waiting", "turnaround", "preemptions", "usage", "error", "confirmation_id", "parent_id", "cost", "llm", "memory", "storage", "tool")
+    __slots__ = ("id", "request_id", "agent", "session_id", "kind", "resource", "state", "priority", "create_time", "queue_time", "start_time", "finish_time", "deadline", "waiting", "turnaround", "preemptions", "usage", "error", "confirmation_id", "parent_id", "cost", "llm", "memory", "storage", "tool", "embed")
     ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
@@ -238,6 +267,7 @@ class SyscallRecord(_message.Message):
     MEMORY_FIELD_NUMBER: _ClassVar[int]
     STORAGE_FIELD_NUMBER: _ClassVar[int]
     TOOL_FIELD_NUMBER: _ClassVar[int]
+    EMBED_FIELD_NUMBER: _ClassVar[int]
     id: str
     request_id: str
     agent: str
@@ -263,7 +293,8 @@ class SyscallRecord(_message.Message):
     memory: MemoryResult
     storage: StorageResult
     tool: ToolResult
-    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., agent: _Optional[str] = ..., session_id: _Optional[str] = ..., kind: _Optional[_Union[SyscallKind, str]] = ..., resource: _Optional[str] = ..., state: _Optional[_Union[SyscallState, str]] = ..., priority: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., waiting: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., turnaround: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., preemptions: _Optional[int] = ..., usage: _Optional[_Union[_llm_pb2.Usage, _Mapping]] = ..., error: _Optional[_Union[SyscallError, _Mapping]] = ..., confirmation_id: _Optional[str] = ..., parent_id: _Optional[str] = ..., cost: _Optional[float] = ..., llm: _Optional[_Union[_llm_pb2.Completion, _Mapping]] = ..., memory: _Optional[_Union[MemoryResult, _Mapping]] = ..., storage: _Optional[_Union[StorageResult, _Mapping]] = ..., tool: _Optional[_Union[ToolResult, _Mapping]] = ...) -> None: ...
+    embed: EmbedResult
+    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., agent: _Optional[str] = ..., session_id: _Optional[str] = ..., kind: _Optional[_Union[SyscallKind, str]] = ..., resource: _Optional[str] = ..., state: _Optional[_Union[SyscallState, str]] = ..., priority: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., waiting: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., turnaround: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., preemptions: _Optional[int] = ..., usage: _Optional[_Union[_llm_pb2.Usage, _Mapping]] = ..., error: _Optional[_Union[SyscallError, _Mapping]] = ..., confirmation_id: _Optional[str] = ..., parent_id: _Optional[str] = ..., cost: _Optional[float] = ..., llm: _Optional[_Union[_llm_pb2.Completion, _Mapping]] = ..., memory: _Optional[_Union[MemoryResult, _Mapping]] = ..., storage: _Optional[_Union[StorageResult, _Mapping]] = ..., tool: _Optional[_Union[ToolResult, _Mapping]] = ..., embed: _Optional[_Union[EmbedResult, _Mapping]] = ...) -> None: ...
 
 class SyscallEvent(_message.Message):
     __slots__ = ("syscall_id", "time", "queued", "started", "delta", "preempted", "resumed", "awaiting_confirmation", "finished")
