@@ -181,7 +181,7 @@ def test_every_argument_has_help():
 async def test_tables_have_header_rows(kernel, aios):
     async with AsyncClient(kernel, token="table-agent", timeout=60) as c:
         await c.tools.call("calculator", {"expression": "1+1"})
-    for argv, header in ((["ps"], ["AGENT", "RUN", "QUEUED"]), (["syscalls"], ["ID", "AGENT", "KIND"]),
+    for argv, header in ((["ps"], ["AGENT", "RUN", "QUEUED"]), (["syscalls"], ["ID", "AGENT", "SESSION"]),
                          (["models"], ["MODEL", "ENDPOINT"])):
         code, out, err = await aios(*argv, "--kernel", kernel, "--token", "table-agent")
         assert code == 0, err

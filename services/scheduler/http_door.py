@@ -1,18 +1,27 @@
 """An OpenAI-compatible HTTP door on the kernel (/v1/chat/completions,
-/v1/models), so an agent built on any framework that speaks the OpenAI API
-runs through the kernel by changing its base URL; its API key is its agent
-token. Each request becomes an LLM syscall: same authentication, policy,
-limits, accounting and process table as gRPC callers.
+/v1/embeddings, /v1/models, /v1/models/{id}), so an agent built on any
+framework that speaks the OpenAI API runs through the kernel by changing its
+base URL; its API key is its agent token. Each request becomes a syscall:
+same authentication, policy, limits, accounting and process table as gRPC
+callers.
+
+Every error, on every path (unknown ones included), is an OpenAI error
+object: {"error": {"message", "type", "code", "param"}} with the type OpenAI
+clients expect for the HTTP status and `param` in the request's own terms.
+The `X-AIOS-Session` header names the agent run a request belongs to (one
+process may carry several), else the body's `user`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 import uuid
 from typing import Any
 
+import numpy as np
 from aiohttp import web
 
 from aios.common.v1 import llm_pb2 as lc
@@ -37,12 +46,91 @@ _FINISH = {lc.FINISH_REASON_STOP: "stop", lc.FINISH_REASON_LENGTH: "length",
            lc.FINISH_REASON_TOOL_CALLS: "tool_calls", lc.FINISH_REASON_CONTENT_FILTER: "content_filter"}
 
 
-def _error(err: errors.AiosError) -> web.Response:
-    status = _HTTP_STATUS.get(err.code, 500)
+# OpenAI's error types by HTTP status (what its clients and frameworks read).
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "invalid_request_error", 409: "invalid_request_error", 429: "rate_limit_error",
+                499: "invalid_request_error", 501: "invalid_request_error"}
+# The kernel's reasons that have an OpenAI code of their own.
+_ERROR_CODES = {"UNKNOWN_MODEL": "model_not_found", "NO_DEFAULT_MODEL": "model_not_found",
+                "MISSING_CREDENTIAL": "invalid_api_key", "MALFORMED_CREDENTIAL": "invalid_api_key",
+                "UNKNOWN_CREDENTIAL": "invalid_api_key", "REVOKED_CREDENTIAL": "invalid_api_key",
+                "QUOTA_EXCEEDED": "rate_limit_exceeded",
+                "AGENT_LIMIT": "rate_limit_exceeded", "QUEUE_FULL": "rate_limit_exceeded"}
+# Fields of the syscall as the door's requests name them.
+_PARAMS = {"syscall.request_id": "Idempotency-Key", "syscall.session_id": "X-AIOS-Session"}
+
+
+def _param(field: str, params: dict[str, str]) -> str | None:
+    if not field:
+        return None
+    if field in params:
+        return params[field]
+    if field in _PARAMS:
+        return _PARAMS[field]
+    for prefix in ("syscall.llm.", "syscall.embed."):
+        if field.startswith(prefix):
+            field = field[len(prefix):]
+            return params.get(field, field)
+    return field
+
+
+def error_body(err: errors.AiosError, params: dict[str, str] | None = None) -> dict[str, Any]:
+    """The error as OpenAI's API shapes it; `params` renames the syscall's
+    fields into the request's (say "inputs" -> "input")."""
+    reason = err.reason or err.code
+    return {"error": {"message": err.message, "type": _ERROR_TYPES.get(_HTTP_STATUS.get(err.code, 500), "server_error"),
+                      "code": _ERROR_CODES.get(reason, reason.lower()), "param": _param(err.field, params or {})}}
+
+
+def _error(err: errors.AiosError, params: dict[str, str] | None = None) -> web.Response:
     headers = {"Retry-After": str(max(1, round(err.retry_after)))} if err.retry_after else {}
-    body = {"error": {"message": err.message, "type": err.code.lower(), "code": err.reason or err.code,
-                      "param": err.field or None}}
-    return web.json_response(body, status=status, headers=headers)
+    return web.json_response(error_body(err, params), status=_HTTP_STATUS.get(err.code, 500), headers=headers)
+
+
+@web.middleware
+async def openai_errors(request: web.Request, handler):
+    """Unknown paths and methods, and anything unforeseen, answer with an
+    OpenAI error object too (never a plain-text page)."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        if exc.status == 404:
+            err: errors.AiosError = errors.NotFound(
+                f"no such endpoint: {request.method} {request.path} (this door serves /v1/chat/completions, "
+                "/v1/responses, /v1/embeddings, /v1/models and /mcp)", reason="UNKNOWN_URL")
+        elif exc.status == 405:
+            err = errors.InvalidArgument(f"method {request.method} is not allowed on {request.path}",
+                                         reason="METHOD_NOT_ALLOWED")
+        elif exc.status == 413:
+            err = errors.InvalidArgument(f"the body is larger than {request.client_max_size} bytes",
+                                         reason="BODY_TOO_LARGE")
+        else:
+            err = errors.InvalidArgument(exc.reason or "bad request")
+        resp = _error(err)
+        resp.set_status(exc.status)
+        if exc.status == 405:
+            resp.headers["Allow"] = exc.headers.get("Allow", "")
+        return resp
+    except errors.AiosError as err:
+        return _error(err)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("the HTTP door failed on a request", path=request.path)
+        return _error(errors.Internal("the kernel failed on this request; it is logged"))
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object, or INVALID_ARGUMENT."""
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise errors.InvalidArgument("the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise errors.InvalidArgument("the body must be a JSON object")
+    return body
 
 
 def _content(value: Any) -> str:
@@ -189,32 +277,86 @@ class HttpDoor:
         header = request.headers.get("Authorization", "")
         return await self.intake.caller([("authorization", header)] if header else [])
 
+    @staticmethod
+    def envelope(request: web.Request, body: dict[str, Any], **call) -> ks.Syscall:
+        """The syscall of a request: its call, idempotency key and agent run."""
+        return ks.Syscall(request_id=request.headers.get("Idempotency-Key", ""),
+                          session_id=request.headers.get("X-AIOS-Session", "") or str(body.get("user") or ""),
+                          **call)
+
+    async def _models(self, request: web.Request) -> list[dict[str, Any]]:
+        await self._caller(request)
+        catalog = self.intake.catalog
+        await catalog.refresh()
+        now = int(time.time())
+        return [{"id": name, "object": "model", "created": now, "owned_by": "aios"}
+                for name in sorted({*catalog.capacity, *catalog.embedding_models})]
+
     async def models(self, request: web.Request) -> web.Response:
         try:
-            await self._caller(request)
-            await self.intake.catalog.refresh()
+            return web.json_response({"object": "list", "data": await self._models(request)})
         except errors.AiosError as err:
             return _error(err)
-        now = int(time.time())
-        return web.json_response({"object": "list", "data": [
-            {"id": name, "object": "model", "created": now, "owned_by": "aios"}
-            for name in sorted(self.intake.catalog.capacity)]})
+
+    async def model(self, request: web.Request) -> web.Response:
+        name = request.match_info["model"]
+        try:
+            for model in await self._models(request):
+                if model["id"] == name:
+                    return web.json_response(model)
+            raise errors.NotFound(f"the model {name!r} does not exist", reason="UNKNOWN_MODEL", field="model")
+        except errors.AiosError as err:
+            return _error(err)
+
+    async def embeddings(self, request: web.Request) -> web.Response:
+        rctx.request_id.set(request.headers.get("X-Request-Id") or uuid.uuid4().hex)
+        params = {"inputs": "input"}
+        try:
+            caller = await self._caller(request)
+            body = await json_body(request)
+            if not isinstance(body.get("model"), str) or not body["model"]:
+                raise errors.InvalidArgument("model is required", field="model")
+            inputs = body.get("input")
+            if isinstance(inputs, str):
+                inputs = [inputs]
+            if not isinstance(inputs, list) or not all(isinstance(x, str) for x in inputs):
+                raise errors.InvalidArgument(
+                    "input must be a string or a list of strings (token arrays are not taken: "
+                    "the kernel's embedding models read text)", field="input")
+            fmt = body.get("encoding_format") or "float"
+            if fmt not in ("float", "base64"):
+                raise _bad("encoding_format", '"float" or "base64"')
+            dimensions = _integer(body, "dimensions")
+            call = ks.EmbedCall(model=body["model"], inputs=inputs)
+            entry = await self.intake.start(caller, self.envelope(request, body, embed=call), None)
+            await self.kernel.wait(entry, entry.deadline)
+            record = self.intake.outcome(entry)
+        except errors.AiosError as err:
+            return _error(err, params)
+        result = record.embed
+        if dimensions is not None and dimensions != result.dimensions:
+            return _error(errors.InvalidArgument(
+                f"model {result.model} gives {result.dimensions} dimensions, not {dimensions}",
+                field="dimensions"))
+
+        def vector(values) -> Any:
+            if fmt == "float":
+                return list(values)
+            return base64.b64encode(np.asarray(values, dtype="<f4").tobytes()).decode()
+
+        tokens = record.usage.prompt_tokens
+        return web.json_response({
+            "object": "list", "model": result.model,
+            "data": [{"object": "embedding", "index": i, "embedding": vector(e.values)}
+                     for i, e in enumerate(result.embeddings)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         rctx.request_id.set(request.headers.get("X-Request-Id") or uuid.uuid4().hex)
         try:
             caller = await self._caller(request)
-            try:
-                body = await request.json()
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise errors.InvalidArgument("the body is not JSON") from None
-            if not isinstance(body, dict):
-                raise errors.InvalidArgument("the body must be a JSON object")
-            syscall = ks.Syscall(
-                llm=llm_call(body),
-                request_id=request.headers.get("Idempotency-Key", ""),
-                session_id=request.headers.get("X-AIOS-Session", "") or str(body.get("user") or ""),
-            )
+            body = await json_body(request)
+            syscall = self.envelope(request, body, llm=llm_call(body))
             stream = bool(body.get("stream"))
             events: asyncio.Queue = asyncio.Queue()
             entry = await self.intake.start(caller, syscall, None, events if stream else None)
@@ -262,8 +404,7 @@ class HttpDoor:
             try:
                 record = self.intake.outcome(entry)
             except errors.AiosError as err:
-                await resp.write(f"data: {json.dumps({'error': {'message': err.message, 'code': err.code}})}\n\n"
-                                 .encode())
+                await resp.write(f"data: {json.dumps(error_body(err))}\n\n".encode())
             else:
                 tool_calls = _message(record.llm).get("tool_calls")
                 if tool_calls:
@@ -280,9 +421,11 @@ class HttpDoor:
         return resp
 
     async def start(self, host: str, port: int) -> int:
-        app = web.Application(client_max_size=8 * 1024 * 1024)
+        app = web.Application(client_max_size=8 * 1024 * 1024, middlewares=[openai_errors])
         app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/v1/models/{model}", self.model)
         app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/embeddings", self.embeddings)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, backlog=4096)

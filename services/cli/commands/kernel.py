@@ -29,6 +29,8 @@ def _syscalls(kernel, args) -> None:
     filters = {"page_size": args.limit}
     if args.agent:
         filters["agent"] = args.agent
+    if args.session:
+        filters["session_id"] = args.session
     if args.state:
         filters["state"] = ks.SyscallState.Value(f"SYSCALL_STATE_{args.state.upper()}")
     page = kernel.list_syscalls(**filters)
@@ -38,10 +40,10 @@ def _syscalls(kernel, args) -> None:
         state = ks.SyscallState.Name(r.state).removeprefix("SYSCALL_STATE_").lower()
         if r.confirmation_id:
             state = f"{state} ({r.confirmation_id})"
-        rows.append((r.id, r.agent[:16], kind, r.resource[:18], state, _ms(r.waiting), _ms(r.turnaround),
-                     r.usage.total_tokens))
-    common.table(("ID", "AGENT", "KIND", "RESOURCE", "STATE", "WAIT", "TURNAROUND", "TOKENS"), rows,
-                 right=(5, 6, 7), empty="no syscalls match")
+        rows.append((r.id, r.agent[:16], r.session_id[:16] or "-", kind, r.resource[:18], state, _ms(r.waiting),
+                     _ms(r.turnaround), r.usage.total_tokens))
+    common.table(("ID", "AGENT", "SESSION", "KIND", "RESOURCE", "STATE", "WAIT", "TURNAROUND", "TOKENS"), rows,
+                 right=(6, 7, 8), empty="no syscalls match")
 
 
 def _policy(kernel, args) -> None:
@@ -64,6 +66,8 @@ def register(sub, client_args) -> None:
 
     sc = sub.add_parser("syscalls", help="recent syscalls with state, waiting and turnaround")
     sc.add_argument("--agent", default="", help="only this agent's (an agent sees only its own; admins all)")
+    sc.add_argument("--session", default="", metavar="RUN",
+                    help="only this agent run's (the session id; X-AIOS-Session at the HTTP door)")
     sc.add_argument("--state", default="", choices=STATES, metavar="STATE",
                     help=f"only calls in this state: {', '.join(STATES)}")
     sc.add_argument("--limit", type=int, default=30, metavar="N", help="the newest N (default 30)")
