@@ -31,6 +31,7 @@ from services.runtime import errors, logs
 from services.scheduler import events as ev
 from services.scheduler import validation
 from services.scheduler.intake import drain
+from services.scheduler.mcp_door import McpDoor
 from services.scheduler.table import Entry
 
 log = logs.get("http")
@@ -426,6 +427,8 @@ class HttpDoor:
         app.router.add_get("/v1/models/{model}", self.model)
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/embeddings", self.embeddings)
+        # The kernel's tools over MCP at /mcp, started and stopped with this app.
+        McpDoor(self.intake).mount(app, host)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, backlog=4096)

@@ -3,10 +3,11 @@ validated before they run, run with a timeout, within a concurrency limit and
 never beside a tool they conflict with.
 
 Built-in tools: a calculator (pure arithmetic, parsed, never eval'd, each
-step's size bounded before it runs), and the calling agent's own files and
-memory, whose operations are syscalls of that agent through the kernel's
-intake (its rules, confirmations and accounting apply to them). Tools served by MCP servers
-(configured by command or URL) are listed at start and called over MCP.
+step's size bounded before it runs), the calling agent's files (its own, or
+another agent's it has been granted) and its memory, whose operations are
+syscalls of that agent through the kernel's intake (its rules, confirmations
+and accounting apply to them). Tools served by MCP servers (configured by
+command or URL) are listed at start and called over MCP.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class Tool:
     conflicts_with: tuple[str, ...] = ()
     timeout: float = 30.0
     source: str = "builtin"
+    # Changes nothing (an MCP client may run it without asking); None = unknown.
+    read_only: bool | None = None
     running: int = 0
     validator: Any = field(default=None, repr=False)
 
@@ -179,6 +182,7 @@ class ToolManager:
                 conflicts_with=tuple(opts.get("conflicts_with", ())),
                 timeout=float(opts.get("timeout", 30.0)),
                 source=f"mcp:{name}",
+                read_only=t.annotations.read_only_hint if t.annotations else None,
             ))
         log.info("mcp server connected", server=name, tools=[t.name for t in listed])
 
@@ -283,8 +287,10 @@ async def _calculator(entry, args: dict[str, Any]) -> str:
 
 
 def builtin_tools(submit) -> list[Tool]:
-    """The calculator, and the calling agent's own files and memory.
+    """The calculator, the calling agent's files and its memory.
 
+    The file tools take an optional `owner`: another agent's files, which it
+    has shared with the caller; the access rules decide on the inner call.
     What the file and memory tools do is submitted as syscalls of the
     calling agent (`submit(tool_entry, syscall) -> SyscallRecord`, the
     kernel's intake): the same access rules, confirmations, accounting and
@@ -297,7 +303,8 @@ def builtin_tools(submit) -> list[Tool]:
         return ks.Syscall(memory=ks.MemoryCall(**op))
 
     async def files_read(entry, args):
-        record = await submit(entry, storage(read=st.ReadFileRequest(path=args["path"])))
+        record = await submit(entry, storage(read=st.ReadFileRequest(owner=args.get("owner", ""),
+                                                                     path=args["path"])))
         content = record.storage.read.content
         if len(content) > TOOL_READ_LIMIT:
             raise errors.FailedPrecondition(
@@ -307,13 +314,14 @@ def builtin_tools(submit) -> list[Tool]:
 
     async def files_write(entry, args):
         record = await submit(entry, storage(write=ks.WriteFileInline(
-            path=args["path"], content=args["content"].encode(), content_type="text/plain; charset=utf-8")))
+            owner=args.get("owner", ""), path=args["path"], content=args["content"].encode(),
+            content_type="text/plain; charset=utf-8")))
         f = record.storage.write.file
         return json.dumps({"path": f.path, "version_id": f.version_id, "size": f.size})
 
     async def files_list(entry, args):
         record = await submit(entry, storage(list=st.ListFilesRequest(
-            prefix=args.get("prefix", ""), recursive=True, page_size=100)))
+            owner=args.get("owner", ""), prefix=args.get("prefix", ""), recursive=True, page_size=100)))
         return json.dumps([f.path for f in record.storage.list.files])
 
     async def memory_add(entry, args):
@@ -323,30 +331,34 @@ def builtin_tools(submit) -> list[Tool]:
 
     async def memory_search(entry, args):
         record = await submit(entry, memory(search=mem.SearchMemoriesRequest(
-            query=args["query"], top_k=args.get("k", 3))))
+            query=args["query"], top_k=int(args.get("k", 3)))))  # JSON numbers arrive as floats
         return json.dumps([{"content": r.memory.content, "score": round(r.score, 3)}
                            for r in record.memory.search.results])
 
     obj = lambda props, required: {"type": "object", "properties": props, "required": required,  # noqa: E731
                                    "additionalProperties": False}
+    # Empty or absent: the caller's own files.
+    owner = {"type": "string", "description": "Another agent's files, which it has shared with you "
+                                              "(its agent name); omit for your own."}
     return [
         Tool("calculator", "Evaluate an arithmetic expression, e.g. (17*23)+4 or sqrt(2).",
              obj({"expression": {"type": "string", "minLength": 1}}, ["expression"]),
-             _calculator, max_concurrency=16, timeout=5.0),
-        Tool("files.read", "Read one of your text files.", obj({"path": {"type": "string"}}, ["path"]),
-             files_read),
-        Tool("files.write", "Write (create or overwrite) one of your text files.",
-             obj({"path": {"type": "string"}, "content": {"type": "string"}}, ["path", "content"]),
-             files_write),
-        Tool("files.list", "List your files under a prefix.", obj({"prefix": {"type": "string"}}, []),
-             files_list),
+             _calculator, max_concurrency=16, timeout=5.0, read_only=True),
+        Tool("files.read", "Read one of your text files (or, with owner, one another agent shared with you).",
+             obj({"path": {"type": "string"}, "owner": owner}, ["path"]), files_read, read_only=True),
+        Tool("files.write", "Write (create or overwrite) one of your text files (or, with owner, one in "
+             "another agent's files that it shared with you for writing).",
+             obj({"path": {"type": "string"}, "content": {"type": "string"}, "owner": owner}, ["path", "content"]),
+             files_write, read_only=False),
+        Tool("files.list", "List your files under a prefix (or, with owner, another agent's shared with you).",
+             obj({"prefix": {"type": "string"}, "owner": owner}, []), files_list, read_only=True),
         Tool("memory.add", "Remember a fact.",
              obj({"content": {"type": "string", "minLength": 1},
                   "tags": {"type": "array", "items": {"type": "string"}}}, ["content"]),
-             memory_add),
+             memory_add, read_only=False),
         Tool("memory.search", "Recall the facts closest in meaning to a query.",
              obj({"query": {"type": "string", "minLength": 1}, "k": {"type": "integer", "minimum": 1, "maximum": 20}},
                  ["query"]),
-             memory_search),
+             memory_search, read_only=True),
     ]
 
