@@ -287,10 +287,13 @@ async def drain(events: asyncio.Queue, until: asyncio.Future):
     """Yield queued events until `until` is done and the queue is empty."""
     while True:
         getter = asyncio.ensure_future(events.get())
-        await asyncio.wait({getter, until}, return_when=asyncio.FIRST_COMPLETED)
-        if getter.done():
+        try:
+            await asyncio.wait({getter, until}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not getter.done():  # also when the reader is cancelled (its client went away)
+                getter.cancel()
+        if not getter.cancelled():
             yield getter.result()
             continue
-        getter.cancel()
         if events.empty():
             return
