@@ -426,6 +426,8 @@ class HttpDoor:
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/v1/models/{model}", self.model)
         app.router.add_post("/v1/chat/completions", self.chat)
+        from services.scheduler.responses import Responses  # here: it imports this module
+        Responses(self).register(app)
         app.router.add_post("/v1/embeddings", self.embeddings)
         # The kernel's tools over MCP at /mcp, started and stopped with this app.
         McpDoor(self.intake).mount(app, host)
