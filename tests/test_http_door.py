@@ -218,6 +218,8 @@ async def test_every_path_answers_with_an_openai_error(door, method, path, statu
             assert resp.status == status and resp.content_type == "application/json", await resp.text()
             error = (await resp.json())["error"]
     assert error["code"] == code and error["message"] and error["type"] == "invalid_request_error"
+    if path == "/v1/completions":
+        assert "chat/completions" in error["message"]
 
 
 async def test_errors_name_the_request_fields_and_openai_types(door):

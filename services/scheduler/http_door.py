@@ -97,8 +97,12 @@ async def openai_errors(request: web.Request, handler):
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        if exc.status == 404:
+        if exc.status == 404 and request.path.rstrip("/") == "/v1/completions":
             err: errors.AiosError = errors.NotFound(
+                "the legacy completions API is not served: the kernel's LLM calls are chat calls "
+                "(POST /v1/chat/completions or /v1/responses)", reason="UNKNOWN_URL")
+        elif exc.status == 404:
+            err = errors.NotFound(
                 f"no such endpoint: {request.method} {request.path} (this door serves /v1/chat/completions, "
                 "/v1/responses, /v1/embeddings, /v1/models and /mcp)", reason="UNKNOWN_URL")
         elif exc.status == 405:
