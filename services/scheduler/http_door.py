@@ -127,6 +127,15 @@ async def openai_errors(request: web.Request, handler):
         return _error(errors.Internal("the kernel failed on this request; it is logged"))
 
 
+def let_go(entry: Entry, events: asyncio.Queue, waiter: asyncio.Future) -> None:
+    """A stream's end: stop listening to the call; if it is still running,
+    its client went away, and the kernel cancels it."""
+    if events in entry.subscribers:
+        entry.subscribers.remove(events)
+    if not waiter.done():
+        waiter.cancel()
+
+
 async def json_body(request: web.Request) -> dict[str, Any]:
     """The request's JSON object, or INVALID_ARGUMENT."""
     try:
@@ -419,10 +428,7 @@ class HttpDoor:
                     await send({}, usage=_usage(record))
             await resp.write(b"data: [DONE]\n\n")
         finally:
-            if events in entry.subscribers:
-                entry.subscribers.remove(events)
-            if not waiter.done():
-                waiter.cancel()  # the client went away: the kernel cancels the call
+            let_go(entry, events, waiter)
         return resp
 
     async def start(self, host: str, port: int) -> int:

@@ -373,12 +373,7 @@ class Responses:
         origins: dict[str, str] = {}
         try:
             caller = await self.door._caller(request)
-            try:
-                body = await request.json()
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise errors.InvalidArgument("the body is not JSON") from None
-            if not isinstance(body, dict):
-                raise errors.InvalidArgument("the body must be a JSON object")
+            body = await http_door.json_body(request)
             previous = None
             if body.get("previous_response_id") is not None:
                 previous = self._find(caller.name, body["previous_response_id"], "previous_response_id")
@@ -471,8 +466,5 @@ class Responses:
             keep(response)  # before the last event: a client may chain on it at once
             await send(f"response.{response['status']}", response=response)
         finally:
-            if events in entry.subscribers:
-                entry.subscribers.remove(events)
-            if not waiter.done():
-                waiter.cancel()  # the client went away: the kernel cancels the call
+            http_door.let_go(entry, events, waiter)
         return resp
