@@ -292,7 +292,7 @@ async def drain(events: asyncio.Queue, until: asyncio.Future):
         finally:
             if not getter.done():  # also when the reader is cancelled (its client went away)
                 getter.cancel()
-        if not getter.cancelled():
+        if getter.done() and not getter.cancelled():
             yield getter.result()
             continue
         if events.empty():
