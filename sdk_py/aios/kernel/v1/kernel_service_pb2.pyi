@@ -321,16 +321,32 @@ class ServiceHealth(_message.Message):
     def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., status: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("services", "default_model", "policy", "auth")
+    __slots__ = ("services", "default_model", "policy", "auth", "queues")
     SERVICES_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_MODEL_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     AUTH_FIELD_NUMBER: _ClassVar[int]
+    QUEUES_FIELD_NUMBER: _ClassVar[int]
     services: _containers.RepeatedCompositeFieldContainer[ServiceHealth]
     default_model: str
     policy: Policy
     auth: str
-    def __init__(self, services: _Optional[_Iterable[_Union[ServiceHealth, _Mapping]]] = ..., default_model: _Optional[str] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., auth: _Optional[str] = ...) -> None: ...
+    queues: _containers.RepeatedCompositeFieldContainer[ResourceQueue]
+    def __init__(self, services: _Optional[_Iterable[_Union[ServiceHealth, _Mapping]]] = ..., default_model: _Optional[str] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., auth: _Optional[str] = ..., queues: _Optional[_Iterable[_Union[ResourceQueue, _Mapping]]] = ...) -> None: ...
+
+class ResourceQueue(_message.Message):
+    __slots__ = ("resource", "capacity", "running", "queued", "held")
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    resource: str
+    capacity: int
+    running: int
+    queued: int
+    held: int
+    def __init__(self, resource: _Optional[str] = ..., capacity: _Optional[int] = ..., running: _Optional[int] = ..., queued: _Optional[int] = ..., held: _Optional[int] = ...) -> None: ...
 
 class QuotaLimit(_message.Message):
     __slots__ = ("metric", "window", "max", "soft")

@@ -241,7 +241,7 @@ class SyscallError(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class SyscallRecord(_message.Message):
-    __slots__ = ("id", "request_id", "agent", "session_id", "kind", "resource", "state", "priority", "create_time", "queue_time", "start_time", "finish_time", "deadline", "waiting", "turnaround", "preemptions", "usage", "error", "confirmation_id", "parent_id", "cost", "llm", "memory", "storage", "tool", "embed")
+    __slots__ = ("id", "request_id", "agent", "session_id", "kind", "resource", "state", "priority", "create_time", "queue_time", "start_time", "finish_time", "deadline", "waiting", "turnaround", "preemptions", "usage", "error", "confirmation_id", "parent_id", "cost", "trace_id", "llm", "memory", "storage", "tool", "embed")
     ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
@@ -263,6 +263,7 @@ class SyscallRecord(_message.Message):
     CONFIRMATION_ID_FIELD_NUMBER: _ClassVar[int]
     PARENT_ID_FIELD_NUMBER: _ClassVar[int]
     COST_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     LLM_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FIELD_NUMBER: _ClassVar[int]
     STORAGE_FIELD_NUMBER: _ClassVar[int]
@@ -289,12 +290,13 @@ class SyscallRecord(_message.Message):
     confirmation_id: str
     parent_id: str
     cost: float
+    trace_id: str
     llm: _llm_pb2.Completion
     memory: MemoryResult
     storage: StorageResult
     tool: ToolResult
     embed: EmbedResult
-    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., agent: _Optional[str] = ..., session_id: _Optional[str] = ..., kind: _Optional[_Union[SyscallKind, str]] = ..., resource: _Optional[str] = ..., state: _Optional[_Union[SyscallState, str]] = ..., priority: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., waiting: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., turnaround: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., preemptions: _Optional[int] = ..., usage: _Optional[_Union[_llm_pb2.Usage, _Mapping]] = ..., error: _Optional[_Union[SyscallError, _Mapping]] = ..., confirmation_id: _Optional[str] = ..., parent_id: _Optional[str] = ..., cost: _Optional[float] = ..., llm: _Optional[_Union[_llm_pb2.Completion, _Mapping]] = ..., memory: _Optional[_Union[MemoryResult, _Mapping]] = ..., storage: _Optional[_Union[StorageResult, _Mapping]] = ..., tool: _Optional[_Union[ToolResult, _Mapping]] = ..., embed: _Optional[_Union[EmbedResult, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., agent: _Optional[str] = ..., session_id: _Optional[str] = ..., kind: _Optional[_Union[SyscallKind, str]] = ..., resource: _Optional[str] = ..., state: _Optional[_Union[SyscallState, str]] = ..., priority: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., waiting: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., turnaround: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., preemptions: _Optional[int] = ..., usage: _Optional[_Union[_llm_pb2.Usage, _Mapping]] = ..., error: _Optional[_Union[SyscallError, _Mapping]] = ..., confirmation_id: _Optional[str] = ..., parent_id: _Optional[str] = ..., cost: _Optional[float] = ..., trace_id: _Optional[str] = ..., llm: _Optional[_Union[_llm_pb2.Completion, _Mapping]] = ..., memory: _Optional[_Union[MemoryResult, _Mapping]] = ..., storage: _Optional[_Union[StorageResult, _Mapping]] = ..., tool: _Optional[_Union[ToolResult, _Mapping]] = ..., embed: _Optional[_Union[EmbedResult, _Mapping]] = ...) -> None: ...
 
 class SyscallEvent(_message.Message):
     __slots__ = ("syscall_id", "time", "queued", "started", "delta", "preempted", "resumed", "awaiting_confirmation", "finished")
