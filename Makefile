@@ -10,7 +10,7 @@ AUTOGEN_VENV := .venv-autogen
 AUTOGEN_STAMP := $(AUTOGEN_VENV)/.installed
 DATA ?= .aios
 
-.PHONY: install demo up test protos lint bench bench-prefix bench-quick faults clean
+.PHONY: install browser demo up test protos lint bench bench-prefix bench-quick faults clean
 
 install: $(STAMP)
 
@@ -40,7 +40,14 @@ up: install
 demo: install
 	$(PY) -m services.cli.demo --data $(DATA)
 
-test: install $(AUTOGEN_STAMP)
+# A real headless browser for tests/test_console.py: Debian's chromium and
+# its driver, installed only when chromedriver is missing (as root, else with sudo).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser:
+	@command -v chromedriver >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
+
+test: install browser $(AUTOGEN_STAMP)
 	$(VENV)/bin/buf lint
 	$(PY) -m pytest -q
 

@@ -186,3 +186,21 @@ async def test_tables_have_header_rows(kernel, aios):
         code, out, err = await aios(*argv, "--kernel", kernel, "--token", "table-agent")
         assert code == 0, err
         assert out.splitlines()[0].split()[:len(header)] == header
+
+
+async def test_top_once_prints_one_frame_of_agents_queues_and_syscalls(kernel, aios):
+    async with AsyncClient(kernel, token="top-agent", timeout=60) as c:
+        await c.tools.call("calculator", {"expression": "2+3"})
+    code, out, err = await aios("top", "--once", "--kernel", kernel, "--token", "top-agent")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith(f"aios top - kernel {kernel}, auth dev, policy ") and "\x1b[" not in out
+    headers = {line.split()[0]: i for i, line in enumerate(lines) if line.isupper() or line.startswith("CONFIRMATIONS")}
+    assert {"AGENT", "RESOURCE", "ID", "CONFIRMATIONS"} <= set(headers), out
+    agents = lines[headers["AGENT"] + 1:headers["RESOURCE"]]
+    assert any(row.split()[:4] == ["top-agent", "0", "0", "1"] for row in agents), out
+    queues = lines[headers["RESOURCE"] + 1:headers["CONFIRMATIONS"]]
+    assert any(row.split()[:3] == ["tool", "64", "0"] for row in queues), out
+    assert "none in development mode" in lines[headers["CONFIRMATIONS"]]
+    assert any(row.split()[1] == "top-agent" and row.split()[3:5] == ["tool", "tool"]
+               for row in lines[headers["ID"] + 1:]), out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -163,7 +164,15 @@ def test_process_table_policy_and_metrics(stack):
     with urllib.request.urlopen(f"http://127.0.0.1:{stack['metrics']}/metrics", timeout=10) as resp:
         text = resp.read().decode()
     assert 'aios_queue_depth{resource="llm:smollm2"}' in text
-    assert 'aios_tokens_total{agent="ps-agent",type="completion"}' in text
+    # Tokens without an agent label (per-agent usage is `aios ps`'s).
+    assert 'aios_tokens_total{type="completion"}' in text and "ps-agent" not in text
+    # Every service serves its own metrics, on a port `aios up` prints.
+    printed = re.findall(r"metrics +(http://\S+/metrics) \((\w+)\)", "".join(stack["output"]))
+    assert sorted(name for _, name in printed) == ["access", "kernel", "llm_core", "memory", "storage"]
+    for url, name in printed:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            page = resp.read().decode()
+        assert "aios_build_info" in page and f'service="{name}"' in page, url
 
 
 def test_a_killed_child_heals_without_a_person(stack, tmp_path):

@@ -3,7 +3,10 @@
 Kubernetes version deploy/k8s/README.md names, and the deployment keeps its
 invariants (probes, security context, no literal secrets, Services that select
 pods, one image, ports that match what the services listen on, resources,
-NetworkPolicies, single-writer volumes).
+NetworkPolicies, single-writer volumes, ServiceMonitors that find their
+Services). overlays/test adds every component (deploy/k8s/components) to prod.
+Custom resources (ServiceMonitor) have no schema in kubernetes-validate: the
+invariants check them instead (check_service_monitors).
 
 `violations(docs)` checks a rendering given as a list of documents, so the
 tests can break a copy and see the checker report it. From the shell:
@@ -28,7 +31,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "deploy" / "k8s"
-OVERLAYS = ("base", "overlays/dev", "overlays/prod")
+OVERLAYS = ("base", "overlays/dev", "overlays/prod", "overlays/test")
 NAMESPACE = "aios"
 
 # The version deploy/k8s/README.md names. The newest schemas of the installed
@@ -42,14 +45,16 @@ SERVICES = {"scheduler": "AIOS_KERNEL_", "llm_core": "AIOS_LLM_", "memory": "AIO
 # The kernel's address variables -> the service they must lead to.
 ADDRESSES = {"AIOS_LLM_ADDR": "llm_core", "AIOS_MEMORY_ADDR": "memory",
              "AIOS_STORAGE_ADDR": "storage", "AIOS_ACCESS_ADDR": "access"}
-# Who may open connections to whom (pods by app.kubernetes.io/name; "*" = any
-# client). Every workload of a rendering must be listed.
+# Who may open connections to whom (pods by app.kubernetes.io/name,
+# "namespace:NAME" for any pod of a namespace; "*" = any client). Every
+# workload of a rendering must be listed.
+MONITORING = "namespace:monitoring"
 EXPECTED_INGRESS = {
-    "kernel": {"*"},
-    "llm-core": {"kernel", "memory", "storage"},
-    "memory": {"kernel"},
-    "storage": {"kernel"},
-    "access": {"kernel"},
+    "kernel": {"*", MONITORING},
+    "llm-core": {"kernel", "memory", "storage", MONITORING},
+    "memory": {"kernel", MONITORING},
+    "storage": {"kernel", MONITORING},
+    "access": {"kernel", MONITORING},
     "qdrant": {"memory", "storage"},
     "minio": {"storage"},
     "model-server": {"llm-core"},
@@ -60,6 +65,9 @@ DEV_MARKER = "dev-only"
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL")
 WORKLOADS = ("Deployment", "StatefulSet")
 NAME_LABEL = "app.kubernetes.io/name"
+NAMESPACE_LABEL = "kubernetes.io/metadata.name"
+# Kinds of CRDs: not in kubernetes-validate's schemas; the invariants check them.
+CUSTOM_KINDS = {"ServiceMonitor": "monitoring.coreos.com/v1"}
 
 
 # --------------------------------------------------------------------------- rendering
@@ -152,6 +160,14 @@ def config(docs: list[dict]) -> dict[str, str]:
 
 def selects(selector: dict, labels: dict) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def matches(selector: dict, labels: dict) -> bool:
+    """A LabelSelector (matchLabels and matchExpressions) against labels; {} matches all."""
+    ops = {"In": lambda k, vs: labels.get(k) in vs, "NotIn": lambda k, vs: labels.get(k) not in vs,
+           "Exists": lambda k, _: k in labels, "DoesNotExist": lambda k, _: k not in labels}
+    return (all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+            and all(ops[e["operator"]](e["key"], e.get("values", [])) for e in selector.get("matchExpressions", [])))
 
 
 def default_port(module: str) -> int:
@@ -359,11 +375,13 @@ def check_ports(docs):
             yield f"aios-config {prefix}PORT={cfg.get(f'{prefix}PORT')!r}, services/{module} listens on {listens}"
         if cfg.get(f"{prefix}HOST") != "0.0.0.0":
             yield f"aios-config {prefix}HOST={cfg.get(f'{prefix}HOST')!r}: in a pod it must be 0.0.0.0"
+        served = [(f"{prefix}METRICS_PORT", "metrics")]
         if module == "scheduler":
-            for var, name in (("AIOS_KERNEL_METRICS_PORT", "metrics"), ("AIOS_KERNEL_HTTP_PORT", "http")):
-                port = named_port(c, name)
-                if port is None or cfg.get(var) != str(port):
-                    yield f"{where}: {var}={cfg.get(var)!r} is not the container port named {name} ({port})"
+            served.append(("AIOS_KERNEL_HTTP_PORT", "http"))
+        for var, name in served:
+            port = named_port(c, name)
+            if port is None or cfg.get(var) != str(port):
+                yield f"{where}: {var}={cfg.get(var)!r} is not the container port named {name} ({port})"
     for module in SERVICES:
         if module not in seen:
             yield f"no Deployment runs services.{module}"
@@ -430,25 +448,88 @@ def ingress_sources(docs) -> dict[str, set[str]]:
     policies = [p for p in of_kind(docs, "NetworkPolicy") if "Ingress" in p["spec"].get("policyTypes", ["Ingress"])]
     result = {}
     for name, labels in names.items():
-        selecting = [p for p in policies if all(
-            labels.get(k) == v for k, v in p["spec"].get("podSelector", {}).get("matchLabels", {}).items())]
+        selecting = [p for p in policies if matches(p["spec"].get("podSelector", {}), labels)]
         if not selecting:
             result[name] = {"*"}  # no policy selects it: Kubernetes admits everything
             continue
         sources = set()
         for p in selecting:
             for rule in p["spec"].get("ingress", []):
-                peers = rule.get("from", [])
-                if not peers:
-                    sources.add("*")
-                for peer in peers:
-                    if "ipBlock" in peer or "namespaceSelector" in peer or "matchExpressions" in peer.get("podSelector", {}):
-                        sources.add("*")
-                        continue
-                    match = peer.get("podSelector", {}).get("matchLabels", {})
-                    sources |= {n for n, lab in names.items() if all(lab.get(k) == v for k, v in match.items())}
+                sources |= rule_sources(rule, names)
         result[name] = sources
     return result
+
+
+def rule_sources(rule: dict, names: dict[str, dict]) -> set[str]:
+    """Who an ingress rule admits: workload names, "namespace:NAME", or "*"."""
+    peers = rule.get("from", [])
+    if not peers:
+        return {"*"}
+    sources = set()
+    for peer in peers:
+        namespaces = peer.get("namespaceSelector")
+        if namespaces is not None:
+            # A whole namespace, named by the label Kubernetes sets; anything broader is anyone.
+            named = namespaces.get("matchLabels", {}).get(NAMESPACE_LABEL)
+            only_name = set(namespaces) == {"matchLabels"} and len(namespaces["matchLabels"]) == 1
+            sources.add(f"namespace:{named}" if named and only_name and "podSelector" not in peer else "*")
+        elif "ipBlock" in peer or "matchExpressions" in peer.get("podSelector", {}):
+            sources.add("*")
+        else:
+            match = peer.get("podSelector", {}).get("matchLabels", {})
+            sources |= {n for n, lab in names.items() if all(lab.get(k) == v for k, v in match.items())}
+    return sources
+
+
+def _opens(rule: dict, container_ports: list[dict], name: str) -> bool:
+    """Whether a rule opens the container port called `name` (a rule without ports opens all)."""
+    numbers = {cp["containerPort"] for cp in container_ports if cp.get("name") == name}
+    if not numbers:
+        return False
+    ports = rule.get("ports")
+    return not ports or any(p["port"] == name or p["port"] in numbers for p in ports)
+
+
+def check_metrics_ingress(docs):
+    """The metrics ports admit the monitoring namespace only, and a namespace
+    is admitted to the metrics ports only."""
+    names = {pod_labels(w).get(NAME_LABEL): pod_labels(w) for w in of_kind(docs, *WORKLOADS)}
+    for p in of_kind(docs, "NetworkPolicy"):
+        targets = [w for w in of_kind(docs, *WORKLOADS) if matches(p["spec"].get("podSelector", {}), pod_labels(w))]
+        container_ports = [cp for w in targets for c in containers(w) for cp in c.get("ports", [])]
+        for rule in p["spec"].get("ingress", []):
+            sources = rule_sources(rule, names)
+            if _opens(rule, container_ports, "metrics") and sources != {MONITORING}:
+                yield f"{kind_name(p)}: admits port metrics from {sorted(sources)}: only {MONITORING} may scrape"
+            if any(s.startswith("namespace:") for s in sources) and [q["port"] for q in rule.get("ports", [])] != ["metrics"]:
+                yield f"{kind_name(p)}: admits {sorted(sources)} to ports other than metrics"
+
+
+def check_service_monitors(docs):
+    """Custom resources by hand (no schema offline): known fields only, and a
+    ServiceMonitor selects a Service here with the port it scrapes."""
+    for d in docs:
+        want = CUSTOM_KINDS.get(d["kind"])
+        if want is not None and d.get("apiVersion") != want:
+            yield f"{kind_name(d)}: apiVersion {d.get('apiVersion')!r}, expected {want}"
+    for m in of_kind(docs, "ServiceMonitor"):
+        spec = m.get("spec", {})
+        unknown = set(spec) - {"selector", "endpoints", "namespaceSelector", "jobLabel"}
+        if unknown:
+            yield f"{kind_name(m)}: unknown spec fields {sorted(unknown)}"
+        selector = spec.get("selector", {}).get("matchLabels", {})
+        services = [svc for svc in of_kind(docs, "Service") if selects(selector, svc["metadata"].get("labels", {}))]
+        if len(services) != 1:
+            yield f"{kind_name(m)}: selects {len(services)} Services by their labels {selector}, expected one"
+        for e in spec.get("endpoints", []):
+            unknown = set(e) - {"port", "path", "interval", "scrapeTimeout", "scheme"}
+            if unknown:
+                yield f"{kind_name(m)}: unknown endpoint fields {sorted(unknown)}"
+            for svc in services:
+                if e.get("port") not in {p.get("name") for p in svc["spec"]["ports"]}:
+                    yield f"{kind_name(m)}: scrapes port {e.get('port')!r}, which {kind_name(svc)} does not name"
+        if not spec.get("endpoints"):
+            yield f"{kind_name(m)}: no endpoints"
 
 
 def check_network(docs):
@@ -465,8 +546,8 @@ def check_network(docs):
             extra, missing = sorted(sources - expected), sorted(expected - sources)
             yield f"{name}: reachable from {sorted(sources)}, expected {sorted(expected)} (extra {extra}, missing {missing})"
     for p in of_kind(docs, "NetworkPolicy"):
-        match = p["spec"].get("podSelector", {}).get("matchLabels", {})
-        targets = [w for w in of_kind(docs, *WORKLOADS) if match and selects(match, pod_labels(w))]
+        selector = p["spec"].get("podSelector", {})
+        targets = [w for w in of_kind(docs, *WORKLOADS) if selector and matches(selector, pod_labels(w))]
         for rule in p["spec"].get("ingress", []):
             for port in rule.get("ports", []):
                 for w in targets:
@@ -508,8 +589,8 @@ def check_scaling(docs):
 
 
 CHECKS = (check_namespace, check_probes, check_security, check_secrets, check_services,
-          check_images, check_ports, check_resources, check_network, check_single_writers,
-          check_scaling)
+          check_images, check_ports, check_resources, check_network, check_metrics_ingress,
+          check_single_writers, check_scaling, check_service_monitors)
 
 
 def violations(docs: list[dict], *, allow_dev_literals: bool = False) -> list[str]:
@@ -546,6 +627,8 @@ def test_overlay_validates_strictly(overlay):
     failures = []
     for version in _schema_versions():
         for doc in render(overlay):
+            if doc["kind"] in CUSTOM_KINDS:
+                continue  # no schema offline: check_service_monitors
             try:
                 utils.validate(doc, version, strict=True)
             except utils.ValidationError as exc:
@@ -710,13 +793,29 @@ BREAKS = {
                              "no default-deny ingress"),
     "access scaled out": (lambda d: find(d, "Deployment", "access")["spec"].update(replicas=2), "exactly one replica"),
     "HPA fights apply": (lambda d: find(d, "Deployment", "memory")["spec"].update(replicas=3), "sets spec.replicas"),
+    "metrics open to every client": (
+        lambda d: find(d, "NetworkPolicy", "kernel-from-clients")["spec"]["ingress"][0]["ports"].append(
+            {"port": "metrics"}), "admits port metrics from ['*']"),
+    "metrics open to every namespace": (
+        lambda d: find(d, "NetworkPolicy", "metrics-from-monitoring")["spec"]["ingress"][0]["from"][0].update(
+            namespaceSelector={}), "admits port metrics from ['*']"),
+    "monitoring reaches grpc": (
+        lambda d: find(d, "NetworkPolicy", "metrics-from-monitoring")["spec"]["ingress"][0]["ports"].append(
+            {"port": "grpc"}), "to ports other than metrics"),
+    "metrics port drift": (lambda d: _set_config(d, "AIOS_LLM_METRICS_PORT", "9999"),
+                           "AIOS_LLM_METRICS_PORT='9999' is not the container port named metrics"),
+    "ServiceMonitor on a missing port": (
+        lambda d: find(d, "ServiceMonitor", "memory")["spec"]["endpoints"][0].update(port="metric"),
+        "scrapes port 'metric'"),
+    "ServiceMonitor selects no Service": (
+        lambda d: find(d, "Service", "access")["metadata"]["labels"].pop(NAME_LABEL), "selects 0 Services"),
 }
 
 
 @pytest.mark.parametrize("name", sorted(BREAKS))
 def test_checker_reports_a_broken_invariant(name):
     mutate, expected = BREAKS[name]
-    docs = render("overlays/prod")
+    docs = render("overlays/test")  # prod, and every component
     assert violations(docs) == []
     mutate(docs)
     found = violations(docs)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from prometheus_client import Counter
+
 from aios.access.v1 import access_service_pb2 as pb
 from aios.access.v1 import access_service_pb2_grpc as pb_grpc
 from services.access import callers
+from services.access import model as m
 from services.access.config import Config
 from services.access.control import AccessControl
 from services.access.servicer import AccessServicer
 from services.access.store import Store
 from services.runtime import logs, trust
+from services.runtime.metrics import ServiceMetrics
 from services.runtime.server import Service
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AccessService"].full_name
@@ -30,7 +34,12 @@ async def build(config: Config) -> Service:
     service_trust = trust.Trust.from_tokens(trust.ACCESS, dict(config.service_tokens))
     if not service_trust.enabled:
         log.warning("no service credentials configured: service trust is off")
-    servicer = AccessServicer(control)
+    metrics = ServiceMetrics("access", config.metrics_port)
+    checks = Counter("aios_access_checks", "Check decisions", ["action", "decision"], registry=metrics.registry)
+    for action in m.ACTIONS:
+        for decision in (m.ALLOW, m.DENY, m.NEEDS_CONFIRMATION):
+            checks.labels(action, decision)  # 0 before the first, so rates start at once
+    servicer = AccessServicer(control, decided=lambda action, decision: checks.labels(action, decision).inc())
 
     async def close() -> None:
         store.close()
@@ -40,4 +49,5 @@ async def build(config: Config) -> Service:
         register=lambda server: pb_grpc.add_AccessServiceServicer_to_server(servicer, server),
         close=close,
         authorize=callers.make_authorize(service_trust, control.admin_name),
+        metrics=metrics,
     )

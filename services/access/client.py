@@ -65,9 +65,10 @@ class AccessClient:
     async def close(self) -> None:
         await self._channel.close()
 
-    async def _call(self, method, request, timeout: float | None = None):
+    async def _call(self, method, request, timeout: float | None = None, metadata=None):
         try:
-            return await method(request, timeout=self.timeout if timeout is None else timeout)
+            return await method(request, timeout=self.timeout if timeout is None else timeout,
+                                metadata=metadata)
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
 
@@ -160,6 +161,21 @@ class AccessClient:
         raise errors.DeadlineExceeded(f"confirmation {conf.id} expired unanswered",
                                       reason="CONFIRMATION_EXPIRED")
 
+    # The operator's own: these need an administrator's token (the kernel's
+    # service credential may not list or answer confirmations), passed on
+    # from the person at the kernel's console, who is audited as the resolver.
+    async def list_confirmations(self, admin_token: str, state: str = m.PENDING) -> list[m.Confirmation]:
+        reply = await self._call(self._stub.ListConfirmations,
+                                 pb.ListConfirmationsRequest(state=cv.STATES[state]),
+                                 metadata=_as_admin(admin_token))
+        return [cv.confirmation(c) for c in reply.confirmations]
+
+    async def resolve_confirmation(self, admin_token: str, confirmation_id: str, approve: bool) -> m.Confirmation:
+        reply = await self._call(self._stub.ResolveConfirmation,
+                                 pb.ResolveConfirmationRequest(id=confirmation_id, approve=approve),
+                                 metadata=_as_admin(admin_token))
+        return cv.confirmation(reply.confirmation)
+
     # -- grants (ShareFile syscalls; the call's x-aios-agent must be the grantor)
     async def create_grant(self, grantor: str, grantee: str, kind: str, *, path_prefix: str = "",
                            write: bool = False, ttl: float | None = None) -> m.Grant:
@@ -181,6 +197,11 @@ class AccessClient:
     async def list_grants(self, grantor: str = "", grantee: str = "") -> list[m.Grant]:
         reply = await self._call(self._stub.ListGrants, pb.ListGrantsRequest(grantor=grantor, grantee=grantee))
         return [cv.grant(g) for g in reply.grants]
+
+
+def _as_admin(token: str) -> list[tuple[str, str]]:
+    """Metadata that replaces the service credential with an admin's token."""
+    return [("authorization", f"Bearer {token}")]
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:

@@ -9,6 +9,7 @@
 | AIOS_ACCESS_CONFIRMATION_TTL | 300 | seconds a confirmation waits when the caller sets no ttl |
 | AIOS_ACCESS_CONFIRMATION_MAX_TTL | 86400 | upper bound of a requested ttl |
 | AIOS_ACCESS_DB_SYNC_FULL | false | fsync every commit (audit survives power loss; slower) |
+| AIOS_ACCESS_METRICS_PORT | -1 (off) | Prometheus metrics over HTTP (0: any free port) |
 | AIOS_DATA_DIR | .aios | the data folder |
 Service credentials: see services/runtime/trust.py (AIOS_SERVICE_TOKENS_FILE, ...).
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from services.access import model
 from services.runtime import trust
-from services.runtime.config import ConfigError, Env, server_address
+from services.runtime.config import ConfigError, Env, metrics_port, server_address
 
 DEFAULT_PORT = 50055
 
@@ -37,6 +38,8 @@ class Config:
     db_sync_full: bool = False
     # Service credentials, name -> token (or sha256:<hex>); empty = trust off.
     service_tokens: tuple[tuple[str, str], ...] = ()
+    # Prometheus metrics over HTTP; -1 = off, 0 = any free port.
+    metrics_port: int = -1
 
     @classmethod
     def from_env(cls, environ=None) -> "Config":
@@ -60,4 +63,5 @@ class Config:
             max_confirmation_ttl=max_ttl,
             db_sync_full=env.bool("DB_SYNC_FULL", False),
             service_tokens=tuple(sorted(trust.load_tokens(environ).items())),
+            metrics_port=metrics_port(env),
         )

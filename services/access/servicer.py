@@ -7,6 +7,8 @@ acting for an agent (x-aios-agent), limits grant changes to that agent's own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aios.access.v1 import access_service_pb2 as pb
 from aios.access.v1 import access_service_pb2_grpc as pb_grpc
 from services.access import callers
@@ -33,17 +35,23 @@ def _acting_agent() -> str:
 
 
 class AccessServicer(pb_grpc.AccessServiceServicer):
-    def __init__(self, control: AccessControl) -> None:
+    def __init__(self, control: AccessControl,
+                 decided: Callable[[str, str], None] = lambda action, decision: None) -> None:
         self.control = control
+        # Told the action and decision of every Check (model.ACTIONS, ALLOW,
+        # DENY or NEEDS_CONFIRMATION), for the metrics.
+        self.decided = decided
 
     async def Authenticate(self, request, context):
         principal = await self.control.authenticate(request.token)
         return pb.AuthenticateResponse(principal=cv.principal_pb(principal))
 
     async def Check(self, request, context):
+        action = cv.action(request.action)
         decision = await self.control.check(
-            request.principal.name, cv.action(request.action), cv.resource(request.resource),
+            request.principal.name, action, cv.resource(request.resource),
             irreversible=request.irreversible, syscall_id=request.syscall_id)
+        self.decided(action, decision.decision)
         return pb.CheckResponse(decision=cv.DECISIONS[decision.decision], reason=decision.reason)
 
     # -- agents

@@ -147,14 +147,20 @@ def command(fn: Callable) -> Callable:
     return lambda args: with_client(fn, args)
 
 
+def table_lines(header: Sequence[str], rows: Sequence[Sequence[object]], *,
+                right: Sequence[int] = ()) -> list[str]:
+    """Rows under a header as lines, columns aligned (indexes in `right` to the right)."""
+    cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return ["  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+            for row in cells]
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[object]], *, right: Sequence[int] = (),
           empty: str = "") -> None:
     """Rows under a header, columns aligned (indexes in `right` to the right);
     `empty` goes to stderr when there are no rows."""
-    cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    for row in cells:
-        out = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
-        print("  ".join(out).rstrip())
+    for line in table_lines(header, rows, right=right):
+        print(line)
     if not rows and empty:
         print(empty, file=sys.stderr)

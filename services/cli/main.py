@@ -68,10 +68,13 @@ def cmd_up(args) -> int:
     except Exception as exc:  # noqa: BLE001 - reported, children already stopped
         print(f"aios up failed: {exc}", file=sys.stderr)
         return 1
-    if args.metrics_port >= 0:
-        print(f"  metrics     http://{args.host}:{args.metrics_port}/metrics", flush=True)
+    for svc, port in stack.metrics_ports.items():
+        if port >= 0:
+            name = "kernel" if svc == "scheduler" else svc
+            print(f"  metrics     http://{args.host}:{port}/metrics ({name})", flush=True)
     if args.http_port >= 0:
         print(f"  openai door http://{args.host}:{args.http_port}/v1", flush=True)
+        print(f"  console     http://{args.host}:{args.http_port}/console (sign in with the admin token)", flush=True)
     print(f"ready: the kernel listens on {stack.address('scheduler')}; Ctrl-C stops everything", flush=True)
     if stack.address("scheduler") != common.DEFAULT_KERNEL:
         print(f"  for other commands: export AIOS_KERNEL={stack.address('scheduler')} "
@@ -190,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--policy", default=os.environ.get("AIOS_KERNEL_POLICY", "fifo"),
                     help="scheduling policy: fifo, round_robin, priority, fair_share, agent_aware")
     up.add_argument("--metrics-port", type=int, default=9464, metavar="PORT",
-                    help="Prometheus metrics of the kernel at http://HOST:PORT/metrics (-1: off)")
+                    help="Prometheus metrics of the kernel at http://HOST:PORT/metrics, the other "
+                         "services' on free ports (printed at start; -1: all off)")
     up.add_argument("--http-port", type=int, default=50080, metavar="PORT",
                     help="the kernel's OpenAI-compatible door at http://HOST:PORT/v1 (-1: off)")
     _port_args(up)

@@ -78,7 +78,9 @@ class StackConfig:
     llm_endpoints: str = ""
     llm_parallel: int = 4
     policy: str = "fifo"
-    # Prometheus metrics of the kernel over HTTP; -1 = off, 0 = any free port.
+    # Prometheus metrics of the kernel over HTTP; -1 = off (for every
+    # service), 0 = any free port. The other services serve theirs on free
+    # ports (Stack.metrics_ports).
     metrics_port: int = -1
     # The kernel's OpenAI-compatible HTTP door; -1 = off.
     http_port: int = -1
@@ -93,6 +95,13 @@ class Stack:
         self.logs = config.data_dir / "logs"
         self.supervisor = Supervisor([], config.data_dir, say=say)
         self._env: dict[str, str] = {}
+        # Where each service serves /metrics, kept across restarts: the kernel
+        # where asked, the others on free ports; -1 = off.
+        self.metrics_ports = dict.fromkeys(SERVICES, -1)
+        if config.metrics_port >= 0:
+            for svc in SERVICES:
+                asked = config.metrics_port if svc == "scheduler" else 0
+                self.metrics_ports[svc] = asked or free_port(config.host)
 
     @property
     def procs(self) -> dict[str, subprocess.Popen]:
@@ -125,7 +134,8 @@ class Stack:
         env["AIOS_STORAGE_ADDR"] = self.address("storage")
         env["AIOS_ACCESS_ADDR"] = self.address("access")
         env.setdefault("AIOS_KERNEL_POLICY", cfg.policy)
-        env["AIOS_KERNEL_METRICS_PORT"] = str(cfg.metrics_port)
+        for svc in SERVICES:
+            env[f"{ENV_PREFIX[svc]}METRICS_PORT"] = str(self.metrics_ports[svc])
         env["AIOS_KERNEL_HTTP_PORT"] = str(cfg.http_port)
         # Each embedded store in its own folder: one process owns a Qdrant path.
         env["AIOS_MEMORY_QDRANT_PATH"] = str(cfg.data_dir / "memory-qdrant")

@@ -14,15 +14,20 @@ from aios.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from services.llm_core.config import Config
 from services.llm_core.embeddings import Embeddings
 from services.llm_core.engine import LlmEngine
+from services.llm_core.metrics import LlmMetrics
 from services.llm_core.servicer import LlmServicer
 from services.runtime import trust
+from services.runtime.metrics import ServiceMetrics
 from services.runtime.server import Service
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LlmService"].full_name
 
 
 async def build(config: Config) -> Service:
-    engine = LlmEngine(list(config.endpoints), config.routing)
+    metrics = ServiceMetrics("llm_core", config.metrics_port)
+    observer = LlmMetrics(metrics.registry)
+    engine = LlmEngine(list(config.endpoints), config.routing, observer=observer)
+    observer.watch(engine.endpoints)
     embeddings = Embeddings(config.embedding_model, list(config.endpoints))
     servicer = LlmServicer(engine, embeddings)
     # The first round now, so health is true from the first call on.
@@ -44,6 +49,7 @@ async def build(config: Config) -> Service:
         authorize=service_trust.authorize(trust.ACCEPTS[trust.LLM_CORE]),
         ready=ready,
         extra_tasks=[watch],  # cancelled by the runtime before close()
+        metrics=metrics,
     )
 
 

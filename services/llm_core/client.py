@@ -11,12 +11,13 @@ from aios.llm.v1 import llm_service_pb2 as llm
 from aios.llm.v1 import llm_service_pb2_grpc as llm_grpc
 from services.runtime import errors
 from services.runtime.channels import channel
+from services.runtime.metrics import Latencies
 from services.runtime.status import from_rpc_error
 
 
 class EmbeddingClient:
     def __init__(self, address: str, *, model: str = "", service_token: str = "", timeout: float = 120.0,
-                 batch: int = 32, dimensions: int | None = None) -> None:
+                 batch: int = 32, dimensions: int | None = None, latencies: Latencies | None = None) -> None:
         self._channel = channel(address, service_token)
         self._stub = llm_grpc.LlmServiceStub(self._channel)
         self.model = model
@@ -24,6 +25,8 @@ class EmbeddingClient:
         self.batch = batch
         # When set, every vector must have this many dimensions.
         self.dimensions = dimensions
+        # Each Embed call's seconds, as op "embed".
+        self.latencies = latencies or Latencies()
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         """One vector per text, in order."""
@@ -31,7 +34,9 @@ class EmbeddingClient:
         for start in range(0, len(texts), self.batch):
             part = texts[start:start + self.batch]
             try:
-                resp = await self._stub.Embed(llm.EmbedRequest(model=self.model, inputs=part), timeout=self.timeout)
+                with self.latencies.time("embed"):
+                    resp = await self._stub.Embed(llm.EmbedRequest(model=self.model, inputs=part),
+                                                  timeout=self.timeout)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     raise errors.Unavailable(f"the embedding service is unavailable: {exc.details()}",

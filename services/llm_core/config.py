@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.runtime import trust
-from services.runtime.config import ConfigError, Env, server_address
+from services.runtime.config import ConfigError, Env, metrics_port, server_address
 
 DEFAULT_PORT = 50052
 # The cache prefix routing assumes for an endpoint that does not say: a
@@ -159,6 +159,8 @@ class Config:
     service_tokens: tuple[tuple[str, str], ...] = ()
     # How calls are spread over a model's endpoints (engine.ROUTING_MODES).
     routing: str = "prefix"
+    # Prometheus metrics over HTTP; -1 = off, 0 = any free port.
+    metrics_port: int = -1
 
     @classmethod
     def from_env(cls, environ=None) -> "Config":
@@ -185,4 +187,5 @@ class Config:
         if routing not in ("prefix", "session"):
             raise ConfigError(f"AIOS_LLM_ROUTING must be 'prefix' or 'session', not {routing!r}")
         return cls(host=host, port=port, endpoints=endpoints, embedding_model=embedding_model,
-                   service_tokens=tuple(sorted(trust.load_tokens(environ).items())), routing=routing)
+                   service_tokens=tuple(sorted(trust.load_tokens(environ).items())), routing=routing,
+                   metrics_port=metrics_port(env))

@@ -28,11 +28,12 @@ import httpx
 import openai
 from openai._base_client import make_request_options
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from opentelemetry import trace
 
 from services.llm_core import emulated_tools, prefix
 from services.llm_core.config import DEFAULT_CACHE_TOKENS, EndpointConfig
 from services.llm_core.emulated_tools import ToolPlan
-from services.runtime import errors, logs
+from services.runtime import errors, logs, tracing
 
 log = logs.get("llm_core")
 
@@ -351,6 +352,8 @@ class _Call:
     params: dict[str, Any]
     tools: ToolPlan | None  # tool calls emulated with a JSON schema
     sliceable: bool
+    # The attempt's span (a streamed one ends when its stream is read).
+    span: Any = None
 
 
 @dataclass
@@ -373,10 +376,35 @@ class _StreamBroken(Exception):
         self.error = error
 
 
+# How one attempt on an endpoint ended (Observer.attempt).
+OK = "ok"
+UNAVAILABLE = "unavailable"  # refused, dropped, 429 or 503: tried elsewhere or again when safe
+ERROR = "error"  # any other failure of the backend
+TIMEOUT = "timeout"
+CANCELLED = "cancelled"  # the caller went away
+OUTCOMES = (OK, UNAVAILABLE, ERROR, TIMEOUT, CANCELLED)
+
+
+class Observer:
+    """Told what the engine's endpoints do (llm_core's metrics); this one
+    ignores it. Seconds count from the request to the event."""
+
+    def attempt(self, endpoint: Endpoint, outcome: str) -> None:
+        pass
+
+    def first_token(self, endpoint: Endpoint, seconds: float) -> None:
+        pass
+
+    def generated(self, endpoint: Endpoint, tokens: int, seconds: float) -> None:
+        pass
+
+
 class LlmEngine:
-    def __init__(self, endpoints: list[EndpointConfig], routing: str = "prefix") -> None:
+    def __init__(self, endpoints: list[EndpointConfig], routing: str = "prefix",
+                 observer: Observer | None = None) -> None:
         self.endpoints = [Endpoint(c) for c in endpoints if c.kind == "chat"]
         self.router = Router(self.endpoints, routing)
+        self.observer = observer or Observer()
 
     def _prepare(self, req: ChatRequest) -> None:
         # A model with one endpoint has nothing to choose: no view to keep.
@@ -437,14 +465,21 @@ class LlmEngine:
                     async with asyncio.timeout(timeout):
                         result = await attempt(ep, timeout)
                 except TimeoutError:
+                    self.observer.attempt(ep, TIMEOUT)
                     raise errors.DeadlineExceeded(
                         f"endpoint {ep.name} did not answer within the deadline") from None
                 except errors.AiosError:
+                    self.observer.attempt(ep, ERROR)
+                    raise
+                except asyncio.CancelledError:
+                    self.observer.attempt(ep, CANCELLED)
                     raise
                 except Exception as exc:  # noqa: BLE001 - mapped below
                     mapped = map_error(exc, ep)
                     if not _retryable(exc):
+                        self.observer.attempt(ep, ERROR)
                         raise mapped from exc
+                    self.observer.attempt(ep, UNAVAILABLE)
                     if isinstance(exc, openai.APIConnectionError):
                         ep.mark_down(mapped.message)
                     log.warning("endpoint failed, trying the next", endpoint=ep.name, error=mapped.message)
@@ -492,6 +527,7 @@ class LlmEngine:
             return final
 
         async def attempt(ep: Endpoint, timeout: float | None) -> Completion:
+            started = time.monotonic()
             call = self._call(req, ep)
             resp = await _post_chat(ep.client, call.params, timeout)
             if not resp.choices:
@@ -513,9 +549,12 @@ class LlmEngine:
                              model=resp.model or ep.config.model_id, endpoint=ep.name)
             _account(out, req, resp.usage)
             self.router.answered(ep, req, out.text)
+            self.observer.attempt(ep, OK)
+            if out.completion_tokens > req.resume_tokens:
+                self.observer.generated(ep, out.completion_tokens - req.resume_tokens, time.monotonic() - started)
             return out
 
-        return await self._with_endpoint(req, deadline, attempt)
+        return await self._with_endpoint(req, deadline, _spanned(attempt, req))
 
     async def stream(self, req: ChatRequest, deadline: float | None = None) -> AsyncIterator[Delta]:
         """Token deltas, then a Delta with `final`. A stream the backend drops
@@ -530,9 +569,9 @@ class LlmEngine:
         failovers = 0
         sub = req
         while True:
-            ep, call, stream = await self._with_endpoint(sub, deadline, self._opener(sub))
+            ep, call, stream, started = await self._with_endpoint(sub, deadline, _spanned(self._opener(sub), sub))
             try:
-                async with contextlib.aclosing(self._read(ep, call, stream, sub, deadline, st)) as pieces:
+                async with contextlib.aclosing(self._read(ep, call, stream, sub, deadline, st, started)) as pieces:
                     async for text in pieces:
                         yield Delta(text=text)
             except _StreamBroken as broken:
@@ -563,6 +602,7 @@ class LlmEngine:
 
     def _opener(self, req: ChatRequest):
         async def attempt(ep: Endpoint, timeout: float | None):
+            started = time.monotonic()
             call = self._call(req, ep)
             ep.in_flight += 1  # held while the stream is read (released in _read)
             try:
@@ -571,15 +611,17 @@ class LlmEngine:
             except BaseException:
                 ep.in_flight -= 1
                 raise
-            return ep, call, stream
+            return ep, call, stream, started
         return attempt
 
     async def _read(self, ep: Endpoint, call: _Call, stream, req: ChatRequest, deadline: float | None,
-                    st: _StreamState) -> AsyncIterator[str]:
+                    st: _StreamState, started: float) -> AsyncIterator[str]:
         """Read one backend stream into `st`, yielding text as it comes."""
         slice_left = req.slice_tokens if call.sliceable else 0
         chunks = aiter(stream)
         loop_deadline = None if deadline is None else asyncio.get_running_loop().time() + _remaining(deadline)
+        # CANCELLED unless it ends otherwise: a consumer that leaves closes the generator.
+        outcome, tokens, first = CANCELLED, 0, True
         try:
             while True:
                 # The deadline bounds each wait, never a yield (a timeout
@@ -595,6 +637,10 @@ class LlmEngine:
                     continue
                 choice = chunk.choices[0]
                 delta = choice.delta
+                if first and (delta.content or delta.tool_calls):
+                    first = False
+                    self.observer.first_token(ep, time.monotonic() - started)
+                    _first_token(call.span, time.monotonic() - started)
                 for tc in delta.tool_calls or []:
                     part = st.tool_parts.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
                     part["id"] = tc.id or part["id"]
@@ -603,6 +649,7 @@ class LlmEngine:
                         part["arguments"] += tc.function.arguments or ""
                 if delta.content:
                     st.new_tokens += 1
+                    tokens += 1
                     if call.tools is not None:
                         st.buffer += delta.content
                     else:
@@ -612,19 +659,31 @@ class LlmEngine:
                         slice_left -= 1
                         if slice_left == 0 and not choice.finish_reason:
                             st.finish_reason = "preempted"
+                            outcome = OK
                             return
                 if choice.finish_reason:
                     st.finish_reason = choice.finish_reason
+            outcome = OK if st.finish_reason is not None else UNAVAILABLE
         except (TimeoutError, httpx.TimeoutException, openai.APITimeoutError):
+            outcome = TIMEOUT
             raise errors.DeadlineExceeded(f"endpoint {ep.name} did not finish within the deadline") from None
         except (openai.APIConnectionError, httpx.TransportError) as exc:
+            outcome = UNAVAILABLE
             raise _StreamBroken(map_error(exc, ep)) from exc
         except openai.APIError as exc:
+            outcome = ERROR
             raise map_error(exc, ep) from exc
+        except Exception:
+            outcome = ERROR
+            raise
         finally:
             # Closing the response aborts the HTTP request, freeing the engine's slot.
             await stream.close()
             ep.in_flight -= 1
+            self.observer.attempt(ep, outcome)
+            _stream_read(call.span, outcome, st)
+            if tokens:
+                self.observer.generated(ep, tokens, time.monotonic() - started)
         if st.finish_reason is None:
             raise _StreamBroken(errors.Unavailable(f"endpoint {ep.name} ended the stream before the model finished",
                                                    reason="BACKEND_ERROR", metadata={"endpoint": ep.name}))
@@ -705,6 +764,69 @@ async def _post_chat(client: openai.AsyncOpenAI, params: dict[str, Any], timeout
     return await client.post("/chat/completions", body=body, cast_to=ChatCompletion,
                              options=make_request_options(timeout=timeout, security={"bearer_auth": True}),
                              stream=stream, stream_cls=openai.AsyncStream[ChatCompletionChunk])
+
+
+def _spanned(attempt: Callable[[Endpoint, float | None], Awaitable[T]], req: ChatRequest
+             ) -> Callable[[Endpoint, float | None], Awaitable[T]]:
+    """`attempt` in a span per call to an endpoint ("chat MODEL"): a
+    Completion ends it; a stream opener's (endpoint, _Call, ...) keeps it
+    open on the _Call until the stream is read (_stream_read)."""
+    async def spanned(ep: Endpoint, timeout: float | None) -> T:
+        span = tracing.tracer.start_span(f"chat {req.model}", kind=trace.SpanKind.CLIENT, attributes={
+            "gen_ai.operation.name": "chat", "gen_ai.request.model": req.model, "aios.endpoint": ep.name,
+            "aios.base_url": ep.config.base_url, "aios.resumed_tokens": req.resume_tokens})
+        try:
+            result = await attempt(ep, timeout)
+        except BaseException as exc:
+            _failed(span, exc)
+            span.end()
+            raise
+        if isinstance(result, Completion):
+            if span.is_recording():
+                span.set_attributes({
+                    "gen_ai.response.model": result.model, "gen_ai.response.finish_reasons": [result.finish_reason],
+                    "gen_ai.usage.input_tokens": result.prompt_tokens,
+                    "gen_ai.usage.output_tokens": result.completion_tokens})
+            span.end()
+        else:
+            result[1].span = span
+        return result
+    return spanned
+
+
+def _failed(span, exc: BaseException) -> None:
+    if not span.is_recording():
+        return
+    if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+        span.set_attribute("aios.cancelled", True)
+    elif isinstance(exc, errors.AiosError):
+        span.set_status(trace.Status(trace.StatusCode.ERROR, f"{exc.code}: {exc.message}"))
+    else:  # a backend's own exception: its type only (its text may carry a URL or key)
+        span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+
+
+def _first_token(span, seconds: float) -> None:
+    if span is not None and span.is_recording():
+        span.set_attribute("aios.ttft_ms", round(seconds * 1000, 3))
+        span.add_event("first token")
+
+
+def _stream_read(span, outcome: str, st: "_StreamState") -> None:
+    """End a streamed attempt's span, as the stream ended."""
+    if span is None:
+        return
+    if span.is_recording():
+        span.set_attribute("aios.outcome", outcome)
+        if st.finish_reason:
+            span.set_attribute("gen_ai.response.finish_reasons", [st.finish_reason])
+        if st.usage is not None:
+            span.set_attributes({"gen_ai.usage.input_tokens": st.usage.prompt_tokens or 0,
+                                 "gen_ai.usage.output_tokens": st.usage.completion_tokens or 0})
+        if outcome == CANCELLED:
+            span.set_attribute("aios.cancelled", True)
+        elif outcome != OK:
+            span.set_status(trace.Status(trace.StatusCode.ERROR, outcome))
+    span.end()
 
 
 def _validate(req: ChatRequest) -> None:

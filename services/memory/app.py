@@ -17,6 +17,7 @@ from services.memory.records import Limits
 from services.memory.servicer import MemoryServicer
 from services.memory.store import QdrantStore
 from services.runtime import logs, trust
+from services.runtime.metrics import ServiceMetrics
 from services.runtime.server import Service
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MemoryService"].full_name
@@ -30,13 +31,17 @@ async def build(config: Config) -> Service:
     service_trust = trust.Trust.from_tokens(trust.MEMORY, dict(config.service_tokens))
     if not service_trust.enabled:
         log.warning("no service credentials configured: service trust is off")
+    metrics = ServiceMetrics("memory", config.metrics_port)
+    # Qdrant's calls (op "qdrant.<method>") and llm_core's Embed ("embed").
+    latencies = metrics.latencies("aios_memory_operation_seconds", "Seconds per backend operation")
     store = await QdrantStore.open(
         path=config.qdrant_path, url=config.qdrant_url, api_key=config.qdrant_api_key,
-        collection=config.collection, vector_size=config.vector_size)
+        collection=config.collection, vector_size=config.vector_size, latencies=latencies)
     # 64 inputs a call: llm_core accepts more; smaller calls keep each short.
     embeddings = EmbeddingClient(
         config.llm_addr, model=config.embedding_model, dimensions=config.vector_size,
-        service_token=config.service_token or service_trust.token, timeout=config.embed_timeout, batch=64)
+        service_token=config.service_token or service_trust.token, timeout=config.embed_timeout, batch=64,
+        latencies=latencies)
     memory = Memory(store, embeddings,
                     Limits(max_content_bytes=config.max_content_bytes, max_batch=config.max_batch),
                     WorkingPolicy(limit=config.working_limit, k=config.lru_k))
@@ -56,6 +61,7 @@ async def build(config: Config) -> Service:
         # Only the kernel calls memory; it has checked the agent's right to `owner`.
         authorize=service_trust.authorize(trust.ACCEPTS[trust.MEMORY]),
         ready=qdrant_check,
+        metrics=metrics,
     )
 
 

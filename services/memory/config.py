@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 
 from services.runtime import trust
-from services.runtime.config import ConfigError, Env, server_address
+from services.runtime.config import ConfigError, Env, metrics_port, server_address
 
 DEFAULT_PORT = 50053
 
@@ -42,6 +42,8 @@ class Config:
     max_content_bytes: int = 64 * 1024
     max_batch: int = 256
     embed_timeout: float = 60.0
+    # Prometheus metrics over HTTP; -1 = off, 0 = any free port.
+    metrics_port: int = -1
 
     @classmethod
     def from_env(cls, environ=None) -> "Config":
@@ -68,4 +70,5 @@ class Config:
             max_content_bytes=env.int("MAX_CONTENT_BYTES", 64 * 1024, minimum=1),
             max_batch=env.int("MAX_BATCH", 256, minimum=1),
             embed_timeout=env.float("EMBED_TIMEOUT", 60.0, minimum=0.1),
+            metrics_port=metrics_port(env),
         )

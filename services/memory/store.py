@@ -26,7 +26,8 @@ from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from services.memory.records import Filter, Namespace, Record, applied_id
-from services.runtime import errors
+from services.runtime import errors, tracing
+from services.runtime.metrics import Latencies
 
 T = TypeVar("T")
 _SCROLL_PAGE = 256
@@ -70,8 +71,11 @@ def query_filter(ns: Namespace, flt: Filter | None = None, tier: str = "") -> qm
 
 
 class QdrantStore:
-    def __init__(self, client: QdrantClient, collection: str, vector_size: int) -> None:
+    def __init__(self, client: QdrantClient, collection: str, vector_size: int,
+                 latencies: Latencies | None = None) -> None:
         self._client = client
+        # Seconds per Qdrant call, as op "qdrant.<client method>".
+        self.latencies = latencies or Latencies()
         self.collection = collection
         self.vector_size = vector_size
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdrant")
@@ -79,7 +83,7 @@ class QdrantStore:
 
     @classmethod
     async def open(cls, *, path: str, url: str, api_key: str, collection: str,
-                   vector_size: int) -> "QdrantStore":
+                   vector_size: int, latencies: Latencies | None = None) -> "QdrantStore":
         def connect() -> QdrantClient:
             if url:
                 return QdrantClient(url=url, api_key=api_key or None, timeout=10)
@@ -89,7 +93,7 @@ class QdrantStore:
             client = await asyncio.to_thread(connect)
         except RuntimeError as exc:  # the local mode's folder lock
             raise errors.FailedPrecondition(str(exc), reason="QDRANT_PATH_IN_USE") from None
-        store = cls(client, collection, vector_size)
+        store = cls(client, collection, vector_size, latencies)
         try:
             await store._call(store._ensure_collection)
         except BaseException:
@@ -102,7 +106,10 @@ class QdrantStore:
             raise errors.Unavailable("the memory store is closed", reason="STORE_CLOSED")
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._worker, functools.partial(fn, *args, **kwargs))
+            op = fn.__name__.lstrip("_")
+            with self.latencies.time("qdrant." + op), \
+                    tracing.client_span("qdrant", op, **{"db.collection.name": self.collection}):
+                return await loop.run_in_executor(self._worker, functools.partial(fn, *args, **kwargs))
         except ResponseHandlingException as exc:
             raise errors.Unavailable(f"Qdrant is unreachable: {exc}", reason="QDRANT_UNAVAILABLE") from None
         except UnexpectedResponse as exc:

@@ -92,3 +92,12 @@ def server_address(env: Env, default_port: int) -> tuple[str, int]:
     if port > 65535:
         raise ConfigError(f"{env.prefix}PORT={port} is not a port")
     return host, port
+
+
+def metrics_port(env: Env) -> int:
+    """METRICS_PORT of a service's Prometheus metrics over HTTP: -1 = off
+    (the default), 0 = any free port."""
+    port = env.int("METRICS_PORT", -1, minimum=-1)
+    if port > 65535:
+        raise ConfigError(f"{env.prefix}METRICS_PORT={port} is not a port")
+    return port

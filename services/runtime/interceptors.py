@@ -1,10 +1,11 @@
 """Server and client interceptors shared by every service.
 
 Server side: read the request id and acting agent from metadata into context
-variables once, log the call's outcome, and turn domain errors (AiosError)
-into gRPC statuses with typed details, so servicers stay thin.
-Client side: copy those facts, plus this service's own credential, into the
-metadata of calls to other services.
+variables once, start the call's server span under the caller's trace
+context (tracing.py), log the call's outcome, and turn domain errors
+(AiosError) into gRPC statuses with typed details, so servicers stay thin.
+Client side: copy those facts and the current trace context, plus this
+service's own credential, into the metadata of calls to other services.
 """
 
 from __future__ import annotations
@@ -16,10 +17,20 @@ from collections.abc import Callable, Sequence
 import grpc
 from grpc import aio
 
-from services.runtime import context, errors, logs
+from services.runtime import context, errors, logs, tracing
 from services.runtime.status import to_grpc_status
 
 log = logs.get("rpc")
+
+# The level a call that failed with a status is logged at: server faults, ours
+# or a backend's, as such; the caller's own mistakes and refusals
+# (INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, RESOURCE_EXHAUSTED, ...) at info.
+FAULT_LEVELS = {"INTERNAL": "error", "UNKNOWN": "error", "DATA_LOSS": "error",
+                "UNAVAILABLE": "warning", "DEADLINE_EXCEEDED": "warning"}
+
+
+def log_level(code: str) -> str:
+    return FAULT_LEVELS.get(code, "info")
 
 
 def _metadata_value(metadata, key: str) -> str:
@@ -54,15 +65,18 @@ class ServerInterceptor(aio.ServerInterceptor):
                 authorize(method, metadata)
             return time.perf_counter()
 
-        async def fail(ctx, started: float, exc: BaseException):
+        async def fail(ctx, started: float, exc: BaseException, span):
             if isinstance(exc, errors.AiosError):
-                log.info("rpc", method=method, code=exc.code, error=exc.message,
-                         ms=round((time.perf_counter() - started) * 1000, 2))
+                getattr(log, log_level(exc.code))("rpc", method=method, code=exc.code, error=exc.message,
+                                                  ms=round((time.perf_counter() - started) * 1000, 2))
+                tracing.end_rpc(span, exc.code, exc.message)
                 await ctx.abort_with_status(to_grpc_status(exc))
             if isinstance(exc, NotImplementedError):
                 # The generated base servicer's answer for an RPC not built yet.
+                tracing.end_rpc(span, "UNIMPLEMENTED")
                 await ctx.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
             log.exception("rpc failed", method=method)
+            tracing.end_rpc(span, "INTERNAL", type(exc).__name__)
             await ctx.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
 
         def done(started: float) -> None:
@@ -85,13 +99,19 @@ class ServerInterceptor(aio.ServerInterceptor):
 
             async def unary(request, ctx):
                 started = time.perf_counter()
+                span = tracing.start_rpc(method, metadata)
                 try:
                     enter(ctx)
                     result = await inner(decoded(request), ctx)
                 except aio.AbortError:
+                    tracing.end_rpc(span, "UNKNOWN", "aborted by the handler")
                     raise
                 except Exception as exc:  # noqa: BLE001 - mapped to a status
-                    await fail(ctx, started, exc)
+                    await fail(ctx, started, exc, span)
+                except BaseException:  # cancelled: the caller went away
+                    tracing.end_rpc(span, "CANCELLED")
+                    raise
+                tracing.end_rpc(span, "OK")
                 done(started)
                 return result
 
@@ -103,14 +123,20 @@ class ServerInterceptor(aio.ServerInterceptor):
 
         async def streaming(request, ctx):
             started = time.perf_counter()
+            span = tracing.start_rpc(method, metadata)
             try:
                 enter(ctx)
                 async for item in inner_stream(decoded(request), ctx):
                     yield item
             except aio.AbortError:
+                tracing.end_rpc(span, "UNKNOWN", "aborted by the handler")
                 raise
             except Exception as exc:  # noqa: BLE001 - mapped to a status
-                await fail(ctx, started, exc)
+                await fail(ctx, started, exc, span)
+            except BaseException:  # cancelled, or the stream closed early
+                tracing.end_rpc(span, "CANCELLED")
+                raise
+            tracing.end_rpc(span, "OK")
             done(started)
 
         factory = (grpc.unary_stream_rpc_method_handler if handler.unary_stream
@@ -152,7 +178,8 @@ async def _checked(requests):
 
 def outgoing_metadata(service_token: str = "") -> list[tuple[str, str]]:
     """Metadata for a call to another service on behalf of the current request."""
-    md = []
+    md: list[tuple[str, str]] = []
+    tracing.inject(md)
     rid = context.request_id.get()
     if rid:
         md.append((context.REQUEST_ID_KEY, rid))

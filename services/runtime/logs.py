@@ -1,5 +1,6 @@
 """structlog configured once for every service: JSON lines on stderr, each
-carrying the request id and agent of the call being served."""
+carrying the request id, agent, and trace and span ids of the call being
+served (the trace id is the same in every service a syscall passes)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 
 import structlog
 
-from services.runtime import context
+from services.runtime import context, tracing
 
 
 def _add_request_facts(_, __, event_dict):
@@ -17,6 +18,10 @@ def _add_request_facts(_, __, event_dict):
         event_dict.setdefault("request_id", rid)
     if who:
         event_dict.setdefault("agent", who)
+    ids = tracing.ids()
+    if ids is not None:
+        event_dict.setdefault("trace_id", ids[0])
+        event_dict.setdefault("span_id", ids[1])
     return event_dict
 
 

@@ -4,7 +4,9 @@
 (grpc.health.v1) and server reflection, binds host:port (port 0 picks a free
 one, for tests) and starts it. Health "" and the service's names follow its
 readiness check, when it has one (services/runtime/health.py); "liveness"
-stays SERVING while the process runs. `run` is what a service's `__main__` calls:
+stays SERVING while the process runs. Every call is counted and timed, and a
+service's Prometheus registry is served over HTTP when it names a port
+(services/runtime/metrics.py). `run` is what a service's `__main__` calls:
 config from the environment, JSON logs, and a graceful stop on SIGTERM/SIGINT.
 """
 
@@ -21,10 +23,11 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.runtime import logs
+from services.runtime import logs, tracing
 from services.runtime.config import ConfigError
 from services.runtime.health import LIVENESS, READY_EVERY_SECONDS, READY_TIMEOUT_SECONDS, Check, Readiness
 from services.runtime.interceptors import ServerInterceptor
+from services.runtime.metrics import ServiceMetrics
 
 # Inline file writes are up to 4 MiB; leave room for the envelope.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
@@ -54,6 +57,9 @@ class Service:
     ready: Check | None = None
     ready_every: float = READY_EVERY_SECONDS
     ready_timeout: float = READY_TIMEOUT_SECONDS
+    # Its Prometheus registry and where to serve it (services/runtime/metrics.py);
+    # None: the runtime's RPC metrics only, not served.
+    metrics: ServiceMetrics | None = None
 
 
 @dataclass
@@ -64,6 +70,9 @@ class RunningServer:
     service: Service
     readiness: Readiness | None = None
     readiness_task: asyncio.Task | None = None
+    metrics: ServiceMetrics | None = None
+    # Where /metrics is served (None: not served).
+    metrics_port: int | None = None
 
     async def stop(self, grace: float = GRACE_SECONDS) -> None:
         if self.service.drain is not None:
@@ -81,11 +90,15 @@ class RunningServer:
         await asyncio.gather(*self.service.extra_tasks, return_exceptions=True)
         if self.service.close is not None:
             await self.service.close()
+        if self.metrics is not None:
+            self.metrics.close()
 
 
 async def start_server(service: Service, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
+    metrics = service.metrics or ServiceMetrics(service.names[0] if service.names else "")
     server = aio.server(
-        interceptors=[ServerInterceptor(service.authorize)],
+        # Metrics outside the error interceptor: they count the status a call ends with.
+        interceptors=[metrics.interceptor(), ServerInterceptor(service.authorize)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -123,7 +136,13 @@ async def start_server(service: Service, host: str = "127.0.0.1", port: int = 0)
         # The first check before the first call: health is true from the start.
         await readiness.update()
     await server.start()
-    running = RunningServer(server, bound, health_servicer, service, readiness)
+    try:
+        metrics_port = metrics.serve(host)
+    except BaseException:
+        await server.stop(None)
+        raise
+    running = RunningServer(server, bound, health_servicer, service, readiness,
+                            metrics=metrics, metrics_port=metrics_port)
     if readiness is not None:
         running.readiness_task = asyncio.create_task(readiness.run(), name="readiness")
     return running
@@ -145,11 +164,16 @@ def run(
     except ConfigError as exc:
         print(f"{name}: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    # Off unless the OTEL_* variables turn export on (services/runtime/tracing.py).
+    if exporter := tracing.setup(name.replace("_", "-")):
+        log.info("traces", exporter=exporter)
 
     async def main() -> None:
         service = await build(config)
         running = await start_server(service, config.host, config.port)
         log.info("listening", address=f"{config.host}:{running.port}", services=list(service.names))
+        if running.metrics_port is not None:
+            log.info("metrics", address=f"http://{config.host}:{running.metrics_port}/metrics")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -6,6 +6,7 @@ from aios.kernel.v1 import kernel_service_pb2 as kpb
 from aios.kernel.v1 import kernel_service_pb2_grpc as kpb_grpc
 from services.runtime.channels import channel
 from services.runtime import errors, logs
+from services.runtime.metrics import ServiceMetrics
 from services.runtime.server import Service
 from services.access.client import AccessClient
 from services.scheduler.auth import AccessGate, DevGate
@@ -64,7 +65,8 @@ async def build(config: Config) -> Service:
         journal=Journal(config.journal_path, max_age=config.journal_max_age,
                         max_rows=config.journal_max_rows) if config.journal_path else None,
     )
-    metrics = KernelMetrics(kernel)
+    service_metrics = ServiceMetrics("kernel", config.metrics_port)
+    metrics = KernelMetrics(kernel, service_metrics.registry, top_agents=config.metrics_top_agents)
     kernel.observer = metrics
     # Quota counts share the journal's database (without one, they last as
     # long as the process).
@@ -77,9 +79,6 @@ async def build(config: Config) -> Service:
     kernel.quotas = Quotas(quota_db, currency=config.currency, estimate_price=catalog.estimate_price,
                            count_memories=dispatcher.count_memories, on_warning=quota_warning)
     kernel.prices = catalog.prices
-    if config.metrics_port >= 0:
-        port = metrics.serve(config.host, config.metrics_port)
-        log.info("metrics", address=f"http://{config.host}:{port}/metrics")
     if config.auth == "dev":
         gate = DevGate()
     else:
@@ -114,7 +113,6 @@ async def build(config: Config) -> Service:
             kernel.cancel(entry, errors.Unavailable("the kernel is shutting down: retry with the same request id"))
         for ch in (llm_ch, mem_ch, st_ch):
             await ch.close()
-        metrics.close()
         await tools.close()
         await gate.close()
         if journal is not None:
@@ -130,4 +128,5 @@ async def build(config: Config) -> Service:
         register=lambda server: kpb_grpc.add_KernelServiceServicer_to_server(servicer, server),
         close=close,
         drain=drain,
+        metrics=service_metrics,
     )

@@ -69,6 +69,8 @@ def bearer_token(metadata) -> str:
 
 
 class DevGate:
+    mode = "dev"  # AIOS_KERNEL_AUTH
+
     async def caller(self, metadata) -> Caller:
         token = bearer_token(metadata)
         if not token:
@@ -99,6 +101,13 @@ class DevGate:
     async def share(self, caller: Caller, request):
         raise errors.Unimplemented("sharing needs the access service (AIOS_KERNEL_AUTH=access)")
 
+    async def confirmations(self, admin_token: str) -> None:
+        return None  # none are ever asked for
+
+    async def resolve(self, admin_token: str, confirmation_id: str, approve: bool):
+        raise errors.FailedPrecondition("development mode asks for no confirmations",
+                                        reason="NO_CONFIRMATIONS")
+
     def quota_warning(self, entry, subject: str, limit, used: float) -> None:
         return None  # no audit log in development mode (the kernel's log has it)
 
@@ -120,6 +129,7 @@ def _owners(syscall) -> list[str]:
 
 @dataclass
 class AccessGate:
+    mode = "access"  # AIOS_KERNEL_AUTH (a class attribute, not a field)
     client: object  # services.access.client.AccessClient
     irreversible_tools: set[str] = field(default_factory=set)
     stat_file: object = None  # async (owner, path) -> bool: does the file exist?
@@ -178,6 +188,15 @@ class AccessGate:
 
     async def wait(self, confirmation_id: str, timeout: float) -> None:
         await self.client.wait_approved(confirmation_id, timeout)
+
+    async def confirmations(self, admin_token: str) -> list:
+        """The pending confirmations, as the administrator holding `admin_token`
+        may see them (the kernel's own credential may not)."""
+        return await self.client.list_confirmations(admin_token)
+
+    async def resolve(self, admin_token: str, confirmation_id: str, approve: bool):
+        """Approve or deny one, as that administrator (audited under their name)."""
+        return await self.client.resolve_confirmation(admin_token, confirmation_id, approve)
 
     async def share(self, caller: Caller, request):
         grant = apb.Grant(grantor=caller.name, grantee=request.grantee, kind=apb.RESOURCE_KIND_FILES,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.runtime import trust
-from services.runtime.config import ConfigError, Env, server_address
+from services.runtime.config import ConfigError, Env, metrics_port, server_address
 from services.scheduler import queues
 
 DEFAULT_PORT = 50051
@@ -46,7 +46,12 @@ class Config:
     # The model of LLM syscalls that name none; "" = the first chat model
     # llm_core lists.
     default_model: str = ""
+    # Prometheus metrics over HTTP; -1 = off, 0 = any free port.
     metrics_port: int = -1
+    # Agents with series of their own in the metrics (the K that used the
+    # most tokens, the rest as agent="other"); 0 = none: per-agent usage is
+    # the process table's (`aios ps`), and agent labels are unbounded.
+    metrics_top_agents: int = 0
     # The OpenAI-compatible HTTP door; -1 = off, 0 = any free port.
     http_port: int = -1
     # MCP servers whose tools the kernel offers (JSON, see tools_config()).
@@ -95,7 +100,8 @@ class Config:
             history=env.int("HISTORY", 10_000, minimum=10),
             default_timeout=env.float("DEFAULT_TIMEOUT", 600.0, minimum=0.1),
             default_model=env.str("DEFAULT_MODEL", ""),
-            metrics_port=env.int("METRICS_PORT", -1),
+            metrics_port=metrics_port(env),
+            metrics_top_agents=env.int("METRICS_TOP_AGENTS", 0, minimum=0),
             http_port=env.int("HTTP_PORT", -1),
             tools_json=_tools_json(env),
             journal_path=_journal_path(env),

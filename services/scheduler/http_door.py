@@ -27,7 +27,7 @@ from aiohttp import web
 from aios.common.v1 import llm_pb2 as lc
 from aios.kernel.v1 import syscall_pb2 as ks
 from services.runtime import context as rctx
-from services.runtime import errors, logs
+from services.runtime import errors, logs, tracing
 from services.scheduler import events as ev
 from services.scheduler import validation
 from services.scheduler.intake import drain
@@ -104,7 +104,7 @@ async def openai_errors(request: web.Request, handler):
         elif exc.status == 404:
             err = errors.NotFound(
                 f"no such endpoint: {request.method} {request.path} (this door serves /v1/chat/completions, "
-                "/v1/responses, /v1/embeddings, /v1/models and /mcp)", reason="UNKNOWN_URL")
+                "/v1/responses, /v1/embeddings, /v1/models, /mcp and /console)", reason="UNKNOWN_URL")
         elif exc.status == 405:
             err = errors.InvalidArgument(f"method {request.method} is not allowed on {request.path}",
                                          reason="METHOD_NOT_ALLOWED")
@@ -125,6 +125,57 @@ async def openai_errors(request: web.Request, handler):
     except Exception:
         log.exception("the HTTP door failed on a request", path=request.path)
         return _error(errors.Internal("the kernel failed on this request; it is logged"))
+
+
+@web.middleware
+async def traced(request: web.Request, handler):
+    """The request's server span, in the trace its `traceparent` header names
+    (W3C trace context) if it has one, current while it is handled: the
+    syscall it makes joins that trace."""
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else ""
+    span = tracing.start_server_span(f"{request.method} {route}".rstrip(), tracing.extract(request.headers), {
+        "http.request.method": request.method, "url.path": request.path, "http.route": route})
+    status = 500
+    try:
+        resp = await handler(request)
+        status = resp.status
+        return resp
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = 499  # the client went away
+        raise
+    finally:
+        if span.is_recording():
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_status(tracing.Status(tracing.StatusCode.ERROR))
+        span.end()
+
+
+@web.middleware
+async def access_log(request: web.Request, handler):
+    """One log line per request: method, path, status, milliseconds, and the
+    request id and agent as the handler knew them (logs.py adds both)."""
+    started = time.perf_counter()
+    rctx.request_id.set(request.headers.get("X-Request-Id") or uuid.uuid4().hex)
+    status = 500
+    try:
+        resp = await handler(request)
+        status = resp.status
+        return resp
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = 499  # the client went away
+        raise
+    finally:
+        getattr(log, "warning" if status >= 500 else "info")(
+            "http request", method=request.method, path=request.path, status=status,
+            ms=round((time.perf_counter() - started) * 1000, 2))
 
 
 def let_go(entry: Entry, events: asyncio.Queue, waiter: asyncio.Future) -> None:
@@ -432,7 +483,7 @@ class HttpDoor:
         return resp
 
     async def start(self, host: str, port: int) -> int:
-        app = web.Application(client_max_size=8 * 1024 * 1024, middlewares=[openai_errors])
+        app = web.Application(client_max_size=8 * 1024 * 1024, middlewares=[traced, access_log, openai_errors])
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/v1/models/{model}", self.model)
         app.router.add_post("/v1/chat/completions", self.chat)
@@ -441,6 +492,8 @@ class HttpDoor:
         app.router.add_post("/v1/embeddings", self.embeddings)
         # The kernel's tools over MCP at /mcp, started and stopped with this app.
         McpDoor(self.intake).mount(app, host)
+        from services.scheduler.console import Console  # here: it imports this module
+        Console(self.intake).register(app)  # the operator's page at /console
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, backlog=4096)

@@ -16,6 +16,10 @@ operations), passes here in one order before it runs:
 
 Doors are adapters: they translate their protocol into a Syscall and the
 outcome back, and decide nothing. Nothing here imports grpc.
+
+Each step is a span of the call's trace (kernel.authenticate,
+kernel.authorize, kernel.confirm, kernel.admit); the entry keeps the trace
+context it came in with, so its queue wait and its run join that trace.
 """
 
 from __future__ import annotations
@@ -25,10 +29,12 @@ import hashlib
 import time
 
 from google.protobuf import json_format
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from aios.kernel.v1 import syscall_pb2 as ks
 from services.runtime import context as rctx
-from services.runtime import errors, logs
+from services.runtime import errors, logs, tracing
 from services.scheduler import events as ev
 from services.scheduler import records, validation
 from services.scheduler.auth import Caller, Pending
@@ -53,7 +59,9 @@ class Intake:
         self.precheck = precheck
 
     async def caller(self, metadata) -> Caller:
-        caller = await self.auth.caller(metadata)
+        with tracing.tracer.start_as_current_span("kernel.authenticate", record_exception=False) as span:
+            caller = await self.auth.caller(metadata)
+            span.set_attribute("aios.agent", caller.name)
         rctx.agent.set(caller.name)
         return caller
 
@@ -143,27 +151,33 @@ class Intake:
                     if first.done:
                         events.put_nowait(ev.Finished(syscall_id=first.id, time=time.time(), entry=first))
                 return first
-        pending = await self.auth.authorize(caller, entry)
+        _traced(entry)
+        with tracing.tracer.start_as_current_span("kernel.authorize", record_exception=False) as span:
+            pending = await self.auth.authorize(caller, entry)
+            span.set_attribute("aios.confirmations", len(pending or ()))
         if pending:
             if self.precheck is not None:
                 await self.precheck(entry)
             first = self.kernel.park(entry, [need.row() for need in pending])
             if first is not entry:
                 return first
-            await self._confirm_all(caller, entry, pending)
+            with tracing.tracer.start_as_current_span("kernel.confirm", record_exception=False):
+                await self._confirm_all(caller, entry, pending)
         return await self._admit(caller, entry)
 
     async def _admit(self, caller: Caller, entry: Entry) -> Entry:
-        entry.groups = caller.groups
-        quotas = self.kernel.quotas
-        if quotas is not None:
-            try:
-                await quotas.prepare(entry, caller.groups)
-            except errors.AiosError as err:
-                if entry.state == AWAITING_CONFIRMATION:
-                    self.kernel.refuse(entry, err)
-                raise
-        return self.kernel.admit(entry)
+        with tracing.tracer.start_as_current_span("kernel.admit", record_exception=False,
+                                                  attributes={"aios.resource": entry.resource}):
+            entry.groups = caller.groups
+            quotas = self.kernel.quotas
+            if quotas is not None:
+                try:
+                    await quotas.prepare(entry, caller.groups)
+                except errors.AiosError as err:
+                    if entry.state == AWAITING_CONFIRMATION:
+                        self.kernel.refuse(entry, err)
+                    raise
+            return self.kernel.admit(entry)
 
     async def _confirm_all(self, caller: Caller, entry: Entry, pending: list) -> None:
         """Wait for a person's approval of each confirmation a parked entry
@@ -174,6 +188,7 @@ class Intake:
                 # The same syscall id gets back the same confirmation, also
                 # in a kernel restarted while the call was parked.
                 confirmation = await self.auth.confirm(caller, entry, need, timeout)
+                trace.get_current_span().add_event("awaiting confirmation", {"aios.confirmation_id": confirmation})
                 self._awaiting(entry, confirmation)
                 await self._confirmed(entry, confirmation)
                 self._awaiting(entry, "")
@@ -273,6 +288,19 @@ class Intake:
         if entry.state != SUCCEEDED:
             raise entry.error or errors.Internal("the syscall ended without a result")
         return records.record(entry)
+
+
+def _traced(entry: Entry) -> None:
+    """Keep the trace an entry comes in with (its door's span, or the tool
+    call it is part of) and the request id its log lines carry everywhere;
+    the call's span gets the syscall's facts."""
+    entry.trace_context = otel_context.get_current()
+    span = trace.get_current_span()
+    entry.trace_id = tracing.trace_id(span)
+    entry.caller_request_id = rctx.request_id.get()
+    if span.is_recording():
+        span.set_attributes({"aios.syscall.id": entry.id, "aios.syscall.kind": entry.kind,
+                             "aios.resource": entry.resource, "aios.agent": entry.agent})
 
 
 def fingerprint(syscall: ks.Syscall) -> bytes:

@@ -15,8 +15,11 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
 from services.runtime import context as rctx
-from services.runtime import errors, logs
+from services.runtime import errors, logs, tracing
 from services.scheduler import events as ev
 from services.scheduler import queues, quotas, records
 from services.scheduler.cache import CacheGate
@@ -371,6 +374,7 @@ class Kernel:
                 return
             entry.queued = False
             entry.run_started = time.monotonic()
+            _queue_span(entry)
             res.running += 1
             entry.waiting += time.monotonic() - entry.queued_at
             resumed = entry.state == PREEMPTED
@@ -389,11 +393,23 @@ class Kernel:
 
     async def _run(self, entry: Entry, res: Resource, slice_tokens: int) -> None:
         # This task was started from whichever call freed the slot: act (and
-        # log, and tell other services) as the entry's own agent and request.
+        # log, and tell other services) as the entry's own agent and request,
+        # in the entry's own trace.
         rctx.agent.set(entry.agent)
-        rctx.request_id.set(entry.request_id or entry.id)
+        rctx.request_id.set(entry.caller_request_id or entry.request_id or entry.id)
+        otel_context.attach(_trace_of(entry))  # this task's own: nothing to detach
         try:
-            outcome = await self.runner(entry, slice_tokens)
+            with tracing.tracer.start_as_current_span(
+                    "kernel.dispatch", kind=trace.SpanKind.CLIENT,
+                    record_exception=False, attributes={
+                        "aios.syscall.id": entry.id, "aios.syscall.kind": entry.kind,
+                        "aios.resource": entry.resource, "aios.agent": entry.agent,
+                        "aios.slice_tokens": slice_tokens, "aios.preemptions": entry.preemptions}) as span:
+                outcome = await self.runner(entry, slice_tokens)
+                if span.is_recording():
+                    span.set_attributes({"aios.endpoint": entry.endpoint, "aios.preempted": outcome.preempted,
+                                         "aios.prompt_tokens": outcome.prompt_tokens,
+                                         "aios.completion_tokens": outcome.completion_tokens})
         except asyncio.CancelledError:
             self._complete(entry, res, CANCELLED, errors.Cancelled("the syscall was cancelled"))
             return
@@ -449,6 +465,7 @@ class Kernel:
         if entry.queued:
             entry.queued = False
             entry.waiting += time.monotonic() - entry.queued_at
+            _queue_span(entry, ended=state)
             if res is not None:
                 if entry.held:
                     res.gate.drop(entry)
@@ -510,6 +527,22 @@ class Kernel:
         finally:
             entry.waiters -= 1
         return entry
+
+
+def _trace_of(entry: Entry):
+    """The trace context an entry's spans go under: its intake's, or for a
+    call recovered from the journal none (a trace of its own), never that
+    of whichever call's task happens to run this."""
+    return entry.trace_context if entry.trace_context is not None else otel_context.Context()
+
+
+def _queue_span(entry: Entry, ended: str = "") -> None:
+    """The wait in its queue just ended (it starts, or ended as `ended`): a
+    span from when it was queued until now."""
+    attributes = {"aios.resource": entry.resource, "aios.syscall.id": entry.id, "aios.resumed": entry.preemptions > 0}
+    if ended:
+        attributes["aios.ended"] = ended
+    tracing.span_between("kernel.queue", _trace_of(entry), entry.queued_at, attributes=attributes)
 
 
 def _prompt_tokens(entry: Entry) -> int:

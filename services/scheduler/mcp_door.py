@@ -34,6 +34,7 @@ from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from multidict import CIMultiDict
+from opentelemetry import context as otel_context
 
 from aios.kernel.v1 import syscall_pb2 as ks
 from services.runtime import context as rctx
@@ -118,8 +119,11 @@ class McpDoor:
         except errors.AiosError as err:  # e.g. the access service is unavailable
             status = 503 if isinstance(err, errors.Unavailable) else 500
             return web.json_response({"error": err.code.lower(), "error_description": err.message}, status=status)
-        # What the MCP handlers need of the HTTP request, in the ASGI scope.
-        state = {"caller": caller, "session_id": request.headers.get(SESSION_HEADER, "")}
+        # What the MCP handlers need of the HTTP request, in the ASGI scope
+        # (they run in the session manager's tasks, not this one): also its
+        # request id and trace, for the tool call's logs and spans.
+        state = {"caller": caller, "session_id": request.headers.get(SESSION_HEADER, ""),
+                 "request_id": rctx.request_id.get(), "trace": otel_context.get_current()}
         return await serve_asgi(self.manager.handle_request, request, state)
 
     # --- MCP handlers ---------------------------------------------------
@@ -135,6 +139,9 @@ class McpDoor:
     async def call_tool(self, ctx, params: types.CallToolRequestParams) -> types.CallToolResult:
         state = ctx.request.scope["state"]
         caller: Caller = state["caller"]
+        rctx.request_id.set(state["request_id"])
+        rctx.agent.set(caller.name)
+        token = otel_context.attach(state["trace"])
         syscall = ks.Syscall(tool=ks.ToolCall(name=params.name), session_id=state["session_id"])
         syscall.tool.arguments.update(params.arguments or {})
         events: asyncio.Queue = asyncio.Queue()
@@ -151,6 +158,7 @@ class McpDoor:
             progress.cancel()
             if entry is not None and events in entry.subscribers:
                 entry.subscribers.remove(events)
+            otel_context.detach(token)
         return types.CallToolResult(content=[types.TextContent(text=record.tool.output)])
 
 

@@ -73,6 +73,7 @@ def record(entry: Entry, *, with_output: bool = True) -> ks.SyscallRecord:
         confirmation_id=entry.confirmation_id,
         parent_id=entry.parent_id,
         cost=entry.cost,
+        trace_id=entry.trace_id,
         usage=lc.Usage(
             prompt_tokens=entry.prompt_tokens,
             completion_tokens=entry.completion_tokens,
@@ -114,6 +115,13 @@ def agent_stats(stats) -> kpb.AgentStats:
     if ts is not None:
         out.last_seen_time.CopyFrom(ts)
     return out
+
+
+def queues(resources: dict) -> list[kpb.ResourceQueue]:
+    """Each resource's queue as of now (services/scheduler/kernel.py Resource), by name."""
+    return [kpb.ResourceQueue(resource=name, capacity=res.capacity, running=res.running, queued=res.waiting,
+                              held=res.gate.held_live if res.gate is not None else 0)
+            for name, res in sorted(resources.items())]
 
 
 _METRICS = {

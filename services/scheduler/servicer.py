@@ -261,10 +261,7 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
             out.default_model = await self.catalog.default_model()
         except errors.AiosError:
             pass  # llm_core's own row says why
-        for name in sorted(self.kernel.resources):
-            res = self.kernel.resources[name]
-            out.queues.add(resource=name, capacity=res.capacity, running=res.running, queued=res.waiting,
-                           held=res.gate.held_live if res.gate is not None else 0)
+        out.queues.extend(records.queues(self.kernel.resources))
         return out
 
     def _policy(self) -> kpb.Policy:

@@ -79,6 +79,12 @@ class Entry:
     final_record: bytes | None = None
     # Set by SubmitStream: token deltas are wanted.
     stream: bool = False
+    # The trace the call is part of (its intake's span context, the parent
+    # of its queue and dispatch spans) and its trace id in hex; the request
+    # id of the call that made it, which every service's log lines carry.
+    trace_context: Any = None
+    trace_id: str = ""
+    caller_request_id: str = ""
     # A streamed file body: the upload's chunks (async iterator of bytes), or
     # the queue a download's parts go to.
     body: Any = None

@@ -14,6 +14,7 @@ import asyncio
 from aios.storage.v1 import storage_service_pb2 as pb
 from aios.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from services.runtime import logs, trust
+from services.runtime.metrics import ServiceMetrics
 from services.runtime.server import Service
 from services.storage.config import DEFAULT_PORT, Config
 from services.llm_core.client import EmbeddingClient
@@ -36,14 +37,17 @@ async def build(config: Config) -> Service:
     objects = ObjectStore(config.s3_endpoint, config.s3_access_key, config.s3_secret_key, config.bucket,
                           secure=config.s3_secure, region=config.s3_region,
                           public_endpoint=config.s3_public_endpoint)
+    metrics = ServiceMetrics("storage", config.metrics_port)
+    # The object store's calls (op "s3.<method>"), the index's ("index.<method>"), llm_core's Embed ("embed").
+    latencies = metrics.latencies("aios_storage_operation_seconds", "Seconds per backend operation")
     index = embedder = None
     if config.index_enabled:
         index = FileIndex(config.qdrant_path, config.qdrant_url)
         embedder = EmbeddingClient(config.llm_addr, model=config.embedding_model,
-                                   service_token=config.service_token or service_trust.token)
+                                   service_token=config.service_token or service_trust.token, latencies=latencies)
     files = FileStore(objects, index, embedder, max_versions=config.max_versions,
                       quota_bytes=config.quota_bytes, quota_files=config.quota_files,
-                      index_max_bytes=config.index_max_bytes)
+                      index_max_bytes=config.index_max_bytes, latencies=latencies)
     try:
         await files.start()
     except BaseException:
@@ -64,5 +68,6 @@ async def build(config: Config) -> Service:
         close=close,
         authorize=service_trust.authorize(trust.ACCEPTS[trust.STORAGE]),
         ready=lambda: asyncio.to_thread(objects.reachable),
+        metrics=metrics,
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.runtime import trust
-from services.runtime.config import ConfigError, Env, server_address
+from services.runtime.config import ConfigError, Env, metrics_port, server_address
 
 DEFAULT_PORT = 50054
 MiB = 1024 * 1024
@@ -43,6 +43,8 @@ class Config:
     service_token: str = ""
     # Service credentials: who may call this service (the kernel only).
     service_tokens: tuple[tuple[str, str], ...] = ()
+    # Prometheus metrics over HTTP; -1 = off, 0 = any free port.
+    metrics_port: int = -1
 
     @classmethod
     def from_env(cls, environ=None) -> "Config":
@@ -78,4 +80,5 @@ class Config:
             embedding_model=env.str("EMBEDDING_MODEL", ""),
             service_token=env.secret("SERVICE_TOKEN", ""),
             service_tokens=tuple(sorted(trust.load_tokens(environ).items())),
+            metrics_port=metrics_port(env),
         )

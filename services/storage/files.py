@@ -49,7 +49,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 
-from services.runtime import errors, logs
+from services.runtime import errors, logs, tracing
+from services.runtime.metrics import Latencies
 from services.storage import index as idx
 from services.storage import paths
 from services.storage.objects import Missing, ObjectMeta, ObjectStore, PreconditionFailed, Version
@@ -137,7 +138,8 @@ def _head(spool, limit: int) -> bytes:
 class FileStore:
     def __init__(self, objects: ObjectStore, index: idx.FileIndex | None = None,
                  embed: Embed | None = None, *, max_versions: int = 10, quota_bytes: int = 0,
-                 quota_files: int = 0, index_max_bytes: int = 256 * 1024, io_threads: int = 16) -> None:
+                 quota_files: int = 0, index_max_bytes: int = 256 * 1024, io_threads: int = 16,
+                 latencies: Latencies | None = None) -> None:
         self.objects = objects
         self.index = index
         self.embed = embed
@@ -149,6 +151,8 @@ class FileStore:
         # Embedded Qdrant is not thread-safe: one thread for all index calls.
         self._qdrant = ThreadPoolExecutor(1, thread_name_prefix="qdrant")
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # Seconds per object store and index call: op "s3.<ObjectStore method>", "index.<FileIndex method>".
+        self.latencies = latencies or Latencies()
 
     async def start(self) -> None:
         """Reach the object store (bucket with versioning) and open the index."""
@@ -164,10 +168,16 @@ class FileStore:
         self.objects.close()
 
     async def _run(self, fn, *args, **kwargs):
-        return await asyncio.get_running_loop().run_in_executor(self._io, partial(fn, *args, **kwargs))
+        call = asyncio.get_running_loop().run_in_executor(self._io, partial(fn, *args, **kwargs))
+        if not getattr(fn, "__qualname__", "").startswith("ObjectStore."):
+            return await call  # the spool, not the store
+        with self.latencies.time("s3." + fn.__name__), \
+                tracing.client_span("s3", fn.__name__, **{"aws.s3.bucket": getattr(self.objects, "bucket", "")}):
+            return await call
 
     async def _indexed(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._qdrant, partial(fn, *args))
+        with self.latencies.time("index." + fn.__name__), tracing.client_span("qdrant", fn.__name__):
+            return await asyncio.get_running_loop().run_in_executor(self._qdrant, partial(fn, *args))
 
     def _lock(self, owner: str) -> asyncio.Lock:
         lock = self._locks.get(owner)

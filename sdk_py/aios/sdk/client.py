@@ -41,6 +41,7 @@ from aios.storage.v1 import storage_service_pb2 as st
 from aios.sdk.errors import (
     AiosError, ConfirmationTimeoutError, DeadlineExceededError, NotFoundError, UnavailableError, from_rpc_error,
 )
+from aios.sdk import _tracing
 from aios.sdk.quota import parse_limit, subject
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -653,8 +654,10 @@ class _Base:
         if self.on_syscall is not None:
             self.on_syscall(syscall, record, error)
 
-    def _metadata(self) -> list[tuple[str, str]]:
-        return [("authorization", f"Bearer {self.token}")] if self.token else []
+    def _metadata(self, span=None) -> list[tuple[str, str]]:
+        """The credential, and the trace context (the span's, else the current one)."""
+        md = [("authorization", f"Bearer {self.token}")] if self.token else []
+        return _tracing.inject(md, span)
 
     def _syscall(self, *, priority: int = 0, request_id: str | None = None, **call) -> ks.Syscall:
         return ks.Syscall(request_id=request_id or uuid.uuid4().hex, session_id=self.session_id,
@@ -728,21 +731,26 @@ class Client(_Base):
         (the kernel runs it once), all attempts within one deadline."""
         end = time.monotonic() + (timeout or self.timeout)
         attempt = 0
-        while True:
-            try:
-                watch = _ConfirmationWatch(self, syscall.request_id) if _may_park(syscall) else None
-                record = self._rpc("Submit", kpb.SubmitRequest(syscall=syscall),
-                                   max(0.001, end - time.monotonic()), watch).syscall
-            except AiosError as err:
-                delay = self._backoff(attempt, err, end)
-                if delay is None:
-                    self._notify(syscall, None, err)
-                    raise
-                time.sleep(delay)
-                attempt += 1
-                continue
-            self._notify(syscall, record, None)
-            return record
+        span = _tracing.syscall_span("Submit", self.address, syscall)
+        with _tracing.current(span):
+            while True:
+                try:
+                    watch = _ConfirmationWatch(self, syscall.request_id) if _may_park(syscall) else None
+                    record = self._rpc("Submit", kpb.SubmitRequest(syscall=syscall),
+                                       max(0.001, end - time.monotonic()), watch).syscall
+                except AiosError as err:
+                    delay = self._backoff(attempt, err, end)
+                    if delay is None:
+                        _tracing.finished(span, error=err)
+                        self._notify(syscall, None, err)
+                        raise
+                    _tracing.retried(span, err)
+                    time.sleep(delay)
+                    attempt += 1
+                    continue
+                _tracing.finished(span, record)
+                self._notify(syscall, record, None)
+                return record
 
     def _call(self, syscall: ks.Syscall, extract: Callable, timeout: float | None = None):
         return extract(self.submit(syscall, timeout=timeout))
@@ -750,22 +758,29 @@ class Client(_Base):
     def stream(self, syscall: ks.Syscall, *, timeout: float | None = None) -> Iterator[ks.SyscallEvent]:
         """Run one syscall, yielding its lifecycle events and token deltas.
         Leaving the loop early cancels the syscall."""
+        # The span is not made current: a generator's yields leave this context.
+        span = _tracing.syscall_span("SubmitStream", self.address, syscall)
         call = self.kernel.SubmitStream(kpb.SubmitRequest(syscall=syscall),
-                                        timeout=timeout or self.timeout, metadata=self._metadata())
+                                        timeout=timeout or self.timeout, metadata=self._metadata(span))
         try:
             for event in call:
                 if event.HasField("finished"):
+                    _tracing.finished(span, event.finished)
                     self._notify(syscall, event.finished, None)
                 yield event
         except grpc.RpcError as exc:
             err = from_rpc_error(exc)
+            _tracing.finished(span, error=err)
             self._notify(syscall, None, err)
             raise err from None
         finally:
             call.cancel()  # no-op once the stream ended
+            _tracing.end(span)
 
     def _upload(self, header: kpb.UploadFileHeader, source, timeout: float | None = None) -> kpb.UploadFileResponse:
-        with _readable(source) as file:
+        span = _tracing.syscall_span("UploadFile", self.address, kind="storage", request_id=header.request_id,
+                                     session_id=header.session_id)
+        with _tracing.current(span), _readable(source) as file:
             parts = _UploadParts(header, file)
             try:
                 return self._rpc("UploadFile", iter(parts), timeout, _ConfirmationWatch(self, header.request_id))
@@ -775,16 +790,21 @@ class Client(_Base):
                 raise
 
     def _download(self, request: kpb.DownloadFileRequest, dest, timeout: float | None = None):
-        call = self.kernel.DownloadFile(request, timeout=timeout or self.timeout, metadata=self._metadata())
+        span = _tracing.syscall_span("DownloadFile", self.address, kind="storage", request_id=request.request_id,
+                                     session_id=request.session_id)
+        call = self.kernel.DownloadFile(request, timeout=timeout or self.timeout, metadata=self._metadata(span))
         sink = _DownloadSink(dest)
         try:
             for part in call:  # waits in short steps, so Ctrl-C gets through
                 sink.take(part)
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+            err = from_rpc_error(exc)
+            _tracing.finished(span, error=err)
+            raise err from None
         finally:
             call.cancel()  # no-op once the stream ended; cancels it on Ctrl-C
             sink.close()
+            _tracing.end(span)
         return sink.result()
 
     def chat_stream(self, prompt, *, timeout: float | None = None, **kwargs) -> Iterator[str | ChatResult]:
@@ -906,21 +926,26 @@ class AsyncClient(_Base):
 
         end = time.monotonic() + (timeout or self.timeout)
         attempt = 0
-        while True:
-            try:
-                watch = _ConfirmationWatch(self, syscall.request_id) if _may_park(syscall) else None
-                record = (await self._rpc("Submit", kpb.SubmitRequest(syscall=syscall),
-                                          max(0.001, end - time.monotonic()), watch)).syscall
-            except AiosError as err:
-                delay = self._backoff(attempt, err, end)
-                if delay is None:
-                    self._notify(syscall, None, err)
-                    raise
-                await asyncio.sleep(delay)
-                attempt += 1
-                continue
-            self._notify(syscall, record, None)
-            return record
+        span = _tracing.syscall_span("Submit", self.address, syscall)
+        with _tracing.current(span):
+            while True:
+                try:
+                    watch = _ConfirmationWatch(self, syscall.request_id) if _may_park(syscall) else None
+                    record = (await self._rpc("Submit", kpb.SubmitRequest(syscall=syscall),
+                                              max(0.001, end - time.monotonic()), watch)).syscall
+                except AiosError as err:
+                    delay = self._backoff(attempt, err, end)
+                    if delay is None:
+                        _tracing.finished(span, error=err)
+                        self._notify(syscall, None, err)
+                        raise
+                    _tracing.retried(span, err)
+                    await asyncio.sleep(delay)
+                    attempt += 1
+                    continue
+                _tracing.finished(span, record)
+                self._notify(syscall, record, None)
+                return record
 
     async def _call(self, syscall: ks.Syscall, extract: Callable, timeout: float | None = None):
         return extract(await self.submit(syscall, timeout=timeout))
@@ -928,25 +953,32 @@ class AsyncClient(_Base):
     async def stream(self, syscall: ks.Syscall, *, timeout: float | None = None) -> AsyncIterator[ks.SyscallEvent]:
         """Run one syscall, yielding its lifecycle events and token deltas.
         Leaving the loop early cancels the syscall."""
+        # The span is not made current: a generator's yields leave this context.
+        span = _tracing.syscall_span("SubmitStream", self.address, syscall)
         call = self.kernel.SubmitStream(kpb.SubmitRequest(syscall=syscall),
-                                        timeout=timeout or self.timeout, metadata=self._metadata())
+                                        timeout=timeout or self.timeout, metadata=self._metadata(span))
         try:
             async for event in call:
                 if event.HasField("finished"):
+                    _tracing.finished(span, event.finished)
                     self._notify(syscall, event.finished, None)
                 yield event
         except grpc.RpcError as exc:
             err = from_rpc_error(exc)
+            _tracing.finished(span, error=err)
             self._notify(syscall, None, err)
             raise err from None
         finally:
             call.cancel()  # no-op once the stream ended
+            _tracing.end(span)
 
     async def _upload(self, header: kpb.UploadFileHeader, source,
                       timeout: float | None = None) -> kpb.UploadFileResponse:
         import asyncio
 
-        with _readable(source) as file:
+        span = _tracing.syscall_span("UploadFile", self.address, kind="storage", request_id=header.request_id,
+                                     session_id=header.session_id)
+        with _tracing.current(span), _readable(source) as file:
             call = self.kernel.UploadFile(timeout=timeout or self.timeout, metadata=self._metadata())
 
             # Written part by part rather than from a request iterator (grpc.aio
@@ -979,17 +1011,22 @@ class AsyncClient(_Base):
     async def _download(self, request: kpb.DownloadFileRequest, dest, timeout: float | None = None):
         import asyncio
 
-        call = self.kernel.DownloadFile(request, timeout=timeout or self.timeout, metadata=self._metadata())
+        span = _tracing.syscall_span("DownloadFile", self.address, kind="storage", request_id=request.request_id,
+                                     session_id=request.session_id)
+        call = self.kernel.DownloadFile(request, timeout=timeout or self.timeout, metadata=self._metadata(span))
         sink = _DownloadSink(dest)
         try:
             async for part in call:
                 # Local writes off the event loop.
                 await asyncio.to_thread(sink.take, part)
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+            err = from_rpc_error(exc)
+            _tracing.finished(span, error=err)
+            raise err from None
         finally:
             call.cancel()  # no-op once the stream ended
             sink.close()
+            _tracing.end(span)
         return sink.result()
 
     async def chat_stream(self, prompt, *, timeout: float | None = None,

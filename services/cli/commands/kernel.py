@@ -11,15 +11,30 @@ def _ms(d) -> str:
     return f"{d.ToNanoseconds() / 1e6:.1f}ms"
 
 
+PS_HEADER = ("AGENT", "RUN", "QUEUED", "DONE", "FAILED", "PROMPT", "OUTPUT", "MEAN WAIT", "COST", "QUOTA LEFT")
+SYSCALLS_HEADER = ("ID", "AGENT", "SESSION", "KIND", "RESOURCE", "STATE", "WAIT", "TURNAROUND", "TOKENS")
+
+
 def ps_row(a) -> tuple:
     """One agent's row of `aios ps`; QUOTA LEFT is its tightest limit."""
     return (a.agent, a.running, a.queued, a.completed, a.failed, a.prompt_tokens, a.completion_tokens,
             _ms(a.mean_waiting), money(a.cost), describe_left(a.quota[0]) if a.quota else "-")
 
 
+def syscall_row(r) -> tuple:
+    """One SyscallRecord's row of `aios syscalls`."""
+    from aios.kernel.v1 import syscall_pb2 as ks
+
+    kind = ks.SyscallKind.Name(r.kind).removeprefix("SYSCALL_KIND_").lower()
+    state = ks.SyscallState.Name(r.state).removeprefix("SYSCALL_STATE_").lower()
+    if r.confirmation_id:
+        state = f"{state} ({r.confirmation_id})"
+    return (r.id, r.agent[:16], r.session_id[:16] or "-", kind, r.resource[:18], state, _ms(r.waiting),
+            _ms(r.turnaround), r.usage.total_tokens)
+
+
 def _ps(kernel, args) -> None:
-    common.table(("AGENT", "RUN", "QUEUED", "DONE", "FAILED", "PROMPT", "OUTPUT", "MEAN WAIT", "COST", "QUOTA LEFT"),
-                 [ps_row(a) for a in kernel.list_agents()], right=range(1, 9),
+    common.table(PS_HEADER, [ps_row(a) for a in kernel.list_agents()], right=range(1, 9),
                  empty="no agents have made syscalls yet")
 
 
@@ -34,16 +49,8 @@ def _syscalls(kernel, args) -> None:
     if args.state:
         filters["state"] = ks.SyscallState.Value(f"SYSCALL_STATE_{args.state.upper()}")
     page = kernel.list_syscalls(**filters)
-    rows = []
-    for r in page.syscalls:
-        kind = ks.SyscallKind.Name(r.kind).removeprefix("SYSCALL_KIND_").lower()
-        state = ks.SyscallState.Name(r.state).removeprefix("SYSCALL_STATE_").lower()
-        if r.confirmation_id:
-            state = f"{state} ({r.confirmation_id})"
-        rows.append((r.id, r.agent[:16], r.session_id[:16] or "-", kind, r.resource[:18], state, _ms(r.waiting),
-                     _ms(r.turnaround), r.usage.total_tokens))
-    common.table(("ID", "AGENT", "SESSION", "KIND", "RESOURCE", "STATE", "WAIT", "TURNAROUND", "TOKENS"), rows,
-                 right=(6, 7, 8), empty="no syscalls match")
+    common.table(SYSCALLS_HEADER, [syscall_row(r) for r in page.syscalls], right=(6, 7, 8),
+                 empty="no syscalls match")
 
 
 def _policy(kernel, args) -> None:
