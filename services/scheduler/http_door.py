@@ -128,38 +128,17 @@ async def openai_errors(request: web.Request, handler):
 
 
 @web.middleware
-async def traced(request: web.Request, handler):
-    """The request's server span, in the trace its `traceparent` header names
-    (W3C trace context) if it has one, current while it is handled: the
-    syscall it makes joins that trace."""
+async def observed(request: web.Request, handler):
+    """Each request's server span, in the trace its `traceparent` header names
+    (W3C trace context) if it has one, current while it is handled (the
+    syscall it makes joins that trace); and one log line for it: method,
+    path, status, milliseconds, with the request id and agent as the handler
+    knew them (logs.py adds both)."""
+    started = time.perf_counter()
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else ""
     span = tracing.start_server_span(f"{request.method} {route}".rstrip(), tracing.extract(request.headers), {
         "http.request.method": request.method, "url.path": request.path, "http.route": route})
-    status = 500
-    try:
-        resp = await handler(request)
-        status = resp.status
-        return resp
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    except asyncio.CancelledError:
-        status = 499  # the client went away
-        raise
-    finally:
-        if span.is_recording():
-            span.set_attribute("http.response.status_code", status)
-            if status >= 500:
-                span.set_status(tracing.Status(tracing.StatusCode.ERROR))
-        span.end()
-
-
-@web.middleware
-async def access_log(request: web.Request, handler):
-    """One log line per request: method, path, status, milliseconds, and the
-    request id and agent as the handler knew them (logs.py adds both)."""
-    started = time.perf_counter()
     rctx.request_id.set(request.headers.get("X-Request-Id") or uuid.uuid4().hex)
     status = 500
     try:
@@ -176,6 +155,11 @@ async def access_log(request: web.Request, handler):
         getattr(log, "warning" if status >= 500 else "info")(
             "http request", method=request.method, path=request.path, status=status,
             ms=round((time.perf_counter() - started) * 1000, 2))
+        if span.is_recording():
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_status(tracing.Status(tracing.StatusCode.ERROR))
+        span.end()
 
 
 def let_go(entry: Entry, events: asyncio.Queue, waiter: asyncio.Future) -> None:
@@ -483,7 +467,7 @@ class HttpDoor:
         return resp
 
     async def start(self, host: str, port: int) -> int:
-        app = web.Application(client_max_size=8 * 1024 * 1024, middlewares=[traced, access_log, openai_errors])
+        app = web.Application(client_max_size=8 * 1024 * 1024, middlewares=[observed, openai_errors])
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/v1/models/{model}", self.model)
         app.router.add_post("/v1/chat/completions", self.chat)
