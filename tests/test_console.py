@@ -31,7 +31,6 @@ from aios.kernel.v1 import kernel_service_pb2 as kpb
 from aios.kernel.v1 import syscall_pb2 as ks
 from aios.sdk import AsyncClient, NotFoundError
 from services.cli.main import main
-from services.cli.stack import free_port
 from services.local.seaweed import start_seaweed
 from services.runtime import trust
 from tests.conftest import kernel_config
@@ -68,9 +67,8 @@ async def stack(tmp_path_factory, llm_core_addr, start_service):
         "AIOS_STORAGE_S3_SECRET_KEY": s3.secret_key, "AIOS_STORAGE_QDRANT_PATH": str(data / "index"),
         "AIOS_LLM_ADDR": llm_core_addr}))
     access_addr = f"127.0.0.1:{access.port}"
-    http_port = free_port()
     kernel = await start_service(kernel_build, kernel_config(
-        llm_core_addr, auth="access", auth_cache_seconds=0, http_port=http_port, AIOS_ACCESS_ADDR=access_addr,
+        llm_core_addr, auth="access", auth_cache_seconds=0, http_port=0, AIOS_ACCESS_ADDR=access_addr,
         AIOS_STORAGE_ADDR=f"127.0.0.1:{storage.port}", AIOS_SERVICE_TOKENS_FILE=str(tokens_file)))
     admin_token = (data / "admin.token").read_text().strip()
     import grpc
@@ -84,7 +82,7 @@ async def stack(tmp_path_factory, llm_core_addr, start_service):
         return reply.token
 
     yield {"kernel": f"127.0.0.1:{kernel.port}", "access": access_addr,
-           "console": f"http://127.0.0.1:{http_port}/console", "admin_token": admin_token, "create": create}
+           "console": f"http://127.0.0.1:{kernel.service.http_port}/console", "admin_token": admin_token, "create": create}
     await channel.close()
     s3.stop(graceful=False)
 

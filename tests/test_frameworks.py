@@ -19,7 +19,6 @@ import pytest
 import pytest_asyncio
 
 from aios.sdk import AsyncClient
-from services.cli.stack import free_port
 from tests.conftest import kernel_config
 
 # LiteLLM fetches its price table from GitHub at import unless told to use
@@ -38,9 +37,8 @@ ADD = {"type": "function", "function": {
 async def door(llm_core_addr, start_service):
     from services.scheduler.app import build
 
-    http_port = free_port()
-    server = await start_service(build, kernel_config(llm_core_addr, http_port=http_port))
-    return f"127.0.0.1:{server.port}", f"http://127.0.0.1:{http_port}/v1"
+    server = await start_service(build, kernel_config(llm_core_addr, http_port=0))
+    return f"127.0.0.1:{server.port}", f"http://127.0.0.1:{server.service.http_port}/v1"
 
 
 async def agent_stats(kernel: str, agent: str):

@@ -14,7 +14,6 @@ import pytest_asyncio
 from aios.kernel.v1 import syscall_pb2 as ks
 
 from aios.sdk import AsyncClient
-from services.cli.stack import free_port
 from tests.conftest import kernel_config
 
 
@@ -22,9 +21,8 @@ from tests.conftest import kernel_config
 async def door(llm_core_addr, start_service):
     from services.scheduler.app import build
 
-    http_port = free_port()
-    server = await start_service(build, kernel_config(llm_core_addr, http_port=http_port))
-    return f"127.0.0.1:{server.port}", f"http://127.0.0.1:{http_port}/v1"
+    server = await start_service(build, kernel_config(llm_core_addr, http_port=0))
+    return f"127.0.0.1:{server.port}", f"http://127.0.0.1:{server.service.http_port}/v1"
 
 
 async def openai_agent(base_url: str, token: str) -> list[str]:

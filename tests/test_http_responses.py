@@ -22,7 +22,6 @@ import pytest_asyncio  # noqa: E402
 
 from aios.kernel.v1 import syscall_pb2 as ks  # noqa: E402
 from aios.sdk import AsyncClient  # noqa: E402
-from services.cli.stack import free_port  # noqa: E402
 from tests.conftest import kernel_config  # noqa: E402
 
 MODEL = "smollm2"
@@ -35,9 +34,8 @@ WEATHER = {"type": "function", "name": "get_weather", "description": "Get the cu
 async def door(llm_core_addr, start_service):
     from services.scheduler.app import build
 
-    http_port = free_port()
-    server = await start_service(build, kernel_config(llm_core_addr, http_port=http_port))
-    return f"127.0.0.1:{server.port}", f"http://127.0.0.1:{http_port}/v1"
+    server = await start_service(build, kernel_config(llm_core_addr, http_port=0))
+    return f"127.0.0.1:{server.port}", f"http://127.0.0.1:{server.service.http_port}/v1"
 
 
 def client_for(base_url: str, agent: str) -> openai.AsyncOpenAI:

@@ -26,7 +26,6 @@ from aios.access.v1 import access_service_pb2 as apb
 from aios.access.v1 import access_service_pb2_grpc as apb_grpc
 from aios.kernel.v1 import syscall_pb2 as ks
 from aios.sdk import AsyncClient
-from services.cli.stack import free_port
 from services.local.seaweed import start_seaweed
 from tests.conftest import kernel_config
 
@@ -90,11 +89,10 @@ async def kernel(s3, llm_core_addr, start_service, tmp_path_factory):
         "AIOS_LLM_ADDR": llm_core_addr, "AIOS_MEMORY_QDRANT_PATH": str(data / "memory")}))
     storage = await _storage(start_service, s3, llm_core_addr, data / "index")
     tools = {"mcp_servers": [{"name": "t", "command": [sys.executable, SERVER], "tools": {"hang": {"timeout": 120}}}]}
-    http_port = free_port()
     server = await start_service(build_kernel, kernel_config(
-        llm_core_addr, http_port=http_port, AIOS_MEMORY_ADDR=f"127.0.0.1:{memory.port}",
+        llm_core_addr, http_port=0, AIOS_MEMORY_ADDR=f"127.0.0.1:{memory.port}",
         AIOS_STORAGE_ADDR=storage, AIOS_KERNEL_TOOLS=json.dumps(tools)))
-    return {"grpc": f"127.0.0.1:{server.port}", "mcp": f"http://127.0.0.1:{http_port}/mcp"}
+    return {"grpc": f"127.0.0.1:{server.port}", "mcp": f"http://127.0.0.1:{server.service.http_port}/mcp"}
 
 
 @pytest.fixture(params=["auto", "legacy"])
@@ -241,9 +239,8 @@ async def world(s3, llm_core_addr, start_service, tmp_path_factory):
     env = {"AIOS_SERVICE_TOKENS_FILE": str(tokens_file), "AIOS_DATA_DIR": str(data)}
     access = await start_service(access_build, AccessConfig.from_env(env))
     storage = await _storage(start_service, s3, llm_core_addr, data / "index", env)
-    http_port = free_port()
     kernel = await start_service(kernel_build, kernel_config(
-        llm_core_addr, auth="access", auth_cache_seconds=0, http_port=http_port,
+        llm_core_addr, auth="access", auth_cache_seconds=0, http_port=0,
         AIOS_ACCESS_ADDR=f"127.0.0.1:{access.port}", AIOS_STORAGE_ADDR=storage,
         AIOS_SERVICE_TOKENS_FILE=str(tokens_file)))
     channel = grpc_channel(f"127.0.0.1:{access.port}")
@@ -253,7 +250,7 @@ async def world(s3, llm_core_addr, start_service, tmp_path_factory):
     async def create(name: str) -> str:
         return (await admin.CreateAgent(apb.CreateAgentRequest(name=name, groups=["agents"]), metadata=md)).token
 
-    yield {"grpc": f"127.0.0.1:{kernel.port}", "mcp": f"http://127.0.0.1:{http_port}/mcp",
+    yield {"grpc": f"127.0.0.1:{kernel.port}", "mcp": f"http://127.0.0.1:{kernel.service.http_port}/mcp",
            "admin": admin, "md": md, "create": create}
     await channel.close()
 

@@ -33,7 +33,6 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, ALWAYS_ON,
 
 from aios.kernel.v1 import syscall_pb2 as ks
 from aios.sdk import AsyncClient, ChatResult
-from services.cli.stack import free_port
 from services.runtime import interceptors, tracing
 from tests.conftest import kernel_config
 from tests.test_memory import start_memory  # noqa: F401 - the memory service fixture, shared
@@ -101,10 +100,9 @@ async def stack(spans, start_service, start_memory, llm_core_addr):  # noqa: F81
     from services.scheduler.app import build
 
     _, mem = await start_memory()
-    http_port = free_port()
     server = await start_service(build, kernel_config(llm_core_addr, AIOS_MEMORY_ADDR=mem.address,
-                                                      http_port=http_port))
-    return f"127.0.0.1:{server.port}", f"http://127.0.0.1:{http_port}"
+                                                      http_port=0))
+    return f"127.0.0.1:{server.port}", f"http://127.0.0.1:{server.service.http_port}"
 
 
 async def until(check, what: str, timeout: float = 10.0):

@@ -57,6 +57,9 @@ class Service:
     ready: Check | None = None
     ready_every: float = READY_EVERY_SECONDS
     ready_timeout: float = READY_TIMEOUT_SECONDS
+    # The port its HTTP listener bound, if it has one (the kernel's door;
+    # configured as 0, a free one).
+    http_port: int | None = None
     # Its Prometheus registry and where to serve it (services/runtime/metrics.py);
     # None: the runtime's RPC metrics only, not served.
     metrics: ServiceMetrics | None = None

@@ -97,8 +97,9 @@ async def build(config: Config) -> Service:
         log.info("journal", target=redacted(config.journal_path))
         recovering = intake.recover(journal.unfinished())
     door = HttpDoor(intake)
+    http_port = None
     if config.http_port >= 0:
-        port = await door.start(config.host, config.http_port)
+        port = http_port = await door.start(config.host, config.http_port)
         log.info("openai-compatible door", address=f"http://{config.host}:{port}/v1")
 
     async def close() -> None:
@@ -129,4 +130,5 @@ async def build(config: Config) -> Service:
         close=close,
         drain=drain,
         metrics=service_metrics,
+        http_port=http_port,
     )
