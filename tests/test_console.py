@@ -34,18 +34,9 @@ from services.cli.main import main
 from services.local.seaweed import start_seaweed
 from services.runtime import trust
 from tests.conftest import kernel_config
+from tests.support.polling import until
 
 WAIT = 30  # seconds any one thing may take in the browser
-
-
-async def until(check, what: str, attempts: int = 600, interval: float = 0.05):
-    """Bounded polling of the kernel's process table."""
-    for _ in range(attempts):
-        value = await check()
-        if value:
-            return value
-        await asyncio.sleep(interval)
-    raise AssertionError(f"never happened: {what}")
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -160,7 +151,7 @@ async def test_an_operator_approves_a_parked_delete_in_the_browser(stack, browse
         async def parked():
             page = await dora.list_syscalls(state=ks.SYSCALL_STATE_AWAITING_CONFIRMATION)
             return [s for s in page.syscalls if s.confirmation_id]
-        (call,) = await until(parked, "the delete is parked for a person")
+        (call,) = await until(parked, "the delete is parked for a person", timeout=30)
         confirmation = call.confirmation_id
 
         # An agent's token is refused at sign-in.
@@ -242,7 +233,7 @@ async def test_a_deny_through_the_api_refuses_the_parked_call(stack):
         async def pending():
             state = await (await http.get(stack["console"] + "/api/state", headers=admin)).json()
             return [c for c in state["confirmations"] if c["agent"] == "fred"]
-        (conf,) = await until(pending, "fred's delete is among the pending confirmations")
+        (conf,) = await until(pending, "fred's delete is among the pending confirmations", timeout=30)
         resp = await http.post(f"{stack['console']}/api/confirmations/{conf['id']}", json={"approve": False},
                                headers=admin)
         assert resp.status == 200 and (await resp.json())["state"] == "denied"

@@ -28,6 +28,7 @@ from aios.kernel.v1 import syscall_pb2 as ks
 from aios.sdk import AsyncClient
 from services.local.seaweed import start_seaweed
 from tests.conftest import kernel_config
+from tests.support.polling import until
 
 SERVER = str(Path(__file__).parent / "support" / "mcp_tool_server.py")
 BUILTIN = {"calculator", "files.read", "files.write", "files.list", "memory.add", "memory.search"}
@@ -46,16 +47,6 @@ async def mcp(url: str, token: str | None, mode: str = "auto", session: str = ""
 
 def text(result) -> str:
     return "\n".join(c.text for c in result.content)
-
-
-async def until(check, what: str, attempts: int = 400, interval: float = 0.05):
-    """Bounded polling of the kernel's process table."""
-    for _ in range(attempts):
-        value = await check()
-        if value:
-            return value
-        await asyncio.sleep(interval)
-    raise AssertionError(f"never happened: {what}")
 
 
 @pytest.fixture(scope="module")

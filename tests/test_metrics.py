@@ -13,12 +13,10 @@ is logged at error or warning while a client's mistake stays at info.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
 import re
-import time
 from pathlib import Path
 
 import aiohttp
@@ -40,21 +38,10 @@ from services.scheduler.metrics import KernelMetrics
 from services.scheduler.table import AgentStats
 from services.cli.stack import free_port
 from tests.conftest import kernel_config, local_endpoint
+from tests.support.polling import until
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "deploy/k8s/components/monitoring/grafana-dashboard.json"
 SERVICES = ("kernel", "llm_core", "memory", "storage", "access")
-
-
-async def until(predicate, what: str, timeout: float = 15.0):
-    """Poll `predicate` (a coroutine function) until it returns something true."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def scrape(port: int) -> str:
@@ -154,7 +141,7 @@ async def pages(world):
         done = value(texts["kernel"], "aios_syscalls_total")
         return texts if done >= 7 else None
 
-    return await until(counted, "the kernel to count the syscalls")
+    return await until(counted, "the kernel to count the syscalls", timeout=15.0)
 
 
 def test_every_service_serves_its_metrics_port(world):

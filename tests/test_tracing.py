@@ -14,11 +14,11 @@ breaks nothing and still hands its trace id on.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import random
 import sys
-import time
 from pathlib import Path
 
 import aiohttp
@@ -35,11 +35,14 @@ from aios.kernel.v1 import syscall_pb2 as ks
 from aios.sdk import AsyncClient, ChatResult
 from services.runtime import interceptors, tracing
 from tests.conftest import kernel_config
+from tests.support import polling
 from tests.test_memory import start_memory  # noqa: F401 - the memory service fixture, shared
 
 REPO = Path(__file__).resolve().parents[1]
 KERNEL_SUBMIT = "aios.kernel.v1.KernelService/Submit"
 LLM_GENERATE = "aios.llm.v1.LlmService/Generate"
+# Spans and log lines arrive within moments of the call that makes them.
+until = functools.partial(polling.until, timeout=10.0, interval=0.02)
 
 
 class _Switch(Sampler):
@@ -103,18 +106,6 @@ async def stack(spans, start_service, start_memory, llm_core_addr):  # noqa: F81
     server = await start_service(build, kernel_config(llm_core_addr, AIOS_MEMORY_ADDR=mem.address,
                                                       http_port=0))
     return f"127.0.0.1:{server.port}", f"http://127.0.0.1:{server.service.http_port}"
-
-
-async def until(check, what: str, timeout: float = 10.0):
-    """check()'s first truthy value, polled until `timeout` seconds passed."""
-    end = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def _hex(span_id: int) -> str:
