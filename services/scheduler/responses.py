@@ -74,6 +74,8 @@ from services.scheduler import http_door
 from services.scheduler.intake import drain
 from services.scheduler.table import Entry
 
+_bad = http_door._bad  # one wording for a field of the wrong shape
+
 # Responses kept for previous_response_id, all agents together. Each holds
 # its conversation as references to the items of its predecessor, so a long
 # chain costs a pointer per item per response, not a copy.
@@ -96,10 +98,6 @@ class _Kept:
     response: dict[str, Any]
     items: list[dict[str, Any]]  # the conversation so far, without instructions
     session: str
-
-
-def _bad(field: str, what: str) -> errors.InvalidArgument:
-    return errors.InvalidArgument(f"{field} must be {what}", field=field)
 
 
 def _text(content: Any, where: str) -> str:
