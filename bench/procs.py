@@ -103,6 +103,19 @@ def start_simulator(*args: str, timeout: float = 30) -> tuple[Child, list[str]]:
     return Child("simulator", proc, urls[0]), urls
 
 
+def start_relay(upstream: str) -> Child:
+    """A bare gRPC hop in front of `upstream` (bench/grpc_relay.py); its
+    first line, read here, says where it listens (EOF if it died)."""
+    with _log("grpc_relay") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "bench.grpc_relay", upstream], stdout=subprocess.PIPE,
+                                stderr=log, text=True, env=_env({}), cwd=ROOT)
+    line = proc.stdout.readline()
+    if not line.startswith("LISTENING "):
+        proc.kill()
+        raise RuntimeError("the gRPC relay did not start (see bench/results/logs/grpc_relay.log)")
+    return Child("grpc_relay", proc, line.split()[1])
+
+
 def start_service(module: str, prefix: str, env: dict[str, str], *, name: str | None = None,
                   python_args: tuple[str, ...] = (), entry: str = "", root: Path = ROOT) -> Child:
     """`python [python_args] -m services.<module>` (or -m entry) on a free

@@ -392,12 +392,14 @@ async def overhead_sweep(ns: list[int], total_calls: int, sequential_calls: int,
     core = procs.start_llm_core([{"name": "instant", "model": MODEL, "base_url": urls[0],
                                   "max_concurrency": 4096}])
     kernel = procs.start_kernel(core.address, per_agent_outstanding=64, queue_capacity=100_000, variant=variant)
+    relay = procs.start_relay(core.address)
     out = []
     try:
         # Warm up every path.
         direct = openai.AsyncOpenAI(base_url=urls[0], api_key="x", max_retries=0)
-        async with grpc.aio.insecure_channel(core.address) as ch:
+        async with grpc.aio.insecure_channel(core.address) as ch, grpc.aio.insecure_channel(relay.address) as rch:
             stub = llm_grpc.LlmServiceStub(ch)
+            hop = llm_grpc.LlmServiceStub(rch)
             client = AsyncClient(kernel.address, token="bench", timeout=600, retries=0)
             req = llm.GenerateRequest(call=lc.LlmCall(model=MODEL, max_tokens=1,
                                       messages=[lc.Message(role=lc.ROLE_USER, content="ping")]))
@@ -405,26 +407,32 @@ async def overhead_sweep(ns: list[int], total_calls: int, sequential_calls: int,
             for _ in range(20):
                 await direct.chat.completions.create(model=MODEL, messages=msgs, max_tokens=1)
                 await stub.Generate(req)
+                await hop.Generate(req)
                 await client.llm.chat("ping", model=MODEL, max_tokens=1)
-            # Sequential: the clean per-call cost of each hop.
+            # Sequential: the clean per-call cost of each hop; "grpc_hop" is
+            # llm_core behind one bare grpc.aio relay, the floor of any hop.
             seq = {}
-            for name, call in (
-                ("http_engine", lambda: direct.chat.completions.create(model=MODEL, messages=msgs, max_tokens=1)),
-                ("llm_core", lambda: stub.Generate(req)),
-                ("kernel", lambda: client.llm.chat("ping", model=MODEL, max_tokens=1)),
-            ):
-                k0 = kernel.cpu_seconds()
-                lat = []
-                for _ in range(sequential_calls):
+            paths = {
+                "http_engine": lambda: direct.chat.completions.create(model=MODEL, messages=msgs, max_tokens=1),
+                "llm_core": lambda: stub.Generate(req),
+                "grpc_hop": lambda: hop.Generate(req),
+                "kernel": lambda: client.llm.chat("ping", model=MODEL, max_tokens=1),
+            }
+            lat: dict[str, list[float]] = {name: [] for name in paths}
+            k0 = kernel.cpu_seconds()
+            for _ in range(sequential_calls):  # interleaved: every path sees the same moments of the machine
+                for name, call in paths.items():
                     t = time.perf_counter()
                     await call()
-                    lat.append(time.perf_counter() - t)
-                seq[name] = {"p50_ms": round(pct(lat, 0.5) * 1000, 3), "p99_ms": round(pct(lat, 0.99) * 1000, 3),
-                             "mean_ms": round(statistics.fmean(lat) * 1000, 3)}
-                if name == "kernel":
-                    seq["kernel_cpu_ms_per_syscall"] = round((kernel.cpu_seconds() - k0) / sequential_calls * 1000, 3)
+                    lat[name].append(time.perf_counter() - t)
+            for name, xs in lat.items():
+                seq[name] = {"p50_ms": round(pct(xs, 0.5) * 1000, 3), "p99_ms": round(pct(xs, 0.99) * 1000, 3),
+                             "mean_ms": round(statistics.fmean(xs) * 1000, 3)}
+            seq["kernel_cpu_ms_per_syscall"] = round((kernel.cpu_seconds() - k0) / sequential_calls * 1000, 3)
             seq["kernel_overhead_p50_ms"] = round(seq["kernel"]["p50_ms"] - seq["llm_core"]["p50_ms"], 3)
             seq["kernel_overhead_p99_ms"] = round(seq["kernel"]["p99_ms"] - seq["llm_core"]["p99_ms"], 3)
+            seq["grpc_hop_overhead_p50_ms"] = round(seq["grpc_hop"]["p50_ms"] - seq["llm_core"]["p50_ms"], 3)
+            seq["grpc_hop_overhead_p99_ms"] = round(seq["grpc_hop"]["p99_ms"] - seq["llm_core"]["p99_ms"], 3)
             out.append({"kind": "overhead_sequential", "calls": sequential_calls, "variant": variant, **seq})
             print("  sequential:", json.dumps(seq), flush=True)
             await direct.close()
@@ -488,7 +496,7 @@ async def overhead_sweep(ns: list[int], total_calls: int, sequential_calls: int,
                       f"added latency p50 {row['added_latency_p50_ms']} ms, failures {failures}", flush=True)
             await client.close()
     finally:
-        for child in (kernel, core, sim):
+        for child in (relay, kernel, core, sim):
             child.stop()
     return out
 

@@ -136,3 +136,15 @@ def test_profile_summary_groups_samples():
     assert areas["grpc (Python layer)"] == pytest.approx(0.25)
     inclusive = dict(s["top_inclusive_kernel_code"])
     assert inclusive["Kernel._run (services/scheduler/kernel.py)"] == pytest.approx(0.75)
+
+
+def test_overhead_section_sets_the_kernel_against_a_bare_grpc_hop(tmp_path):
+    from bench.report import overhead_section
+    path = {"p50_ms": 1.0, "p99_ms": 2.0, "mean_ms": 1.2}
+    seq = {"calls": 10, "http_engine": path, "llm_core": path, "grpc_hop": path, "kernel": path,
+           "kernel_overhead_p50_ms": 3.0, "kernel_overhead_p99_ms": 4.0, "kernel_cpu_ms_per_syscall": 2.5,
+           "grpc_hop_overhead_p50_ms": 1.75, "grpc_hop_overhead_p99_ms": 2.0}
+    text = "\n".join(overhead_section(seq, [], tmp_path, "t-"))
+    assert "grpc_hop (llm_core behind a bare gRPC relay)" in text
+    assert "adds p50 **1.75 ms**" in text
+    assert "adds 1.250 ms at p50 above that floor" in text
