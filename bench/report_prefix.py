@@ -117,7 +117,8 @@ def build(results: Path, out: Path, command: str) -> None:
         md.append("## One engine whose cache is smaller than the working set (50k tokens, 256 agents)\n")
         md.append("The agents' histories together exceed the cache. With a batch of 64 the agents take turns, "
                   "so which runs go at once decides whether a history is still cached at its next turn; with a "
-                  "batch of 256 every agent runs at once, nothing waits, and the kernel holds no run back.\n")
+                  "batch of 256 every agent runs at once and no call waits for a slot; the kernel holds runs back "
+                  "only as far as the hit rate its gate follows asks (docs/routing.md).\n")
         md.append(_table(["engine batch", "way", "makespan s", "agent mean s", "agent p99 s", "hit rate",
                           "best possible", "mean batch"],
                          [[r["backend_config"].get("max_num_seqs"),
