@@ -58,7 +58,7 @@ bench: install
 	$(PIP) install -q -e '.[bench]'
 	$(PY) -m bench $(if $(QUICK),--quick,) $(if $(PLAN),--plan $(PLAN),)
 
-# The prefix-routing and cache-aware scheduling runs (about 40 minutes,
+# The prefix-routing and cache-aware scheduling runs (about 50 minutes,
 # report in docs/benchmarks-prefix.md).
 bench-prefix: install
 	$(PIP) install -q -e '.[bench]'

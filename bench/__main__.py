@@ -292,7 +292,7 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="a smoke run in under five minutes (= --plan quick)")
     p.add_argument("--plan", choices=sorted(PLANS), default="full",
                    help="full (default); quick; prefix: the prefix-routing and cache-aware scheduling "
-                        "runs and the one-engine batch-32 table (about 40 minutes)")
+                        "runs and the one-engine batch-32 table (about 50 minutes)")
     p.add_argument("--out", help="JSON lines results (default bench/results/bench[-quick].jsonl)")
     p.add_argument("--report", help="Markdown report (default docs/benchmarks.md; quick: bench/results/quick/)")
     p.add_argument("--only", default="", help="comma-separated substrings of 'backend:label:N:note' to run")
