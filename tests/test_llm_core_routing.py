@@ -540,3 +540,45 @@ def test_api_key_env_is_read_at_start_and_never_printed():
     config = Config.from_env({"AIOS_LLM_ENDPOINTS": json.dumps(raw), "MY_KEY": "sk-secret-123"})
     assert config.endpoints[0].api_key == "sk-secret-123"
     assert "sk-secret-123" not in repr(config)
+
+
+async def test_an_endpoint_keeps_a_connection_open_for_each_call_it_may_run_at_once():
+    """As many connections stay open to an endpoint as calls may be in flight
+    to it: a second wave of max_concurrency calls opens none (openai's default
+    pool keeps 100, so 120 at once would reopen 20 on every wave)."""
+    concurrency = 120
+    peers: set = set()
+    arrived = 0
+    release = asyncio.Event()
+
+    async def chat(request: web.Request) -> web.Response:
+        nonlocal arrived
+        peers.add(request.transport.get_extra_info("peername"))
+        await request.json()
+        arrived += 1
+        if arrived % concurrency == 0:
+            release.set()
+        await release.wait()  # every call of a wave is in flight at once
+        return web.json_response({
+            "id": "c", "object": "chat.completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+    try:
+        async with llm_core([endpoint(url, "wide", concurrency=concurrency)]) as stub:
+            for wave in range(2):
+                release.clear()
+                replies = await asyncio.wait_for(asyncio.gather(*(
+                    stub.Generate(generate(model=MODEL, messages=USER, max_tokens=4))
+                    for _ in range(concurrency))), 60)
+                assert all(r.text == "ok" for r in replies)
+                assert len(peers) == concurrency, f"wave {wave}: {len(peers)} connections for {concurrency} calls"
+    finally:
+        await runner.cleanup()

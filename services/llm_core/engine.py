@@ -125,6 +125,7 @@ class Endpoint:
             base_url=config.base_url,
             api_key=config.api_key or "unused",
             max_retries=0,  # retries are ours: only the safe ones, inside the deadline
+            http_client=openai.DefaultAsyncHttpxClient(limits=_limits(config.max_concurrency)),
         )
         self.in_flight = 0
         self.down_until = 0.0
@@ -271,6 +272,17 @@ class Router:
             return
         conversation = req.prefix_text + prefix.prompt_text([{"role": "assistant", "content": text}])
         index.insert(prefix.block_hashes(conversation, req.prefix_hashes))
+
+
+def _limits(max_concurrency: int):
+    """Connections to one endpoint: as many kept open as calls may be in
+    flight to it. openai's default keeps 100, so past 100 concurrent calls
+    every call that ends closes its connection and the next opens one anew,
+    a TCP handshake and a new pool entry each time."""
+    default = openai.DEFAULT_CONNECTION_LIMITS  # openai's own HTTP library's type
+    return type(default)(max_connections=max(default.max_connections, max_concurrency),
+                         max_keepalive_connections=max(default.max_keepalive_connections, max_concurrency),
+                         keepalive_expiry=default.keepalive_expiry)
 
 
 def _retryable(exc: BaseException) -> bool:
