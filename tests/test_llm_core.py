@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -32,6 +33,7 @@ from services.llm_core.config import Config
 from services.local.llm_server import MODEL_ALIAS, READY_PREFIX, stop_local_server
 from services.runtime.server import start_server
 from tests.support.llm import generate
+from tests.support.polling import until
 
 MODEL = MODEL_ALIAS
 
@@ -72,12 +74,7 @@ def closed_port():
         yield s.getsockname()[1]
 
 
-async def wait_until(pred, timeout: float = 15.0, what: str = "condition"):
-    end = time.monotonic() + timeout
-    while not await pred():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+wait_until = functools.partial(until, timeout=15.0)
 
 
 # ------------------------------------------------------------ generation

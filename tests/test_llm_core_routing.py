@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import sys
 import time
@@ -34,6 +35,7 @@ from services.llm_core.engine import ChatRequest, LlmEngine
 from services.runtime import errors
 from services.runtime.server import start_server
 from tests.support.llm import generate
+from tests.support.polling import until
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "sim"
@@ -70,12 +72,7 @@ async def simulators(*configs: EngineConfig):
             await s.stop()
 
 
-async def wait_until(pred, timeout: float = 10.0, what: str = "condition"):
-    end = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
+wait_until = functools.partial(until, timeout=10.0, interval=0.005)
 
 
 def request(max_tokens: int | None = 40, content: str | None = None, **kw) -> pb.GenerateRequest:

@@ -4,8 +4,8 @@ simulator, whose speed the tests control (capacity 1 makes order visible)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-import time
 
 import aiohttp
 import pytest
@@ -15,6 +15,7 @@ from aios.sdk import AsyncClient, DeadlineExceededError, ResourceExhaustedError
 from bench.simulator.engine import EngineConfig
 from bench.simulator.server import SimulatorServer
 from tests.conftest import kernel_config
+from tests.support.polling import until
 
 MODEL = "sim"
 
@@ -85,13 +86,7 @@ async def sim_metrics(sim: SimulatorServer) -> dict:
             return await r.json()
 
 
-async def wait_until(predicate, timeout=20.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if await predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached in time")
+wait_until = functools.partial(until, interval=0.02)
 
 
 def started(task) -> int:

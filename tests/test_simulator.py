@@ -7,6 +7,7 @@ fixed sleep -- conditions are polled with a deadline (``wait_until``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 
 import aiohttp
@@ -23,6 +24,7 @@ from bench.simulator.engine import (
     parse_messages,
 )
 from bench.simulator.server import SimulatorServer
+from tests.support.polling import until
 
 FAST = 0.01   # 100x faster than "real": a default step is ~0.1 ms
 
@@ -31,19 +33,8 @@ def client_for(srv: SimulatorServer) -> AsyncOpenAI:
     return AsyncOpenAI(base_url=srv.url, api_key="sim", max_retries=0, timeout=30)
 
 
-async def wait_until(pred, timeout: float = 10.0, what: str = "condition"):
-    """Poll an (async) predicate until true or fail after ``timeout`` s."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        value = pred()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.002)
+# Polled often: the engine's states under test last a few steps.
+wait_until = functools.partial(until, timeout=10.0, interval=0.002)
 
 
 async def get_metrics(session: aiohttp.ClientSession, srv: SimulatorServer) -> dict:

@@ -8,7 +8,7 @@ import inspect
 import time
 
 
-async def until(check, what: str, timeout: float = 20.0, interval: float = 0.05):
+async def until(check, what: str = "condition", timeout: float = 20.0, interval: float = 0.05):
     """check()'s first truthy value (check may be a plain or a coroutine
     function), polled every `interval` seconds; AssertionError naming `what`
     once `timeout` seconds passed."""
