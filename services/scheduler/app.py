@@ -99,8 +99,8 @@ async def build(config: Config) -> Service:
     door = HttpDoor(intake)
     http_port = None
     if config.http_port >= 0:
-        port = http_port = await door.start(config.host, config.http_port)
-        log.info("openai-compatible door", address=f"http://{config.host}:{port}/v1")
+        http_port = await door.start(config.host, config.http_port)
+        log.info("openai-compatible door", address=f"http://{config.host}:{http_port}/v1")
 
     async def close() -> None:
         await door.stop()
