@@ -228,7 +228,7 @@ def overhead_section(seq: dict | None, conc: list[dict], img: Path, prefix: str)
     md: list[str] = []
     md.append("## Kernel overhead per syscall and its growth with N\n")
     if seq:
-        paths = [k for k in ("http_engine", "llm_core", "grpc_hop", "kernel") if k in seq]
+        paths = [k for k in PATHS if k in seq]
         md.append(f"Sequential one-token calls on an instant backend (the simulator at time scale 0), "
                   f"{seq['calls']} calls each, one caller"
                   + (", the paths interleaved call by call" if "grpc_hop" in seq else "") + ":\n")
