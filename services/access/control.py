@@ -4,6 +4,13 @@ Each operation runs as one function in the store's worker thread (one
 transaction, off the event loop); confirmations wake their waiters on the
 event loop. Every Check decision, every refused credential and every
 administrative change is appended to the audit log.
+
+Replicas on one PostgreSQL database: credentials, principals and grants are
+read from the database on every call, so a revocation through one replica
+holds on the next call to any other. What is kept in memory (the group
+rules, the administrators' token hashes, the confirmation waiters) is
+refreshed when a change is heard (services/access/changes.py: within
+changes.POLL seconds).
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from services.access import model as m
-from services.access import policy, tokens
+from services.access import changes, policy, tokens
 from services.access.confirmations import Waiters
 from services.access.store import Store
 from services.runtime import errors
@@ -82,11 +89,29 @@ class AccessControl:
         self._admins: dict[str, str] = {}
         # Group rules, read on every Check; only touched in the store's thread.
         self._groups: dict[str, m.Group] | None = None
+        store.subscribe(self._changed)
+
+    def _changed(self, what: str) -> None:
+        """A replica (maybe this one) changed `what` (in the store's thread)."""
+        if what in (changes.GROUPS, changes.ANY):
+            self._groups = None
+        if what in (changes.ADMINS, changes.ANY):
+            self._admins = self.store.active_token_hashes(m.ADMIN)
+        if what == changes.ANY:
+            self.waiters.wake_all_threadsafe()
+        elif what.startswith(changes.CONFIRMATION):
+            self.waiters.wake_threadsafe(what.removeprefix(changes.CONFIRMATION))
 
     # -- bootstrap -----------------------------------------------------------------
     async def bootstrap(self, admin_name: str, admin_token_file: Path) -> bool:
         """First start: default groups, the admin principal and its token file.
-        Returns True when the admin token file was written now."""
+        Returns True when the admin token file was written now.
+
+        Replicas starting together on one database take turns (a lock), so
+        one of them makes the admin and its token, adopting the file if there
+        is one (the same Secret mounted on every replica) and otherwise
+        writing it on its own volume; the others find the token issued and
+        write nothing."""
         written = await self.store.run(self._bootstrap, admin_name, admin_token_file)
         self._admins = await self.store.run(self.store.active_token_hashes, m.ADMIN)
         return written
@@ -95,10 +120,12 @@ class AccessControl:
         s, now = self.store, self.clock()
         written = False
         with s.transaction():
+            s.lock("access.bootstrap")
             if s.meta("groups_created") is None:
                 for group in m.default_groups():
                     s.put_group(group)
                 s.set_meta("groups_created", str(now))
+                s.notify(changes.GROUPS)
             admin = s.principal(admin_name)
             if admin is None:
                 s.insert_principal(admin_name, m.ADMIN, (m.ADMIN_GROUP,), "", now)
@@ -116,6 +143,7 @@ class AccessControl:
                 if s.token(tokens.hash_token(token)) is None:
                     s.insert_token(tokens.hash_token(token), admin_name, now)
                 s.set_meta("admin_token_issued", str(now))
+                s.notify(changes.ADMINS)
             s.append_audit(now, admin_name, m.ADMINISTER, m.Resource(m.KERNEL, "", "bootstrap"),
                            m.ALLOW, "access service started")
         self._groups = None
@@ -169,7 +197,8 @@ class AccessControl:
                                     syscall_id)
 
     def _groups_now(self) -> dict[str, m.Group]:
-        if self._groups is None:
+        # Kept only while other replicas' changes are heard (always, on SQLite).
+        if self._groups is None or not self.store.hearing_changes:
             self._groups = self.store.groups()
         return self._groups
 
@@ -193,8 +222,8 @@ class AccessControl:
         return decision
 
     # -- agents ----------------------------------------------------------------------
-    def _agent_or_404(self, name: str) -> m.Agent:
-        agent = self.store.principal(name)
+    def _agent_or_404(self, name: str, *, lock: bool = False) -> m.Agent:
+        agent = self.store.principal(name, lock=lock)
         if agent is None or agent.kind != m.AGENT:
             raise errors.NotFound(f"no agent {name!r}", reason="UNKNOWN_AGENT")
         return agent
@@ -222,9 +251,8 @@ class AccessControl:
                                          reason="UNKNOWN_GROUP")
         token = tokens.new_token()
         with s.transaction():
-            if s.principal(name) is not None:
+            if not s.insert_principal(name, m.AGENT, groups, tenant, now):
                 raise errors.AlreadyExists(f"agent {name!r} already exists", reason="AGENT_EXISTS")
-            s.insert_principal(name, m.AGENT, groups, tenant, now)
             s.insert_token(tokens.hash_token(token), name, now)
             self._audit_admin(by, f"agent/{name}", f"created agent {name!r} in groups {list(groups)}")
         return s.principal(name), token
@@ -250,7 +278,7 @@ class AccessControl:
         s, now = self.store, self.clock()
         token = tokens.new_token()
         with s.transaction():
-            agent = self._agent_or_404(name)
+            agent = self._agent_or_404(name, lock=True)
             if agent.revoked:
                 s.set_revoked(name, False)
             s.insert_token(tokens.hash_token(token), name, now)
@@ -264,7 +292,7 @@ class AccessControl:
     def _revoke_agent(self, name: str, by: str) -> m.Agent:
         s, now = self.store, self.clock()
         with s.transaction():
-            self._agent_or_404(name)
+            self._agent_or_404(name, lock=True)
             count = s.revoke_tokens(name, now)
             s.set_revoked(name, True)
             self._audit_admin(by, f"agent/{name}", f"revoked agent {name!r} ({count} tokens)")
@@ -286,6 +314,7 @@ class AccessControl:
     def _put_group(self, group: m.Group, by: str) -> m.Group:
         with self.store.transaction():
             self.store.put_group(group)
+            self.store.notify(changes.GROUPS)
             self._audit_admin(by, f"group/{group.name}", f"put group {group.name!r} "
                                                           f"with {len(group.rules)} rules")
         self._groups = None
@@ -314,8 +343,8 @@ class AccessControl:
 
     def _create_grant(self, grant: m.Grant, by: str) -> m.Grant:
         with self.store.transaction():
-            self._agent_or_404(grant.grantor)
-            self._agent_or_404(grant.grantee)
+            for name in sorted((grant.grantor, grant.grantee)):  # one lock order for every replica
+                self._agent_or_404(name, lock=True)
             self.store.insert_grant(grant)
             scope = f"{grant.kind}/{grant.path_prefix or '*'}"
             self._audit_admin(by or grant.grantor, f"grant/{grant.id}",
@@ -337,7 +366,7 @@ class AccessControl:
     def _revoke_grant(self, grant_id: str, grantor: str, by: str) -> None:
         s = self.store
         with s.transaction():
-            grant = s.grant(grant_id)
+            grant = s.grant(grant_id, lock=True)
             if grant is None or (grantor and grant.grantor != grantor):
                 raise errors.NotFound(f"no grant {grant_id!r}", reason="UNKNOWN_GRANT")
             s.revoke_grant(grant_id, self.clock())
@@ -373,7 +402,9 @@ class AccessControl:
     def _create_confirmation(self, conf: m.Confirmation) -> m.Confirmation:
         s = self.store
         with s.transaction():
-            if s.principal(conf.agent) is None:
+            # The agent's row, locked: one syscall id asked through two
+            # replicas at once still makes one confirmation.
+            if s.principal(conf.agent, count_tokens=False, lock=True) is None:
                 raise errors.NotFound(f"no agent {conf.agent!r}", reason="UNKNOWN_AGENT")
             if conf.syscall_id:
                 earlier = s.confirmation_for_syscall(conf.agent, conf.syscall_id)
@@ -389,6 +420,7 @@ class AccessControl:
         with s.transaction():
             for conf in s.overdue_confirmations(now):
                 if s.resolve_confirmation(conf.id, m.EXPIRED, "", now):
+                    s.notify(changes.CONFIRMATION + conf.id)
                     s.append_audit(now, conf.agent, conf.action, conf.resource, m.DENY,
                                    f"confirmation {conf.id} expired unanswered", conf.syscall_id)
                     expired.append(conf.id)
@@ -458,13 +490,14 @@ class AccessControl:
         expired = self._expire_overdue()
         state = m.APPROVED if approve else m.DENIED
         with s.transaction():
-            conf = s.confirmation(confirmation_id)
+            conf = s.confirmation(confirmation_id, lock=True)
             if conf is None:
                 raise errors.NotFound(f"no confirmation {confirmation_id!r}", reason="UNKNOWN_CONFIRMATION")
             if not s.resolve_confirmation(confirmation_id, state, by, now):
                 raise errors.FailedPrecondition(
                     f"confirmation {confirmation_id} is {conf.state}, no longer pending",
                     reason="CONFIRMATION_NOT_PENDING")
+            s.notify(changes.CONFIRMATION + confirmation_id)
             verb = "approved" if approve else "denied"
             s.append_audit(now, conf.agent, conf.action, conf.resource, m.ALLOW if approve else m.DENY,
                            f"confirmation {confirmation_id} {verb} by {by or 'an operator'}",

@@ -10,7 +10,9 @@ import asyncio
 import sqlite3
 import threading
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
+
+from services.runtime.sql import connect_postgres as _connect_postgres
+from services.runtime.sql import redacted  # noqa: F401 - services.scheduler.app imports it from here
 
 
 CHECKPOINT_EVERY = 1.0
@@ -102,27 +104,3 @@ class Database:
             self._checkpointer.join()
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.conn.close()
-
-
-def redacted(target: str) -> str:
-    """A database path or URL without its password, for logs."""
-    parts = urlsplit(target)
-    if parts.password:
-        return target.replace(f":{parts.password}@", ":***@", 1)
-    return target
-
-
-def _connect_postgres(url: str):
-    """postgresql://user:password@host:port/database, or ?host=/socket/dir
-    for a Unix socket (as libpq reads it)."""
-    import pg8000.dbapi
-
-    parts = urlsplit(url)
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    host = query.get("host") or parts.hostname or "127.0.0.1"
-    port = parts.port or int(query.get("port", 5432))
-    args = {"user": unquote(parts.username or "postgres"), "password": unquote(parts.password or "") or None,
-            "database": (parts.path or "/postgres").lstrip("/") or "postgres"}
-    if host.startswith("/"):
-        return pg8000.dbapi.connect(unix_sock=f"{host}/.s.PGSQL.{port}", **args)
-    return pg8000.dbapi.connect(host=host, port=port, **args)

@@ -1,0 +1,151 @@
+"""SQL helpers the services share: PostgreSQL connections (pg8000, the
+`postgres` extra), targets without their passwords for logs, and versioned
+schema migrations on SQLite or PostgreSQL.
+
+A schema is written once, in SQLite's types; on PostgreSQL `postgres_types`
+turns BLOB into BYTEA, REAL into DOUBLE PRECISION and INTEGER PRIMARY KEY
+AUTOINCREMENT into BIGSERIAL PRIMARY KEY.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from urllib.parse import parse_qs, unquote, urlsplit
+
+# execute(sql, params=()) runs one statement on a connection in autocommit
+# mode, with `?` placeholders, and returns its cursor.
+Execute = Callable[..., object]
+
+_TYPES = [(re.compile(r"\bINTEGER\s+PRIMARY\s+KEY\s+AUTOINCREMENT\b", re.I), "BIGSERIAL PRIMARY KEY"),
+          (re.compile(r"\bBLOB\b"), "BYTEA"),
+          (re.compile(r"\bREAL\b"), "DOUBLE PRECISION")]
+# What a `;` may hide in: comments, quoted strings and names, $$ bodies.
+_LEXEME = re.compile(r"--[^\n]*|'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\$\$.*?\$\$|;", re.S)
+_COMMENT = re.compile(r"--[^\n]*")
+
+
+def is_postgres(target: str) -> bool:
+    return target.startswith(("postgresql://", "postgres://"))
+
+
+def redacted(target: str) -> str:
+    """A database path or URL without its password, for logs."""
+    parts = urlsplit(target)
+    if parts.password:
+        return target.replace(f":{parts.password}@", ":***@", 1)
+    return target
+
+
+def connect_postgres(url: str):
+    """postgresql://user:password@host:port/database, or ?host=/socket/dir
+    for a Unix socket (as libpq reads it)."""
+    import pg8000.dbapi
+
+    parts = urlsplit(url)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    host = query.get("host") or parts.hostname or "127.0.0.1"
+    port = parts.port or int(query.get("port", 5432))
+    args = {"user": unquote(parts.username or "postgres"), "password": unquote(parts.password or "") or None,
+            "database": (parts.path or "/postgres").lstrip("/") or "postgres"}
+    if host.startswith("/"):
+        return pg8000.dbapi.connect(unix_sock=f"{host}/.s.PGSQL.{port}", **args)
+    return pg8000.dbapi.connect(host=host, port=port, **args)
+
+
+def advisory_key(name: str) -> int:
+    """A signed 64-bit key for pg_advisory_xact_lock, the same in every process."""
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big", signed=True)
+
+
+def postgres_types(script: str) -> str:
+    for pattern, replacement in _TYPES:
+        script = pattern.sub(replacement, script)
+    return script
+
+
+def statements(script: str, *, postgres: bool) -> list[str]:
+    """The statements of a `;`-separated script. A `;` in a quoted string, a
+    comment or a PostgreSQL $$ body does not end one, nor on SQLite one in a
+    trigger's BEGIN ... END (SQLite's parser says when a statement is complete)."""
+    found, current, start = [], "", 0
+    ends = [t.end() for t in _LEXEME.finditer(script) if t.group() == ";"]
+    for end in [*ends, len(script)]:  # the last statement needs no `;`
+        current += script[start:end]
+        start = end
+        if not _COMMENT.sub("", current).strip(" \t\r\n;"):
+            current = ""
+        elif postgres or sqlite3.complete_statement(current.rstrip().rstrip(";") + ";"):
+            found.append(current.strip().rstrip(";"))
+            current = ""
+    if current:
+        raise ValueError(f"the script ends inside a statement: {current.strip()[:80]!r}")
+    return found
+
+
+# Every component's migrations take this one lock: they are rare, and it also
+# covers the CREATE TABLE IF NOT EXISTS below, which two sessions racing can
+# fail on PostgreSQL.
+MIGRATION_LOCK = advisory_key("aios.schema_migrations")
+
+MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
+    component TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    applied_at REAL NOT NULL,
+    PRIMARY KEY (component, version)
+)"""
+
+
+def migrate(execute: Execute, component: str, steps: Sequence[str], *, postgres: bool) -> int:
+    """Apply the steps of `component` above the version the database holds,
+    each in one transaction, and return the version it is at now.
+
+    Step N (1-based) is steps[N-1], a `;`-separated script in SQLite types.
+    Shipped steps are never edited; a change is a new step at the end. On
+    PostgreSQL every transaction here holds MIGRATION_LOCK, so replicas
+    starting together apply each step once; on SQLite, BEGIN IMMEDIATE
+    (the file's write lock) does the same for processes sharing a file."""
+
+    def begin() -> None:
+        if postgres:
+            execute("BEGIN")
+            execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+        else:
+            execute("BEGIN IMMEDIATE")
+
+    def in_transaction(fn: Callable[..., int], *args) -> int:
+        begin()
+        try:
+            result = fn(*args)
+        except BaseException:
+            execute("ROLLBACK")
+            raise
+        execute("COMMIT")
+        return result
+
+    def applied() -> int:
+        row = execute("SELECT MAX(version) FROM schema_migrations WHERE component = ?",
+                      (component,)).fetchone()
+        return row[0] or 0
+
+    def create() -> int:
+        execute(postgres_types(MIGRATIONS_TABLE) if postgres else MIGRATIONS_TABLE)
+        return applied()
+
+    def apply(version: int, script: str) -> int:
+        current = applied()
+        if current >= version:  # another process applied it meanwhile
+            return current
+        for statement in statements(postgres_types(script) if postgres else script, postgres=postgres):
+            execute(statement)
+        execute("INSERT INTO schema_migrations(component, version, applied_at) VALUES (?, ?, ?)",
+                (component, version, time.time()))
+        return version
+
+    version = in_transaction(create)
+    for number in range(version + 1, len(steps) + 1):
+        version = in_transaction(apply, number, steps[number - 1])
+    return version
