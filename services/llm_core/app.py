@@ -26,8 +26,8 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LlmService"].full_name
 async def build(config: Config) -> Service:
     metrics = ServiceMetrics("llm_core", config.metrics_port)
     observer = LlmMetrics(metrics.registry)
-    engine = LlmEngine(list(config.endpoints), config.routing, observer=observer)
-    observer.watch(engine.endpoints)
+    engine = LlmEngine(list(config.endpoints), config.routing, observer=observer, replicas=config.replicas)
+    observer.watch(engine)
     embeddings = Embeddings(config.embedding_model, list(config.endpoints))
     servicer = LlmServicer(engine, embeddings)
     # The first round now, so health is true from the first call on.

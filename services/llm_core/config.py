@@ -27,9 +27,17 @@ DEFAULT_CACHE_TOKENS, and the kernel holds no run back for a cache it was
 not told of.
 
 AIOS_LLM_ROUTING picks how calls are spread over a model's endpoints:
-"prefix" (default: by the longest cached prefix, traded against load) or
-"session" (least loaded, a session kept on its last endpoint); see
+"prefix" (default: by the longest cached prefix, traded against load),
+"session" (least loaded, a session kept on its last endpoint) or "hash"
+(each session on the endpoint its hash picks, within a load bound: the same
+in every llm_core replica, for several of them behind one kernel); see
 engine.Router and docs/routing.md.
+
+AIOS_LLM_REPLICAS (default 1) is how many llm_core replicas share the
+endpoints: each keeps at most max_concurrency // replicas calls (at least
+one) in flight on an endpoint, so together they never exceed its
+max_concurrency; calls beyond wait for a slot until their deadline.
+ListModels still reports each endpoint's whole max_concurrency.
 """
 
 from __future__ import annotations
@@ -45,6 +53,8 @@ from services.runtime import trust
 from services.runtime.config import ConfigError, Env, metrics_port, server_address
 
 DEFAULT_PORT = 50052
+# How calls are spread over a model's endpoints (engine.Router).
+ROUTING_MODES = ("prefix", "session", "hash")
 # The cache prefix routing assumes for an endpoint that does not say: a
 # modest GPU's worth.
 DEFAULT_CACHE_TOKENS = 65_536
@@ -157,8 +167,11 @@ class Config:
     # Service credentials (services/runtime/trust.py): llm_core admits the
     # kernel, and memory and storage for Embed.
     service_tokens: tuple[tuple[str, str], ...] = ()
-    # How calls are spread over a model's endpoints (engine.ROUTING_MODES).
+    # How calls are spread over a model's endpoints (ROUTING_MODES).
     routing: str = "prefix"
+    # llm_core replicas sharing the endpoints: each keeps its share of an
+    # endpoint's max_concurrency in flight.
+    replicas: int = 1
     # Prometheus metrics over HTTP; -1 = off, 0 = any free port.
     metrics_port: int = -1
 
@@ -184,8 +197,9 @@ class Config:
             raise ConfigError(f"AIOS_LLM_EMBEDDING_MODEL={embedding_model!r} is neither 'local' "
                               "nor the model of an endpoint with kind 'embedding'")
         routing = env.str("ROUTING", "prefix")
-        if routing not in ("prefix", "session"):
-            raise ConfigError(f"AIOS_LLM_ROUTING must be 'prefix' or 'session', not {routing!r}")
+        if routing not in ROUTING_MODES:
+            modes = ", ".join(repr(m) for m in ROUTING_MODES)
+            raise ConfigError(f"AIOS_LLM_ROUTING must be one of {modes}, not {routing!r}")
         return cls(host=host, port=port, endpoints=endpoints, embedding_model=embedding_model,
                    service_tokens=tuple(sorted(trust.load_tokens(environ).items())), routing=routing,
-                   metrics_port=metrics_port(env))
+                   replicas=env.int("REPLICAS", 1, minimum=1), metrics_port=metrics_port(env))

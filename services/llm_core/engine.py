@@ -9,6 +9,10 @@ of what is safe to retry, streaming, resume from a snapshot and time slices.
   (emulated_tools.py); their streams deliver the answer at the end, since the
   raw JSON is no text to show.
 - Output under a grammar (JSON formats, tools) is never sliced or resumed.
+- A call holds one of this replica's slots of an endpoint while it runs
+  there (Endpoint.slots: its share of max_concurrency); when every endpoint
+  of the model is at its share, calls wait for a slot, first come first
+  served, until their deadline.
 
 Plain domain code: it speaks `openai` and raises AiosError; no gRPC here.
 """
@@ -19,7 +23,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -30,8 +34,8 @@ from openai._base_client import make_request_options
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from opentelemetry import trace
 
-from services.llm_core import emulated_tools, prefix
-from services.llm_core.config import DEFAULT_CACHE_TOKENS, EndpointConfig
+from services.llm_core import emulated_tools, prefix, rendezvous
+from services.llm_core.config import DEFAULT_CACHE_TOKENS, ROUTING_MODES, EndpointConfig
 from services.llm_core.emulated_tools import ToolPlan
 from services.runtime import errors, logs, tracing
 
@@ -40,7 +44,6 @@ log = logs.get("llm_core")
 # How long an endpoint that refused a connection is skipped (its circuit is
 # open); then calls try it again (half-open) and the first success closes it.
 DOWN_BACKOFF_SECONDS = 2.0
-ROUTING_MODES = ("prefix", "session")
 # Prefix routing: a call goes where the longest part of its prompt is cached,
 # when that part is at least MATCH_RATIO of the prompt (SGLang's cache_aware
 # router uses 0.3), unless that endpoint is out of balance: more than
@@ -119,8 +122,12 @@ class Delta:
 
 
 class Endpoint:
-    def __init__(self, config: EndpointConfig) -> None:
+    def __init__(self, config: EndpointConfig, replicas: int = 1) -> None:
         self.config = config
+        # This replica's share of the engine's slots, so that `replicas`
+        # llm_core replicas together never run more than max_concurrency
+        # calls on it (at least one each: a share of nothing serves no one).
+        self.slots = max(1, config.max_concurrency // replicas)
         self.client = openai.AsyncOpenAI(
             base_url=config.base_url,
             api_key=config.api_key or "unused",
@@ -142,7 +149,11 @@ class Endpoint:
         return now >= self.down_until
 
     def load(self) -> float:
-        return self.in_flight / self.config.max_concurrency
+        return self.in_flight / self.slots
+
+    def free(self) -> bool:
+        """Whether this replica may send it one more call."""
+        return self.in_flight < self.slots
 
     def mark_down(self, why: str) -> None:
         self.down_until = time.monotonic() + DOWN_BACKOFF_SECONDS
@@ -164,24 +175,41 @@ class Router:
       AFFINITY_SLACK of the least loaded. Otherwise, among the endpoints in
       balance with the least loaded one (BALANCE_ABS, BALANCE_REL), the one
       believed to hold the longest part of the prompt (prefix.py), when that
-      is at least MATCH_RATIO of it; else the one whose cache holds least (a
-      new conversation goes where it evicts least), ties to the least
-      loaded. An agent run's history is a prefix of its next prompt, so
-      session affinity is the special case of a run that shares its prompt
-      with no one; prompts many agents share (one agent type's instructions
-      and tools) stay where they are cached.
+      is at least MATCH_RATIO of it. Else the prompt is new everywhere and
+      goes to the one whose cache holds least (a new conversation goes where
+      it evicts least), ties to the least loaded; but with several replicas
+      (`replicas` > 1) a call with a session goes to the session's
+      rendezvous choice among those (rendezvous.py), the endpoint any
+      replica picks for a run it never saw, which one replica's view of the
+      caches would not give. An agent run's history is a prefix of its next
+      prompt, so session affinity is the special case of a run that shares
+      its prompt with no one; prompts many agents share (one agent type's
+      instructions and tools) stay where they are cached.
     - "session": the least loaded, preferring the endpoint that served the
       same session before while its load is within AFFINITY_SLACK.
+    - "hash": the session (the kernel's agent run) is the routing key. The
+      key's rendezvous order of the endpoints (weighted by max_concurrency),
+      and in it the first healthy endpoint with a free slot whose calls in
+      flight, this one included, stay within rendezvous.bound: at most
+      LOAD_FACTOR (1.25) times its share of all in flight. Other endpoints
+      follow in the key's order, so failover too goes where every replica
+      sends the key. A call without a key goes to the least loaded. Nothing
+      is remembered: every llm_core replica with the same endpoints sends a
+      key to the same endpoint while loads are within the bound. The loads
+      are each replica's own view, though (the calls it has in flight), so
+      under overload two replicas may place a key differently.
     """
 
-    def __init__(self, endpoints: list[Endpoint], mode: str = "prefix") -> None:
+    def __init__(self, endpoints: list[Endpoint], mode: str = "prefix", replicas: int = 1) -> None:
         if mode not in ROUTING_MODES:
             raise ValueError(f"unknown routing mode {mode!r}")
+        self.mode = mode
+        self.replicas = replicas
         self.by_model: dict[str, list[Endpoint]] = {}
         for ep in endpoints:
             self.by_model.setdefault(ep.config.model, []).append(ep)
         self._affinity: OrderedDict[str, str] = OrderedDict()
-        # Prefix routing's view of each endpoint's cache (none in session mode).
+        # Prefix routing's view of each endpoint's cache (none in the other modes).
         self.index: dict[str, prefix.PrefixIndex] = {
             ep.name: prefix.PrefixIndex(DEFAULT_CACHE_TOKENS if ep.config.cache_tokens is None else ep.config.cache_tokens)
             for ep in endpoints if ep.config.cache_tokens != 0} if mode == "prefix" else {}
@@ -198,12 +226,14 @@ class Router:
                 f"unknown model {model!r} (configured: {known})", reason="UNKNOWN_MODEL", field="model"
             )
         now = time.monotonic()
+        if self.mode == "hash" and session_id and len(eps) > 1:
+            return self._by_hash(eps, session_id, now)
         # Healthy ones by load (random tie-break), then the ones marked down,
         # which are still worth a try when nothing else is left. Among the
         # healthy, one that failed its last background probe goes last: a
         # call need not find out again that it refuses connections.
         ranked = sorted(eps, key=lambda e: (not e.healthy(now), e.reachable is False, e.load(), random.random()))
-        if len(ranked) == 1:
+        if len(ranked) == 1 or self.mode == "hash":
             return ranked
         if hashes:  # only prefix routing hashes prompts
             chosen = self._by_prefix(ranked, hashes, now, session_id)
@@ -214,10 +244,26 @@ class Router:
             ranked.insert(0, chosen)
         return ranked
 
+    def _by_hash(self, eps: list[Endpoint], key: str, now: float) -> list[Endpoint]:
+        # The key's order, the ones marked down or failing their probe last
+        # (sorted is stable: each group stays in the key's order).
+        order = _rendezvous(key, eps)
+        order.sort(key=lambda e: (not e.healthy(now), e.reachable is False))
+        open_ = [e for e in order if e.healthy(now) and e.reachable is not False]
+        total = sum(e.in_flight for e in open_)
+        weights = sum(e.config.max_concurrency for e in open_)
+        for ep in open_:
+            if ep.free() and ep.in_flight < rendezvous.bound(total, ep.config.max_concurrency, weights):
+                if ep is not order[0]:
+                    order.remove(ep)
+                    order.insert(0, ep)
+                break
+        return order
+
     def _by_prefix(self, ranked: list[Endpoint], hashes: list[int], now: float,
                    session_id: str = "") -> Endpoint | None:
         open_ = [e for e in ranked if e.healthy(now) and e.reachable is not False
-                 and e.in_flight < e.config.max_concurrency and e.name in self.index]
+                 and e.free() and e.name in self.index]
         if not open_:
             return None
         held = {e.name: self.index[e.name].match(hashes) for e in open_}
@@ -227,14 +273,19 @@ class Router:
         if own is not None and held[own.name] == max(held.values()):
             return own
         least = min(e.in_flight for e in open_)
-        near = [e for e in open_ if e.in_flight <= least + max(1.0, BALANCE_ABS * e.config.max_concurrency)
+        near = [e for e in open_ if e.in_flight <= least + max(1.0, BALANCE_ABS * e.slots)
                 or e.in_flight <= BALANCE_REL * least]
         # ranked is by load already: max() keeps the least loaded of equals.
         best = max(near, key=lambda e: held[e.name])
         if held[best.name] >= MATCH_RATIO * len(hashes):
             return best
-        # Nothing of it is known to be cached: a new prompt goes where the
-        # cache holds least.
+        # Nothing of it is known to be cached. Among replicas, a run's
+        # rendezvous choice: one that never saw the run picks the same
+        # endpoint, so the run keeps its history there whichever replica its
+        # calls reach. Alone, where the cache holds least: new runs spread
+        # evenly over the caches, not as a hash happens to fall.
+        if session_id and self.replicas > 1:
+            return _rendezvous(session_id, near)[0]
         return min(near, key=lambda e: (len(self.index[e.name]), e.load()))
 
     def _session_endpoint(self, eps: list[Endpoint], session_id: str, lightest: float,
@@ -245,7 +296,7 @@ class Router:
         if not preferred:
             return None
         for ep in eps:
-            if (ep.name == preferred and ep.healthy(now) and ep.in_flight < ep.config.max_concurrency
+            if (ep.name == preferred and ep.healthy(now) and ep.free()
                     and ep.load() - lightest <= AFFINITY_SLACK):
                 return ep
         return None
@@ -257,7 +308,7 @@ class Router:
             index.insert(hashes)
 
     def remember(self, session_id: str, endpoint: Endpoint) -> None:
-        if not session_id:
+        if not session_id or self.mode == "hash":  # hash routing needs no memory
             return
         self._affinity[session_id] = endpoint.name
         self._affinity.move_to_end(session_id)
@@ -272,6 +323,20 @@ class Router:
             return
         conversation = req.prefix_text + prefix.prompt_text([{"role": "assistant", "content": text}])
         index.insert(prefix.block_hashes(conversation, req.prefix_hashes))
+
+
+def _rendezvous(key: str, eps: list[Endpoint]) -> list[Endpoint]:
+    """`eps` in `key`'s preference order, each weighted by its capacity (the
+    engine's, the same in every replica)."""
+    return rendezvous.order(key, eps, lambda e: e.name, lambda e: e.config.max_concurrency)
+
+
+def _open(eps: list[Endpoint]) -> bool:
+    """Whether a call may go ahead now: an endpoint not marked down has a
+    free slot, or none is up (nothing to wait for)."""
+    now = time.monotonic()
+    up = [ep for ep in eps if ep.healthy(now)]
+    return not up or any(ep.free() for ep in up)
 
 
 def _limits(max_concurrency: int):
@@ -413,10 +478,24 @@ class Observer:
 
 class LlmEngine:
     def __init__(self, endpoints: list[EndpointConfig], routing: str = "prefix",
-                 observer: Observer | None = None) -> None:
-        self.endpoints = [Endpoint(c) for c in endpoints if c.kind == "chat"]
-        self.router = Router(self.endpoints, routing)
+                 observer: Observer | None = None, replicas: int = 1) -> None:
+        self.replicas = replicas
+        self.endpoints = [Endpoint(c, replicas) for c in endpoints if c.kind == "chat"]
+        self.router = Router(self.endpoints, routing, replicas)
         self.observer = observer or Observer()
+        # Per model, the calls waiting for a free slot, in arrival order; a
+        # done future is one woken and about to take a slot. (Made once:
+        # metrics read it from their own thread.)
+        self._waiting: dict[str, deque[asyncio.Future]] = {model: deque() for model in self.router.by_model}
+        for ep in self.endpoints:
+            if ep.config.max_concurrency < replicas:
+                log.warning("endpoint has fewer slots than there are llm_core replicas: each keeps one, "
+                            "so together they may exceed its max_concurrency", endpoint=ep.name,
+                            max_concurrency=ep.config.max_concurrency, replicas=replicas)
+
+    def waiting(self) -> dict[str, int]:
+        """Calls waiting for a free slot, per model."""
+        return {model: len(queue) for model, queue in self._waiting.items()}
 
     def _prepare(self, req: ChatRequest) -> None:
         # A model with one endpoint has nothing to choose: no view to keep.
@@ -455,17 +534,26 @@ class LlmEngine:
         return _Call(params=params, tools=tools, sliceable=not req.constrained)
 
     async def _with_endpoint(self, req: ChatRequest, deadline: float | None,
-                             attempt: Callable[[Endpoint, float | None], Awaitable[T]]) -> T:
-        """Run `attempt(endpoint, timeout)` on the best endpoint, failing over
-        to the next on what is safe to retry, with backoff inside the deadline."""
+                             attempt: Callable[[Endpoint, float | None], Awaitable[T]], hold: bool = False) -> T:
+        """Run `attempt(endpoint, timeout)` on the best endpoint with a free
+        slot, waiting for one if need be, failing over to the next on what is
+        safe to retry, with backoff inside the deadline. With `hold`, an
+        attempt that succeeds keeps its slot (a stream being read; _read
+        frees it)."""
         last: errors.AiosError | None = None
         backoff = FIRST_BACKOFF_SECONDS
         for _ in range(MAX_ROUNDS):
+            await self._slot(req.model, deadline)
             tried = 0
             for ep in self.router.candidates(req.model, req.session_id, req.prefix_hashes):
                 if not ep.healthy(time.monotonic()):
                     # Circuit open: it refused a connection moments ago. It
                     # is tried again once DOWN_BACKOFF_SECONDS have passed.
+                    continue
+                if not ep.free():
+                    # This replica's share of it is in flight (the free one
+                    # _slot found is another, or went while this call failed
+                    # over): never more than the share.
                     continue
                 tried += 1
                 timeout = _remaining(deadline)
@@ -473,9 +561,11 @@ class LlmEngine:
                     raise last or errors.DeadlineExceeded("the deadline passed before a model answered")
                 ep.in_flight += 1
                 self.router.sent(ep, req.prefix_hashes)
+                kept = False
                 try:
                     async with asyncio.timeout(timeout):
                         result = await attempt(ep, timeout)
+                    kept = hold
                 except TimeoutError:
                     self.observer.attempt(ep, TIMEOUT)
                     raise errors.DeadlineExceeded(
@@ -498,7 +588,8 @@ class LlmEngine:
                     last = mapped
                     continue
                 finally:
-                    ep.in_flight -= 1
+                    if not kept:
+                        self._release(ep)
                 ep.mark_up()
                 self.router.remember(req.session_id, ep)
                 return result
@@ -515,6 +606,71 @@ class LlmEngine:
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
         assert last is not None
         raise last
+
+    async def _slot(self, model: str, deadline: float | None) -> None:
+        """Return once a call of `model` may take a slot: an endpoint not
+        marked down has one free of this replica's share and no call that came
+        first is waiting for one (FIFO); or none is up, which the caller then
+        reports. DEADLINE_EXCEEDED when the deadline passes first."""
+        eps = self.router.by_model.get(model)
+        if not eps:
+            return  # an unknown model: candidates() says so
+        queue = self._waiting[model]
+        if not queue and _open(eps):
+            return
+        loop = asyncio.get_running_loop()
+        at = None if deadline is None else loop.time() + _remaining(deadline)
+        waiter = loop.create_future()
+        queue.append(waiter)
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout_at(at):
+                        await waiter
+                except TimeoutError:
+                    raise self._busy(model) from None
+                queue.remove(waiter)
+                if _open(eps):
+                    return  # the caller takes the slot before it next awaits
+                # A call failing over took the slot first: wait again, first in line.
+                waiter = loop.create_future()
+                queue.appendleft(waiter)
+        except BaseException:
+            with contextlib.suppress(ValueError):
+                queue.remove(waiter)
+            self._wake(model)  # the slot it was woken for goes to the next in line
+            raise
+
+    def _release(self, ep: Endpoint) -> None:
+        ep.in_flight -= 1
+        self._wake(ep.config.model)
+
+    def _wake(self, model: str) -> None:
+        """Wake as many of the calls waiting for `model`, first first, as it
+        has free slots (all when no endpoint is up: they fail at once)."""
+        queue = self._waiting.get(model)
+        if not queue:
+            return
+        now = time.monotonic()
+        up = [ep for ep in self.router.by_model[model] if ep.healthy(now)]
+        free = sum(max(0, ep.slots - ep.in_flight) for ep in up) if up else len(queue)
+        for woken, waiter in enumerate(queue):
+            if woken >= free:
+                break
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _busy(self, model: str) -> errors.DeadlineExceeded:
+        eps = self.router.by_model[model]
+        now = time.monotonic()
+        held = ", ".join(f"{ep.name} {ep.in_flight}/{ep.slots}" if ep.healthy(now) else f"{ep.name} down"
+                         for ep in eps)
+        shared = (f"; {self.replicas} llm_core replicas share each endpoint's max_concurrency "
+                  "(AIOS_LLM_REPLICAS)") if self.replicas > 1 else ""
+        return errors.DeadlineExceeded(
+            f"the deadline passed while the call waited for a free slot of model {model}: its endpoints "
+            f"that are up have all the calls this llm_core may send them in flight ({held}{shared})",
+            reason="ENDPOINTS_BUSY", metadata={"model": model})
 
     def _unreachable(self, model: str, last: errors.AiosError | None) -> errors.AiosError:
         eps = self.router.by_model.get(model, [])
@@ -581,7 +737,8 @@ class LlmEngine:
         failovers = 0
         sub = req
         while True:
-            ep, call, stream, started = await self._with_endpoint(sub, deadline, _spanned(self._opener(sub), sub))
+            ep, call, stream, started = await self._with_endpoint(sub, deadline, _spanned(self._opener(sub), sub),
+                                                                  hold=True)
             try:
                 async with contextlib.aclosing(self._read(ep, call, stream, sub, deadline, st, started)) as pieces:
                     async for text in pieces:
@@ -613,16 +770,12 @@ class LlmEngine:
             return
 
     def _opener(self, req: ChatRequest):
+        # The call's slot stays taken while the stream is read (_read frees it).
         async def attempt(ep: Endpoint, timeout: float | None):
             started = time.monotonic()
             call = self._call(req, ep)
-            ep.in_flight += 1  # held while the stream is read (released in _read)
-            try:
-                stream = await _post_chat(ep.client, {**call.params, "stream_options": {"include_usage": True}},
-                                          timeout, stream=True)
-            except BaseException:
-                ep.in_flight -= 1
-                raise
+            stream = await _post_chat(ep.client, {**call.params, "stream_options": {"include_usage": True}},
+                                      timeout, stream=True)
             return ep, call, stream, started
         return attempt
 
@@ -689,9 +842,12 @@ class LlmEngine:
             outcome = ERROR
             raise
         finally:
-            # Closing the response aborts the HTTP request, freeing the engine's slot.
-            await stream.close()
-            ep.in_flight -= 1
+            # Closing the response aborts the HTTP request, freeing the engine's
+            # slot; ours is freed even if closing fails (a slot lost is lost for good).
+            try:
+                await stream.close()
+            finally:
+                self._release(ep)
             self.observer.attempt(ep, outcome)
             _stream_read(call.span, outcome, st)
             if tokens:
