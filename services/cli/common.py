@@ -9,6 +9,9 @@ with the same environment variable behind it:
     --token TOKEN       $AIOS_TOKEN (admin commands: $AIOS_ADMIN_TOKEN), else DIR/admin.token
     --token-file FILE   read the credential from FILE instead
     --timeout SECONDS
+    --tls / --no-tls    $AIOS_TLS: TLS to the kernel (on by itself with --ca or --cert)
+    --ca FILE           $AIOS_TLS_CA: the CA bundle that verifies the kernel, else the system's
+    --cert, --key FILE  $AIOS_TLS_CERT, $AIOS_TLS_KEY: a client certificate, for a kernel that asks
 """
 
 from __future__ import annotations
@@ -57,6 +60,14 @@ def common_args(p: argparse.ArgumentParser, *, admin: bool = False, timeout: flo
                    help="read the credential from this file")
     p.add_argument("--timeout", type=float, default=timeout, metavar="SECONDS",
                    help=f"seconds before giving up (default {timeout:g})")
+    p.add_argument("--tls", action=argparse.BooleanOptionalAction, default=None,
+                   help="TLS to the kernel (default $AIOS_TLS; on with --ca or --cert)")
+    p.add_argument("--ca", default=None, metavar="FILE",
+                   help="CA bundle (PEM) that verifies the kernel's certificate (default $AIOS_TLS_CA, "
+                        "else the system's roots)")
+    p.add_argument("--cert", default=None, metavar="FILE",
+                   help="client certificate (PEM) for a kernel that asks for one (default $AIOS_TLS_CERT)")
+    p.add_argument("--key", default=None, metavar="FILE", help="its private key (default $AIOS_TLS_KEY)")
     p.set_defaults(admin_credential=admin)
 
 
@@ -101,14 +112,36 @@ def say_parked(pending) -> None:
           f"(or `aios confirm deny {pending.confirmation_id}`)", file=sys.stderr, flush=True)
 
 
+def tls_options(args) -> dict:
+    """The SDK's TLS arguments from --tls, --ca, --cert, --key (None: its environment default)."""
+    return {"tls": getattr(args, "tls", None), "ca": getattr(args, "ca", None),
+            "client_cert": getattr(args, "cert", None), "client_key": getattr(args, "key", None)}
+
+
+def grpc_channel(args, address: str):
+    """A blocking channel to `address` under the TLS options; CliError for unreadable files."""
+    import grpc
+
+    from aios.sdk import channel_credentials
+
+    try:
+        credentials = channel_credentials(**tls_options(args))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    return grpc.insecure_channel(address) if credentials is None else grpc.secure_channel(address, credentials)
+
+
 def client(args):
     """An SDK client from the common options."""
     from aios.sdk import Client
 
     # A person at a terminal hears at once that the kernel is down; agents'
     # clients keep retrying until their deadline.
-    return Client(kernel_address(args), credential(args, required=False), timeout=args.timeout,
-                  retries=3, on_confirmation=say_parked)
+    try:
+        return Client(kernel_address(args), credential(args, required=False), timeout=args.timeout,
+                      retries=3, on_confirmation=say_parked, **tls_options(args))
+    except ValueError as exc:  # a TLS option names a file that cannot be read
+        raise CliError(str(exc)) from None
 
 
 def explain(err, args) -> str:
@@ -117,7 +150,7 @@ def explain(err, args) -> str:
 
     if err.code == grpc.StatusCode.UNAVAILABLE and "connect" in err.message.lower():
         return (f"no kernel answers at {kernel_address(args)} ({err.message.splitlines()[0]}); start one "
-                "with `aios up`, or point at yours with --kernel or AIOS_KERNEL")
+                "with `aios up`, or point at yours with --kernel or AIOS_KERNEL (one behind TLS: --tls or --ca)")
     if err.code == grpc.StatusCode.UNAUTHENTICATED:
         if getattr(args, "no_credential", ""):
             return f"{err}: no credential was sent, since {args.no_credential}"

@@ -102,9 +102,12 @@ def cmd_status(args) -> int:
 
     address = common.kernel_address(args)
     try:
-        with grpc.insecure_channel(address) as ch:
+        with common.grpc_channel(args, address) as ch:
             resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)
         kernel = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+    except common.CliError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except grpc.RpcError as exc:
         common.table(("SERVICE", "ADDRESS", "STATUS"), [("kernel", address, f"DOWN ({exc.code().name})")])
         print(f"hint: no kernel answers at {address}; start one with `aios up`, or point at yours "

@@ -120,7 +120,10 @@ class Stack:
 
     def env(self) -> dict[str, str]:
         cfg = self.config
-        env = {**os.environ, **cfg.extra_env}
+        # Loopback stays plain: TLS settings a shell keeps for a remote kernel
+        # (AIOS_TLS_CA ...) would turn on TLS in services that serve none.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIOS_TLS")}
+        env = {**env, **cfg.extra_env}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
         env["AIOS_DATA_DIR"] = str(cfg.data_dir)
         # The local embedder's BLAS threads spin while they wait; on a small

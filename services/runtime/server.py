@@ -8,6 +8,11 @@ stays SERVING while the process runs. Every call is counted and timed, and a
 service's Prometheus registry is served over HTTP when it names a port
 (services/runtime/metrics.py). `run` is what a service's `__main__` calls:
 config from the environment, JSON logs, and a graceful stop on SIGTERM/SIGINT.
+
+With TLS configured (services/runtime/tls.py) the port speaks TLS only. The
+kubelet's gRPC probes cannot do TLS, so a service may also serve its health,
+and nothing else, plainly on a port of its own (AIOS_HEALTH_PORT; -1, the
+default, = none): the probes' port in Kubernetes (deploy/k8s/components/tls).
 """
 
 from __future__ import annotations
@@ -24,14 +29,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.runtime import logs, tracing
-from services.runtime.config import ConfigError
+from services.runtime.config import ConfigError, Env
 from services.runtime.health import LIVENESS, READY_EVERY_SECONDS, READY_TIMEOUT_SECONDS, Check, Readiness
 from services.runtime.interceptors import ServerInterceptor
 from services.runtime.metrics import ServiceMetrics
+from services.runtime.tls import PLAIN, TlsConfig
 
 # Inline file writes are up to 4 MiB; leave room for the envelope.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 GRACE_SECONDS = 5.0
+HEALTH_PORT_VAR = "AIOS_HEALTH_PORT"
 
 # Registers servicers on a server (the generated add_XServicer_to_server
 # bound to a servicer instance).
@@ -76,6 +83,9 @@ class RunningServer:
     metrics: ServiceMetrics | None = None
     # Where /metrics is served (None: not served).
     metrics_port: int | None = None
+    # The plain health-only server and its port (None: none).
+    health_server: aio.Server | None = None
+    health_port: int | None = None
 
     async def stop(self, grace: float = GRACE_SECONDS) -> None:
         if self.service.drain is not None:
@@ -87,6 +97,8 @@ class RunningServer:
                 await self.readiness_task
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self.health_server is not None:
+            await self.health_server.stop(None)
         for task in self.service.extra_tasks:
             task.cancel()
         # Ended before close(): none may still use what close() releases.
@@ -97,7 +109,10 @@ class RunningServer:
             self.metrics.close()
 
 
-async def start_server(service: Service, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
+async def start_server(service: Service, host: str = "127.0.0.1", port: int = 0, *,
+                       tls: TlsConfig = PLAIN, health_port: int = -1) -> RunningServer:
+    """Serve `service` on host:port (TLS when `tls` has a certificate) and,
+    with `health_port` >= 0 (0: any free one), its health plainly there too."""
     metrics = service.metrics or ServiceMetrics(service.names[0] if service.names else "")
     server = aio.server(
         # Metrics outside the error interceptor: they count the status a call ends with.
@@ -126,9 +141,21 @@ async def start_server(service: Service, host: str = "127.0.0.1", port: int = 0)
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
         server,
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    credentials = tls.server_credentials()
+    if credentials is None:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    else:
+        bound = server.add_secure_port(f"{host}:{port}", credentials)
     if bound == 0:
         raise OSError(f"cannot bind {host}:{port}")
+    health_server, health_bound = None, None
+    if health_port >= 0:
+        # Plain, and health only: what an unauthenticated prober may see.
+        health_server = aio.server(options=[("grpc.so_reuseport", 0)])
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
+        health_bound = health_server.add_insecure_port(f"{host}:{health_port}")
+        if health_bound == 0:
+            raise OSError(f"cannot bind the health port {host}:{health_port}")
     serving = health_pb2.HealthCheckResponse.SERVING
     for name in ("", LIVENESS, *names):
         await health_servicer.set(name, serving)
@@ -140,12 +167,17 @@ async def start_server(service: Service, host: str = "127.0.0.1", port: int = 0)
         await readiness.update()
     await server.start()
     try:
+        if health_server is not None:
+            await health_server.start()
         metrics_port = metrics.serve(host)
     except BaseException:
         await server.stop(None)
+        if health_server is not None:
+            await health_server.stop(None)
         raise
     running = RunningServer(server, bound, health_servicer, service, readiness,
-                            metrics=metrics, metrics_port=metrics_port)
+                            metrics=metrics, metrics_port=metrics_port, health_server=health_server,
+                            health_port=health_bound)
     if readiness is not None:
         running.readiness_task = asyncio.create_task(readiness.run(), name="readiness")
     return running
@@ -164,6 +196,10 @@ def run(
     log = logs.get(name)
     try:
         config = load_config()
+        tls = TlsConfig.from_env()
+        health_port = Env("AIOS_").int(HEALTH_PORT_VAR, -1, minimum=-1)
+        if health_port > 65535:
+            raise ConfigError(f"{HEALTH_PORT_VAR}={health_port} is not a port")
     except ConfigError as exc:
         print(f"{name}: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -173,8 +209,11 @@ def run(
 
     async def main() -> None:
         service = await build(config)
-        running = await start_server(service, config.host, config.port)
-        log.info("listening", address=f"{config.host}:{running.port}", services=list(service.names))
+        running = await start_server(service, config.host, config.port, tls=tls, health_port=health_port)
+        log.info("listening", address=f"{config.host}:{running.port}", services=list(service.names),
+                 tls="mutual" if tls.require_client_auth else "on" if tls.serves_tls else "off")
+        if running.health_port is not None:
+            log.info("health", address=f"{config.host}:{running.health_port}")
         if running.metrics_port is not None:
             log.info("metrics", address=f"http://{config.host}:{running.metrics_port}/metrics")
         stop = asyncio.Event()

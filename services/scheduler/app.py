@@ -8,6 +8,7 @@ from services.runtime.channels import channel
 from services.runtime import errors, logs
 from services.runtime.metrics import ServiceMetrics
 from services.runtime.server import Service
+from services.runtime.tls import TlsConfig
 from services.access.client import AccessClient
 from services.scheduler.auth import AccessGate, DevGate
 from services.scheduler.catalog import ModelCatalog
@@ -99,8 +100,11 @@ async def build(config: Config) -> Service:
     door = HttpDoor(intake)
     http_port = None
     if config.http_port >= 0:
-        http_port = await door.start(config.host, config.http_port)
-        log.info("openai-compatible door", address=f"http://{config.host}:{http_port}/v1")
+        # HTTPS on the gRPC port's certificate, when one is mounted (services/runtime/tls.py).
+        ssl_context = TlsConfig.from_env().http_context()
+        http_port = await door.start(config.host, config.http_port, ssl_context)
+        scheme = "https" if ssl_context else "http"
+        log.info("openai-compatible door", address=f"{scheme}://{config.host}:{http_port}/v1")
 
     async def close() -> None:
         await door.stop()

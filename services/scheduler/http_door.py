@@ -466,7 +466,8 @@ class HttpDoor:
             let_go(entry, events, waiter)
         return resp
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, ssl_context=None) -> int:
+        """Listen on host:port (HTTPS with `ssl_context`); the bound port."""
         app = web.Application(client_max_size=8 * 1024 * 1024, middlewares=[observed, openai_errors])
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/v1/models/{model}", self.model)
@@ -480,7 +481,7 @@ class HttpDoor:
         Console(self.intake).register(app)  # the operator's page at /console
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, backlog=4096)
+        site = web.TCPSite(self._runner, host, port, backlog=4096, ssl_context=ssl_context)
         await site.start()
         self.port = self._runner.addresses[0][1]
         return self.port

@@ -1,7 +1,8 @@
 """The friendly Python client of the AIOS kernel."""
 
 from aios.sdk.client import (
-    AsyncClient, ChatResult, Client, PendingConfirmation, ToolCall, chat_result, tool_schemas,
+    AsyncClient, ChatResult, Client, PendingConfirmation, ToolCall, channel_credentials, chat_result,
+    tool_schemas,
 )
 from aios.sdk.errors import (
     AbortedError, AiosError, AlreadyExistsError, CancelledError, ConfirmationTimeoutError, DataLossError,
@@ -17,6 +18,6 @@ __all__ = [
     "Client", "ConfirmationTimeoutError", "DataLossError", "DeadlineExceededError",
     "FailedPreconditionError", "InternalError", "InvalidArgumentError", "NotFoundError", "OutOfRangeError",
     "PendingConfirmation", "PermissionDeniedError", "ResourceExhaustedError", "ToolCall",
-    "UnauthenticatedError", "UnavailableError", "UnimplementedError", "chat_result", "format_limit", "parse_limit",
-    "tool_schemas",
+    "UnauthenticatedError", "UnavailableError", "UnimplementedError", "channel_credentials", "chat_result",
+    "format_limit", "parse_limit", "tool_schemas",
 ]

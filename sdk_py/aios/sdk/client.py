@@ -6,6 +6,10 @@
         reply = aios.llm.chat("Say hello")       # the kernel's default model
         print(reply.text, reply.usage)
 
+    # A kernel behind TLS: its CA (or tls=True for the system's roots), and a
+    # client certificate where the kernel asks for one (AIOS_TLS_CA, AIOS_TLS_CERT ...).
+    Client("aios.example.com:443", token, ca="ca.crt")
+
 The helper namespaces (`llm`, `memory`, `files`, `tools`) only build
 syscalls and read results; both clients share them. Calls that fail with
 UNAVAILABLE are retried with the same request id, so the kernel runs them
@@ -579,6 +583,52 @@ class _ConfirmationWatch:
             metadata={"confirmation_id": c, "syscall_id": self.pending.syscall_id})
 
 
+def _pem(what: str, value: str | bytes | None) -> bytes | None:
+    """PEM bytes as given, or read from the path given."""
+    if value is None or isinstance(value, bytes):
+        return value
+    try:
+        with open(value, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise ValueError(f"{what} {value!r}: {exc.strerror}") from None
+
+
+def channel_credentials(tls: bool | None = None, ca: str | bytes | None = None,
+                        client_cert: str | bytes | None = None,
+                        client_key: str | bytes | None = None) -> grpc.ChannelCredentials | None:
+    """TLS credentials for a channel to the kernel; None for a plain channel.
+
+    `ca` (a CA bundle) verifies the kernel's certificate, else the system's
+    roots do; `client_cert` and `client_key` are presented to a kernel that
+    asks for them. Each is a PEM file's path or its bytes. An argument left
+    None comes from the environment: AIOS_TLS (true/false), AIOS_TLS_CA,
+    AIOS_TLS_CERT, AIOS_TLS_KEY. TLS is on when `tls` says so, else when a CA
+    or a client certificate is given; tls=False is plain whatever else is set."""
+    env = os.environ
+    ca = ca if ca is not None else env.get("AIOS_TLS_CA") or None
+    client_cert = client_cert if client_cert is not None else env.get("AIOS_TLS_CERT") or None
+    client_key = client_key if client_key is not None else env.get("AIOS_TLS_KEY") or None
+    if tls is None:
+        raw = env.get("AIOS_TLS", "").strip().lower()
+        if raw not in ("", "1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ValueError(f"AIOS_TLS={raw!r} is not a boolean (true/false)")
+        tls = raw in ("1", "true", "yes", "on") or bool(ca or client_cert)
+    if not tls:
+        return None
+    if bool(client_cert) != bool(client_key):
+        raise ValueError("a client certificate and its key go together: give both or neither")
+    return grpc.ssl_channel_credentials(root_certificates=_pem("CA", ca), private_key=_pem("key", client_key),
+                                        certificate_chain=_pem("certificate", client_cert))
+
+
+def _open(address: str, credentials: grpc.ChannelCredentials | None, aio: bool = False):
+    module = grpc.aio if aio else grpc
+    if credentials is None:
+        return module.insecure_channel(address, options=_CHANNEL_OPTIONS)
+    return module.secure_channel(address, credentials, options=_CHANNEL_OPTIONS)
+
+
 def _set_quota_request(agent: str, group: str, limits: list[str | kpb.QuotaLimit]) -> kpb.SetQuotaRequest:
     """The request both clients send: one subject, its limits (specs parsed);
     ValueError for a bad spec or not exactly one of agent and group."""
@@ -595,9 +645,13 @@ def _get_quota_request(agent: str, group: str) -> kpb.GetQuotaRequest:
 class _Base:
     def __init__(self, address: str | None, token: str | None, timeout: float, retries: int | None,
                  session_id: str | None, on_syscall: SyscallHook | None = None,
-                 on_confirmation: ConfirmationHook | None = None) -> None:
+                 on_confirmation: ConfirmationHook | None = None, tls: bool | None = None,
+                 ca: str | bytes | None = None, client_cert: str | bytes | None = None,
+                 client_key: str | bytes | None = None) -> None:
         self.address = address or os.environ.get("AIOS_KERNEL") or DEFAULT_ADDRESS
         self.token = token if token is not None else os.environ.get("AIOS_TOKEN", "")
+        # None: a plain channel (see channel_credentials).
+        self._credentials = channel_credentials(tls, ca, client_cert, client_key)
         self.timeout = timeout
         self.retries = retries
         # One agent run: the scheduler's agent-aware policy and the LLM
@@ -621,8 +675,9 @@ class _Base:
 
     @classmethod
     def from_env(cls, **kwargs):
-        """A client configured by AIOS_KERNEL (address), AIOS_TOKEN and
-        AIOS_TIMEOUT (seconds); keyword arguments override them."""
+        """A client configured by AIOS_KERNEL (address), AIOS_TOKEN,
+        AIOS_TIMEOUT (seconds) and the AIOS_TLS* variables
+        (channel_credentials); keyword arguments override them."""
         raw = os.environ.get("AIOS_TIMEOUT", "")
         if raw and "timeout" not in kwargs:
             try:
@@ -678,9 +733,12 @@ class Client(_Base):
 
     def __init__(self, address: str | None = None, token: str | None = None, *,
                  timeout: float = 120.0, retries: int | None = None, session_id: str | None = None,
-                 on_syscall: SyscallHook | None = None, on_confirmation: ConfirmationHook | None = None) -> None:
-        super().__init__(address, token, timeout, retries, session_id, on_syscall, on_confirmation)
-        self._channel = grpc.insecure_channel(self.address, options=_CHANNEL_OPTIONS)
+                 on_syscall: SyscallHook | None = None, on_confirmation: ConfirmationHook | None = None,
+                 tls: bool | None = None, ca: str | bytes | None = None, client_cert: str | bytes | None = None,
+                 client_key: str | bytes | None = None) -> None:
+        super().__init__(address, token, timeout, retries, session_id, on_syscall, on_confirmation,
+                         tls, ca, client_cert, client_key)
+        self._channel = _open(self.address, self._credentials)
         self.kernel = kpb_grpc.KernelServiceStub(self._channel)
 
     def close(self) -> None:
@@ -864,9 +922,12 @@ class AsyncClient(_Base):
 
     def __init__(self, address: str | None = None, token: str | None = None, *,
                  timeout: float = 120.0, retries: int | None = None, session_id: str | None = None,
-                 on_syscall: SyscallHook | None = None, on_confirmation: ConfirmationHook | None = None) -> None:
-        super().__init__(address, token, timeout, retries, session_id, on_syscall, on_confirmation)
-        self._channel = grpc.aio.insecure_channel(self.address, options=_CHANNEL_OPTIONS)
+                 on_syscall: SyscallHook | None = None, on_confirmation: ConfirmationHook | None = None,
+                 tls: bool | None = None, ca: str | bytes | None = None, client_cert: str | bytes | None = None,
+                 client_key: str | bytes | None = None) -> None:
+        super().__init__(address, token, timeout, retries, session_id, on_syscall, on_confirmation,
+                         tls, ca, client_cert, client_key)
+        self._channel = _open(self.address, self._credentials, aio=True)
         self.kernel = kpb_grpc.KernelServiceStub(self._channel)
 
     async def close(self) -> None:

@@ -32,21 +32,23 @@ def access_address(args) -> str:
     from aios.sdk import AiosError, Client
 
     try:
-        with Client(common.kernel_address(args), admin_token(args), timeout=min(args.timeout, 5.0)) as kernel:
+        with Client(common.kernel_address(args), admin_token(args), timeout=min(args.timeout, 5.0),
+                    **common.tls_options(args)) as kernel:
             for service in kernel.get_status().services:
                 if service.name == "access" and service.address:
                     return service.address
     except AiosError:
         pass  # an older or unreachable kernel: the default then
+    except ValueError as exc:  # a TLS option names a file that cannot be read
+        raise CliError(str(exc)) from None
     return ACCESS_ADDR
 
 
 def _stub(args):
-    import grpc
-
     from aios.access.v1 import access_service_pb2_grpc as pb_grpc
 
-    channel = grpc.insecure_channel(args.resolved_access_addr)
+    # The same TLS options as for the kernel (one CA signs both in a cluster).
+    channel = common.grpc_channel(args, args.resolved_access_addr)
     return channel, pb_grpc.AccessServiceStub(channel)
 
 

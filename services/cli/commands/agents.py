@@ -28,7 +28,7 @@ async def _run(agent, args, show):
     # kernel's development mode takes the token as the name).
     token = args.token or os.environ.get("AIOS_TOKEN") or agent.name
     async with AsyncClient(common.kernel_address(args), token, timeout=args.timeout,
-                           on_confirmation=common.say_parked) as client:
+                           on_confirmation=common.say_parked, **common.tls_options(args)) as client:
         return await run_agent(agent, args.task, client=client, on_step=show)
 
 
