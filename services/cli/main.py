@@ -145,6 +145,10 @@ def cmd_status(args) -> int:
                 rows.append((name, f"pid {children[name]['pid']}", state.upper(), restarts(name), ""))
                 healthy = healthy and state == "running"
         common.table(("SERVICE", "ADDRESS", "STATUS", "RESTARTS", "DETAIL"), rows)
+    if status.replicas:
+        print()
+        common.table(("REPLICA", "ADDRESS", ""),
+                     [(r.id, r.address, "(answered)" if r.answering else "") for r in status.replicas])
     print(f"default model {status.default_model or '(none)'}, auth {status.auth}", file=sys.stderr)
     return 0 if healthy else 1
 

@@ -12,6 +12,8 @@ REQUEST_ID_KEY = "x-request-id"
 # The agent a service-to-service call acts for (set by the kernel only).
 AGENT_KEY = "x-aios-agent"
 AUTHORIZATION_KEY = "authorization"
+# The kernel replica that forwarded a call to the agent's owner (services/scheduler/cluster.py).
+FORWARDED_KEY = "x-aios-forwarded-by"
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 agent: contextvars.ContextVar[str] = contextvars.ContextVar("agent", default="")

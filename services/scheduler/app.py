@@ -12,6 +12,7 @@ from services.runtime.tls import TlsConfig
 from services.access.client import AccessClient
 from services.scheduler.auth import AccessGate, DevGate
 from services.scheduler.catalog import ModelCatalog
+from services.scheduler.cluster import Cluster
 from services.scheduler.config import Config
 from services.scheduler.db import Database, redacted
 from services.scheduler.dispatch import Dispatcher
@@ -37,9 +38,14 @@ async def build(config: Config) -> Service:
     st_ch = channel(config.storage_addr, token)
     catalog = ModelCatalog(llm_ch, config.default_llm_capacity, config.default_model)
 
+    cluster: Cluster | None = None
+
     def capacity_of(resource: str) -> int:
         if resource.startswith("llm:"):
-            return catalog.capacity_of(resource)
+            # Replicas split the engines' slots; memory, storage and tools
+            # scale on their own, so each replica keeps its full queue.
+            total = catalog.capacity_of(resource)
+            return cluster.share(total) if cluster is not None else total
         return config.service_capacity
 
     dispatcher = Dispatcher(llm_ch, mem_ch, st_ch)
@@ -63,9 +69,11 @@ async def build(config: Config) -> Service:
         capacity_of=capacity_of,
         cache_of=catalog.cache_of if config.cache_aware else None,
         cache_idle_seconds=config.cache_idle_seconds,
-        journal=Journal(config.journal_path, max_age=config.journal_max_age,
-                        max_rows=config.journal_max_rows) if config.journal_path else None,
+        journal=Journal(config.journal_path, max_age=config.journal_max_age, max_rows=config.journal_max_rows,
+                        kernel_id=config.replica_id) if config.journal_path else None,
     )
+    if config.advertise_address:
+        cluster = Cluster(kernel.journal.db, config.replica_id, config.advertise_address, config.lease_seconds)
     service_metrics = ServiceMetrics("kernel", config.metrics_port)
     metrics = KernelMetrics(kernel, service_metrics.registry, top_agents=config.metrics_top_agents)
     kernel.observer = metrics
@@ -91,12 +99,33 @@ async def build(config: Config) -> Service:
     services = {"llm_core": (config.llm_addr, llm_ch), "memory": (config.memory_addr, mem_ch),
                 "storage": (config.storage_addr, st_ch),
                 "access": (config.access_addr, gate.client.channel if config.auth == "access" else None)}
-    intake = Intake(kernel, gate, catalog, config.default_timeout, tools, precheck=dispatcher.precheck)
+    intake = Intake(kernel, gate, catalog, config.default_timeout, tools, precheck=dispatcher.precheck,
+                    cluster=cluster)
     servicer = KernelServicer(intake, services=services, auth_mode=config.auth)
     journal = kernel.journal
     if journal is not None:
         log.info("journal", target=redacted(config.journal_path))
-        recovering = intake.recover(journal.unfinished())
+    if cluster is not None:
+        await cluster.start()
+        # What this replica held in an earlier life, then what replicas that
+        # are gone held for the agents it owns now.
+        intake.recover(journal.unfinished([cluster.id]))
+
+        def changed(joined: set[str], left: set[str]) -> None:
+            if joined or left:
+                kernel.resize()
+            gone = journal.holders() - set(cluster.members)
+            if gone:
+                mine = [r for r in journal.unfinished(gone) if cluster.owns(r.entry.agent)]
+                taken = journal.claim(mine)
+                if taken:
+                    log.info("calls taken over", count=len(taken), replicas=sorted(gone))
+                    intake.recover(taken)
+
+        cluster.on_change = changed
+        changed(set(), set())
+    elif journal is not None:
+        intake.recover(journal.unfinished())
     door = HttpDoor(intake)
     http_port = None
     if config.http_port >= 0:
@@ -111,9 +140,10 @@ async def build(config: Config) -> Service:
         # What is still queued, running or parked stays unfinished in the
         # journal, for the next kernel process; its callers are told to retry.
         kernel.journal = None
-        if journal is not None:
-            for task in recovering:
-                task.cancel()
+        if cluster is not None:
+            await cluster.stop()
+        for task in intake.resuming:
+            task.cancel()
         for entry in list(kernel.table.live.values()):
             kernel.cancel(entry, errors.Unavailable("the kernel is shutting down: retry with the same request id"))
         for ch in (llm_ch, mem_ch, st_ch):

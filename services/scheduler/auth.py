@@ -36,6 +36,10 @@ class Caller:
     admin: bool = False
     # The access groups it belongs to (their quotas bind it too).
     groups: tuple[str, ...] = ()
+    # Its bearer token, passed on when its call is forwarded to the replica
+    # that owns the agent; the replica that forwarded it, if one did.
+    credential: str = field(default="", repr=False)
+    forwarded_by: str = ""
 
 
 @dataclass

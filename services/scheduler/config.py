@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +69,13 @@ class Config:
     # run stops counting this long after its last call ended.
     cache_aware: bool = True
     cache_idle_seconds: float = 0.5
+    # Replicas (services/scheduler/cluster.py): the address the other
+    # replicas reach this one at ("" = a lone kernel), its id (unique among
+    # the replicas; a restarted replica with the same id resumes its own
+    # calls), and how long its lease lasts without renewal.
+    advertise_address: str = ""
+    replica_id: str = ""
+    lease_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, environ=None) -> "Config":
@@ -76,6 +84,10 @@ class Config:
         auth = env.str("AUTH", "access").lower()
         if auth not in ("access", "dev"):
             raise ConfigError(f"AIOS_KERNEL_AUTH={auth!r} is not 'access' or 'dev'")
+        advertise = env.str("ADVERTISE_ADDRESS", "")
+        if advertise and not _journal_path(env).startswith(("postgresql://", "postgres://")):
+            raise ConfigError("AIOS_KERNEL_ADVERTISE_ADDRESS (kernel replicas) needs AIOS_KERNEL_JOURNAL to be a "
+                              "postgresql:// URL: the replicas share their journal and leases there")
         policy = env.str("POLICY", queues.FIFO).lower()
         if policy not in queues.POLICIES:
             raise ConfigError(f"AIOS_KERNEL_POLICY={policy!r} is not one of {', '.join(queues.POLICIES)}")
@@ -110,6 +122,9 @@ class Config:
             currency=env.str("CURRENCY", "USD"),
             cache_aware=env.bool("CACHE_AWARE", True),
             cache_idle_seconds=env.float("CACHE_IDLE_SECONDS", 0.5, minimum=0.0),
+            advertise_address=advertise,
+            replica_id=env.str("REPLICA_ID", "") or (socket.gethostname() if advertise else ""),
+            lease_seconds=env.float("LEASE_SECONDS", 5.0, minimum=0.1),
         )
 
     def mcp_servers(self) -> list[dict]:

@@ -25,6 +25,7 @@ context it came in with, so its queue wait and its run join that trace.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import time
 
@@ -37,7 +38,7 @@ from services.runtime import context as rctx
 from services.runtime import errors, logs, tracing
 from services.scheduler import events as ev
 from services.scheduler import records, validation
-from services.scheduler.auth import Caller, Pending
+from services.scheduler.auth import Caller, Pending, bearer_token
 from services.scheduler.kernel import Kernel
 from services.scheduler.table import AWAITING_CONFIRMATION, SUCCEEDED, Entry
 
@@ -48,8 +49,13 @@ log = logs.get("scheduler")
 
 
 class Intake:
-    def __init__(self, kernel: Kernel, auth, catalog, default_timeout: float, tools=None, precheck=None) -> None:
+    def __init__(self, kernel: Kernel, auth, catalog, default_timeout: float, tools=None, precheck=None,
+                 cluster=None) -> None:
         self.kernel = kernel
+        # The kernel replicas sharing the agents (services/scheduler/cluster.py), or None.
+        self.cluster = cluster
+        # Parked calls read back from the journal, waiting for their confirmations.
+        self.resuming: list[asyncio.Task] = []
         self.auth = auth  # DevGate or AccessGate
         self.catalog = catalog
         self.default_timeout = default_timeout
@@ -63,7 +69,16 @@ class Intake:
             caller = await self.auth.caller(metadata)
             span.set_attribute("aios.agent", caller.name)
         rctx.agent.set(caller.name)
+        if self.cluster is not None:
+            caller = dataclasses.replace(caller, credential=bearer_token(metadata),
+                                         forwarded_by=dict(metadata or ()).get(rctx.FORWARDED_KEY, ""))
         return caller
+
+    def owner(self, caller: Caller, agent: str = "") -> str | None:
+        """The replica that serves the caller's (or `agent`'s) calls, when not this one."""
+        if self.cluster is None or caller.forwarded_by:
+            return None
+        return self.cluster.owner_address(agent or caller.name)
 
     def _deadline(self, syscall: ks.Syscall, remaining: float | None) -> float:
         now_mono, now_wall = time.monotonic(), time.time()
@@ -140,11 +155,17 @@ class Intake:
         Returns the entry to wait for: the first one of a repeated request id."""
         entry = await self.build_entry(caller.name, syscall, remaining, parent_id)
         entry.body = body
+        entry.forwarded_by = caller.forwarded_by
         if events is not None:
             entry.stream = True
             entry.subscribers.append(events)
+        owner = self.owner(caller) if not parent_id and body is None else None
+        if owner is not None:
+            return await self.cluster.forward(owner, caller.credential, entry)
         if entry.request_id:
             first = self.kernel.first_of(entry)
+            if first is None and self.cluster is not None:
+                first = await self._elsewhere(caller, entry)
             if first is not None:  # a retry: no new checks, no second run
                 if events is not None:
                     first.subscribers.append(events)
@@ -200,6 +221,23 @@ class Intake:
             self.kernel.refuse(entry, err)
             raise
 
+    async def _elsewhere(self, caller: Caller, entry: Entry) -> Entry | None:
+        """A retry of a call another kernel replica accepted and has not
+        finished: joined there (forwarded) while that replica lives, else
+        taken over from the journal now and joined here."""
+        journal = self.kernel.journal
+        if journal is None:
+            return None
+        for item in journal.unfinished(request=(entry.agent, entry.request_id)):
+            address = self.cluster.members.get(item.kernel)
+            if item.kernel == self.cluster.id:
+                continue
+            if address is not None:
+                return await self.cluster.forward(address, caller.credential, entry)
+            self.recover(journal.claim([item]))
+            return self.kernel.first_of(entry)
+        return None
+
     def recover(self, recovered: list) -> list[asyncio.Task]:
         """Calls a previous kernel process accepted and did not finish (from
         the journal), in the order it accepted them: queued again, or parked
@@ -212,6 +250,7 @@ class Intake:
                 tasks.append(asyncio.ensure_future(self._resume_parked(entry, item.pending)))
             else:
                 self.kernel.readmit(entry)
+        self.resuming = [t for t in self.resuming if not t.done()] + tasks
         if recovered:
             log.info("syscalls recovered from the journal", count=len(recovered),
                      parked=sum(1 for r in recovered if r.entry.state == AWAITING_CONFIRMATION))

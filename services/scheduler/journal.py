@@ -24,10 +24,11 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 
 from aios.kernel.v1 import syscall_pb2 as ks
-from services.runtime import errors, logs
+from services.runtime import errors, logs, sql
 from services.scheduler.db import Database
 from services.scheduler.table import AWAITING_CONFIRMATION, QUEUED, Entry
 
@@ -58,10 +59,16 @@ CREATE TABLE IF NOT EXISTS syscalls (
 CREATE INDEX IF NOT EXISTS syscalls_by_request ON syscalls (agent, request_id);
 CREATE INDEX IF NOT EXISTS syscalls_unfinished ON syscalls (finish_wall, create_wall);
 """
+# Versioned steps (services/runtime/sql.py migrate): 1 is the table as it
+# first was; 2 records which kernel replica holds each call.
+STEPS = [
+    SCHEMA,
+    "ALTER TABLE syscalls ADD COLUMN kernel TEXT NOT NULL DEFAULT '';",
+]
 
 PRUNE_EVERY = 60.0
 _COLUMNS = ("id", "agent", "request_id", "fingerprint", "kind", "resource", "syscall", "parent_id", "create_wall",
-            "deadline_wall", "state", "create_only", "pending")
+            "deadline_wall", "state", "create_only", "pending", "kernel")
 
 
 _INSERT = f"INSERT INTO syscalls ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
@@ -75,16 +82,21 @@ class Recovered:
     # (action, resource kind, owner, name, summary) of each confirmation it
     # needs; non-empty only for a call that was parked.
     pending: list[tuple]
+    # The kernel replica that held it.
+    kernel: str = ""
 
 
 class Journal:
     def __init__(self, target: str | Path, *, max_age: float = 7 * 86400.0, max_rows: int = 100_000,
-                 clock=time.time) -> None:
-        """`target`: a SQLite file's path or a postgresql:// URL."""
+                 clock=time.time, kernel_id: str = "") -> None:
+        """`target`: a SQLite file's path or a postgresql:// URL; `kernel_id`:
+        the replica writing (services/scheduler/cluster.py), "" for a lone kernel."""
         self.max_age = max_age
         self.max_rows = max_rows
         self.clock = clock
-        self.db = Database(str(target), SCHEMA)
+        self.kernel_id = kernel_id
+        self.db = Database(str(target), "")
+        sql.migrate(self.db.execute, "journal", STEPS, postgres=self.db.postgres)
         self._pruned = 0.0
 
     def close(self) -> None:
@@ -100,7 +112,7 @@ class Journal:
             (entry.id, entry.agent, entry.request_id or None, entry.fingerprint or None, entry.kind,
              entry.resource, entry.syscall.SerializeToString(deterministic=True), entry.parent_id,
              entry.create_wall, deadline, AWAITING_CONFIRMATION if pending else QUEUED, int(entry.create_only),
-             json.dumps([list(p) for p in pending])))
+             json.dumps([list(p) for p in pending]), self.kernel_id))
         self._maybe_prune()
 
     def parked(self, entry: Entry) -> None:
@@ -144,23 +156,53 @@ class Journal:
         entry.finished.set()
         return entry
 
-    def unfinished(self) -> list[Recovered]:
-        """Every syscall that was accepted and not finished, oldest first."""
+    def unfinished(self, kernels: Iterable[str] | None = None, *, request: tuple[str, str] | None = None
+                   ) -> list[Recovered]:
+        """Every syscall that was accepted and not finished, oldest first; only
+        those `kernels` held, or only the one of an (agent, request id)."""
+        where, params = "finish_wall IS NULL", ()
+        if kernels is not None:
+            kernels = sorted(kernels)
+            if not kernels:
+                return []
+            where += f" AND kernel IN ({', '.join('?' * len(kernels))})"
+            params = tuple(kernels)
+        if request is not None:
+            where += " AND agent = ? AND request_id = ?"
+            params += request
         rows = self.db.execute(
             f"SELECT {_ENTRY_COLUMNS}, deadline_wall, state, create_only, pending, confirmation_id,"
-            " snapshot_text, snapshot_tokens FROM syscalls WHERE finish_wall IS NULL"
-            " ORDER BY create_wall, id").fetchall()
+            f" snapshot_text, snapshot_tokens, kernel FROM syscalls WHERE {where}"
+            " ORDER BY create_wall, id", params).fetchall()
         out = []
         now_wall, now_mono = self.clock(), time.monotonic()
         for row in rows:
-            deadline, state, create_only, pending, confirmation_id, snapshot_text, snapshot_tokens = row[_N:]
+            deadline, state, create_only, pending, confirmation_id, snapshot_text, snapshot_tokens, kernel = row[_N:]
             entry = _entry(row, deadline=None if deadline is None else now_mono + (deadline - now_wall),
                            state=AWAITING_CONFIRMATION if state == AWAITING_CONFIRMATION else QUEUED,
                            create_only=bool(create_only), confirmation_id=confirmation_id,
                            snapshot_text=snapshot_text, snapshot_tokens=snapshot_tokens)
             entry.session_id, entry.priority = entry.syscall.session_id, entry.syscall.priority
-            out.append(Recovered(entry, [tuple(p) for p in json.loads(pending)]))
+            out.append(Recovered(entry, [tuple(p) for p in json.loads(pending)], kernel))
         return out
+
+    def holders(self) -> set[str]:
+        """The kernel replicas holding unfinished calls."""
+        return {row[0] for row in self.db.execute("SELECT DISTINCT kernel FROM syscalls WHERE finish_wall IS NULL")}
+
+    def claim(self, items: list[Recovered]) -> list[Recovered]:
+        """Take calls over from the replicas that held them: the ones this
+        replica got (another may have been first), in id order so that two
+        claimers lock rows in one order."""
+        won = []
+        for item in sorted(items, key=lambda r: r.entry.id):
+            moved = self.db.write("UPDATE syscalls SET kernel = ? WHERE id = ? AND kernel = ? AND finish_wall IS NULL",
+                                  (self.kernel_id, item.entry.id, item.kernel)).rowcount
+            if moved == 1:
+                item.kernel = self.kernel_id
+                won.append(item)
+        won.sort(key=lambda r: (r.entry.create_wall, r.entry.id))
+        return won
 
     # -- bounds
 

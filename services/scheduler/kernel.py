@@ -166,6 +166,17 @@ class Kernel:
             res = self.resources[name] = Resource(name, max(1, self._capacity_of(name)), self._new_queue(), gate)
         return res
 
+    def resize(self) -> None:
+        """Read every queue's capacity again (this replica's share changed):
+        a larger one starts waiting calls now, a smaller one lets running
+        calls finish and starts fewer."""
+        for res in self.resources.values():
+            capacity = max(1, self._capacity_of(res.name))
+            if capacity != res.capacity:
+                log.info("capacity changed", resource=res.name, capacity=capacity, was=res.capacity)
+                res.capacity = capacity
+                self._pump(res)
+
     # --- admission --------------------------------------------------------
 
     def park(self, entry: Entry, pending: list[tuple] = (), *, recovered: bool = False) -> Entry:
@@ -503,6 +514,12 @@ class Kernel:
         if entry.done:
             return
         err = err or errors.Cancelled("the syscall was cancelled")
+        if entry.remote:  # a stand-in: ending its stream cancels the call on its owner
+            task = entry.task
+            entry.settle(FAILED if isinstance(err, errors.DeadlineExceeded) else CANCELLED, err)
+            if task is not None and not task.done():
+                task.cancel()
+            return
         res = self.resources.get(entry.resource)
         state = FAILED if isinstance(err, errors.DeadlineExceeded) else CANCELLED
         task = entry.task
@@ -521,7 +538,7 @@ class Kernel:
         except TimeoutError:
             self.cancel(entry, errors.DeadlineExceeded("the syscall's deadline passed"))
         except asyncio.CancelledError:
-            if entry.waiters <= 1 and not self.stopping:
+            if entry.waiters <= 1 and not self.stopping and not entry.forwarded_by:
                 self.cancel(entry, errors.Cancelled("the caller went away"))
             raise
         finally:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from google.protobuf.duration_pb2 import Duration
 
 from aios.sdk import quota as sdk_quota
-from services.runtime import errors, logs
+from services.runtime import errors, logs, sql
 from services.scheduler.db import Database
 
 log = logs.get("quotas")
@@ -192,7 +192,7 @@ class Quotas:
         million tokens over the model's endpoints; `count_memories(owner,
         tenant)`: the records an agent holds."""
         self.db = db
-        db.apply(SCHEMA)
+        sql.migrate(db.execute, "quotas", [SCHEMA], postgres=db.postgres)
         self.currency = currency
         self.estimate_price = estimate_price
         self.count_memories = count_memories

@@ -85,7 +85,9 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
             if entry is not None and events in entry.subscribers:
                 entry.subscribers.remove(events)
             for task in (starter, waiter):
-                if task is not None and not task.done():
+                # A forwarded call outlives the replica that forwarded it
+                # (Entry.forwarded_by), also while it is being admitted.
+                if task is not None and not task.done() and not (task is starter and caller.forwarded_by):
                     task.cancel()
 
     async def UploadFile(self, request_iterator, context):
@@ -149,18 +151,46 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
             raise errors.NotFound(f"no syscall {ident!r} of agent {caller.name!r}", reason="UNKNOWN_SYSCALL")
         return entry
 
+    async def _on_owner(self, caller: Caller, method: str, request, context, agent: str = ""):
+        """The answer of the replica that owns the caller (or `agent`), when
+        that is not this one (services/scheduler/cluster.py), else None."""
+        address = self.intake.owner(caller, agent)
+        if address is None:
+            return None
+        return await self.intake.cluster.relay(address, method, request, caller.credential,
+                                               context.time_remaining())
+
     async def Cancel(self, request, context):
         caller = await self.caller(context.invocation_metadata())
-        entry = self._find(caller, request.id)
+        try:
+            entry = self._find(caller, request.id)
+        except errors.NotFound:
+            answer = await self._on_owner(caller, "Cancel", request, context)
+            if answer is None:
+                raise
+            return answer
         self.kernel.cancel(entry)
         return kpb.CancelResponse(syscall=records.record(entry, with_output=False))
 
     async def GetSyscall(self, request, context):
         caller = await self.caller(context.invocation_metadata())
-        return kpb.GetSyscallResponse(syscall=records.record(self._find(caller, request.id)))
+        try:
+            entry = self._find(caller, request.id)
+        except errors.NotFound:
+            answer = await self._on_owner(caller, "GetSyscall", request, context)
+            if answer is None:
+                raise
+            return answer
+        return kpb.GetSyscallResponse(syscall=records.record(entry))
 
     async def ListSyscalls(self, request, context):
         caller = await self.caller(context.invocation_metadata())
+        # One agent's calls are on its owner; an admin's listing of every
+        # agent is this replica's.
+        if request.agent or not caller.admin:
+            answer = await self._on_owner(caller, "ListSyscalls", request, context, request.agent)
+            if answer is not None:
+                return answer
         if request.agent and request.agent != caller.name and not caller.admin:
             raise errors.PermissionDenied(
                 f"agent {caller.name!r} may list only its own syscalls, not those of {request.agent!r} "
@@ -262,6 +292,10 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
         except errors.AiosError:
             pass  # llm_core's own row says why
         out.queues.extend(records.queues(self.kernel.resources))
+        cluster = self.intake.cluster
+        if cluster is not None:
+            out.replicas.extend(kpb.KernelReplica(id=rid, address=address, answering=rid == cluster.id)
+                                for rid, address in sorted(cluster.members.items()))
         return out
 
     def _policy(self) -> kpb.Policy:

@@ -92,6 +92,13 @@ class Entry:
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     subscribers: list[asyncio.Queue] = field(default_factory=list)
     task: asyncio.Task | None = None
+    # The replica that runs it, when this one forwarded it there
+    # (services/scheduler/cluster.py): the entry is only a stand-in here.
+    remote: str = ""
+    # The replica that forwarded it here: its stream ending (that replica
+    # died) does not cancel it, so the agent's retry elsewhere joins it; the
+    # forwarder cancels it explicitly when its caller goes away.
+    forwarded_by: str = ""
 
     @property
     def run(self) -> str:
@@ -103,6 +110,15 @@ class Entry:
         event = event_type(syscall_id=self.id, time=time.time(), **fields)
         for q in self.subscribers:
             q.put_nowait(event)
+
+    def settle(self, state: str, err: errors.AiosError | None) -> None:
+        """End a stand-in of a call another replica runs (never in a queue here)."""
+        if self.done:
+            return
+        self.done, self.state, self.error = True, state, err
+        self.finish_wall = time.time()
+        self.publish(ev.Finished, entry=self)
+        self.finished.set()
 
 
 @dataclass

@@ -321,18 +321,30 @@ class ServiceHealth(_message.Message):
     def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., status: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("services", "default_model", "policy", "auth", "queues")
+    __slots__ = ("services", "default_model", "policy", "auth", "queues", "replicas")
     SERVICES_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_MODEL_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     AUTH_FIELD_NUMBER: _ClassVar[int]
     QUEUES_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
     services: _containers.RepeatedCompositeFieldContainer[ServiceHealth]
     default_model: str
     policy: Policy
     auth: str
     queues: _containers.RepeatedCompositeFieldContainer[ResourceQueue]
-    def __init__(self, services: _Optional[_Iterable[_Union[ServiceHealth, _Mapping]]] = ..., default_model: _Optional[str] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., auth: _Optional[str] = ..., queues: _Optional[_Iterable[_Union[ResourceQueue, _Mapping]]] = ...) -> None: ...
+    replicas: _containers.RepeatedCompositeFieldContainer[KernelReplica]
+    def __init__(self, services: _Optional[_Iterable[_Union[ServiceHealth, _Mapping]]] = ..., default_model: _Optional[str] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., auth: _Optional[str] = ..., queues: _Optional[_Iterable[_Union[ResourceQueue, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[KernelReplica, _Mapping]]] = ...) -> None: ...
+
+class KernelReplica(_message.Message):
+    __slots__ = ("id", "address", "answering")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ANSWERING_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    address: str
+    answering: bool
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., answering: _Optional[bool] = ...) -> None: ...
 
 class ResourceQueue(_message.Message):
     __slots__ = ("resource", "capacity", "running", "queued", "held")
