@@ -49,17 +49,19 @@ async def replicas(llm_core_addr, journal_url):
     (lease 1 s), each serving by the time it is returned; stopped at the end."""
     servers = []
 
-    async def start(*ids: str) -> list[str]:
+    async def start(*ids: str, **env) -> list[str]:
         from services.scheduler.app import build
 
         addresses = []
         for rid in ids:
             port = free_port()  # advertised before the server binds it
             config = kernel_config(llm_core_addr, JOURNAL=journal_url, REPLICA_ID=rid,
-                                   ADVERTISE_ADDRESS=f"127.0.0.1:{port}", LEASE_SECONDS=1)
+                                   ADVERTISE_ADDRESS=f"127.0.0.1:{port}", LEASE_SECONDS=1, **env)
             servers.append(await start_server(await build(config), "127.0.0.1", port))
             addresses.append(f"127.0.0.1:{port}")
         return addresses
+
+    start.servers = servers
 
     yield start
     for server in reversed(servers):
@@ -109,6 +111,29 @@ async def test_a_call_to_another_replica_runs_on_the_agents_owner(replicas):
     # A retry through either replica is the first call, run once.
     async with AsyncClient(a2, token=agent) as c:
         assert (await c.submit(calculator("6 * 7", "once"))).id == first.id
+
+
+async def test_the_openai_door_of_any_replica_serves_every_agent(replicas):
+    import openai
+
+    a1, a2 = await replicas("k1", "k2", http_port=0)
+    await seen(a1, 2)
+    await seen(a2, 2)
+    door = f"http://127.0.0.1:{replicas.servers[0].service.http_port}/v1"  # k1's
+    agent = agent_of("k2", ["k1", "k2"])
+    client = openai.AsyncOpenAI(base_url=door, api_key=agent, max_retries=0)
+    try:
+        reply = await client.chat.completions.create(
+            model=MODEL_ALIAS, messages=[{"role": "user", "content": "Say hi."}], max_tokens=4)
+        chunks = [c async for c in await client.chat.completions.create(
+            model=MODEL_ALIAS, messages=[{"role": "user", "content": "Say hi."}], max_tokens=4, stream=True)]
+    finally:
+        await client.close()
+    assert reply.choices[0].message.content
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    async with AsyncClient(a2) as admin:
+        on_owner = [r for r in (await admin.list_syscalls(agent=agent)).syscalls]
+    assert len(on_owner) == 2 and not await ids_on(a1)
 
 
 async def test_each_replica_holds_a_share_of_a_models_slots(replicas):
