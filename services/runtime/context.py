@@ -14,6 +14,8 @@ AGENT_KEY = "x-aios-agent"
 AUTHORIZATION_KEY = "authorization"
 # The kernel replica that forwarded a call to the agent's owner (services/scheduler/cluster.py).
 FORWARDED_KEY = "x-aios-forwarded-by"
+# "1" when the forwarded call's own caller reads its tokens as they come.
+FORWARDED_STREAM_KEY = "x-aios-forwarded-stream"
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 agent: contextvars.ContextVar[str] = contextvars.ContextVar("agent", default="")

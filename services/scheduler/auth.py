@@ -40,6 +40,8 @@ class Caller:
     # that owns the agent; the replica that forwarded it, if one did.
     credential: str = field(default="", repr=False)
     forwarded_by: str = ""
+    # Whether the caller that the forwarder serves streams the call's tokens.
+    forwarded_stream: bool = False
 
 
 @dataclass

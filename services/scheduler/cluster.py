@@ -39,7 +39,7 @@ from aios.kernel.v1 import kernel_service_pb2 as kpb
 from aios.kernel.v1 import kernel_service_pb2_grpc as kpb_grpc
 from services.runtime import errors, logs, sql, status
 from services.runtime.channels import channel
-from services.runtime.context import AUTHORIZATION_KEY, FORWARDED_KEY
+from services.runtime.context import AUTHORIZATION_KEY, FORWARDED_KEY, FORWARDED_STREAM_KEY
 from services.scheduler import events as ev
 from services.scheduler.db import Database
 from services.scheduler.table import FAILED, SUCCEEDED, Entry
@@ -180,8 +180,8 @@ class Cluster:
             ch = self._channels[address] = channel(address, "", server_name=TLS_NAME)
         return kpb_grpc.KernelServiceStub(ch)
 
-    def metadata(self, credential: str) -> list[tuple[str, str]]:
-        md = [(FORWARDED_KEY, self.id)]
+    def metadata(self, credential: str, stream: bool = False) -> list[tuple[str, str]]:
+        md = [(FORWARDED_KEY, self.id), (FORWARDED_STREAM_KEY, "1" if stream else "0")]
         if credential:
             md.append((AUTHORIZATION_KEY, f"Bearer {credential}"))
         return md
@@ -193,7 +193,8 @@ class Cluster:
         (its first event), raising what the owner refused it with."""
         timeout = None if entry.deadline is None else max(0.0, entry.deadline - time.monotonic())
         call = self._stub(address).SubmitStream(kpb.SubmitRequest(syscall=entry.syscall),
-                                                metadata=self.metadata(credential), timeout=timeout)
+                                                metadata=self.metadata(credential, entry.stream),
+                                                timeout=timeout)
         entry.remote = address
         reader = call.__aiter__()
         try:

@@ -70,8 +70,10 @@ class Intake:
             span.set_attribute("aios.agent", caller.name)
         rctx.agent.set(caller.name)
         if self.cluster is not None:
+            md = dict(metadata or ())
             caller = dataclasses.replace(caller, credential=bearer_token(metadata),
-                                         forwarded_by=dict(metadata or ()).get(rctx.FORWARDED_KEY, ""))
+                                         forwarded_by=md.get(rctx.FORWARDED_KEY, ""),
+                                         forwarded_stream=md.get(rctx.FORWARDED_STREAM_KEY) == "1")
         return caller
 
     def owner(self, caller: Caller, agent: str = "") -> str | None:
@@ -157,7 +159,9 @@ class Intake:
         entry.body = body
         entry.forwarded_by = caller.forwarded_by
         if events is not None:
-            entry.stream = True
+            # A forwarder always listens for events; the tokens flow only
+            # when its own caller streams them.
+            entry.stream = caller.forwarded_stream if caller.forwarded_by else True
             entry.subscribers.append(events)
         owner = self.owner(caller) if not parent_id and body is None else None
         if owner is not None:
