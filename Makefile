@@ -10,7 +10,7 @@ AUTOGEN_VENV := .venv-autogen
 AUTOGEN_STAMP := $(AUTOGEN_VENV)/.installed
 DATA ?= .aios
 
-.PHONY: install browser demo up test protos lint bench bench-prefix bench-quick faults clean
+.PHONY: install browser demo up test protos lint bench bench-prefix bench-quick bench-replicas faults clean
 
 install: $(STAMP)
 
@@ -67,6 +67,13 @@ bench-prefix: install
 bench-quick: install
 	$(PIP) install -q -e '.[bench]'
 	$(PY) -m bench --quick
+
+# Syscalls/s through 1, 2 and 3 kernel replicas on one embedded PostgreSQL
+# journal, with CPU per syscall and a model of larger machines (about 15
+# minutes, report in docs/benchmarks-replicas.md; QUICK=1: about 2 minutes).
+bench-replicas: install
+	$(PIP) install -q -e '.[bench]'
+	$(PY) -m bench.replicas $(if $(QUICK),--quick,)
 
 # The fault suite: agents keep working while each part of a real `aios up`
 # is killed in turn; prints what was acknowledged, lost, applied twice and

@@ -148,3 +148,39 @@ def test_overhead_section_sets_the_kernel_against_a_bare_grpc_hop(tmp_path):
     assert "grpc_hop (llm_core behind a bare gRPC relay)" in text
     assert "adds p50 **1.75 ms**" in text
     assert "adds 1.250 ms at p50 above that floor" in text
+
+
+def test_the_replica_model_adds_the_hop_and_the_commit_wait():
+    from bench.report_replicas import Costs, best_split
+
+    c = Costs(kernel_owner=2.0, hop=2.0, llm_core=1.0, postgres=0.5, load=0.1, commits=2.0, commit_wait=0.5,
+              fast_commit_wait=0.1, replicas_measured=[1, 2])
+    assert c.kernel(2, "any") == pytest.approx(3.0) and c.kernel(2, "owner") == 2.0
+    assert c.replica_rate(2, "owner") == pytest.approx(1000 / 3)  # 2 ms of CPU + 2 commits of 0.5 ms
+    split = best_split(c, 4, "owner")  # at most 2 kernel cores: llm_core and PostgreSQL need one each
+    assert (split.kernels, split.llm_cores, split.postgres, split.bound) == (2, 1, 1, "kernel replicas")
+    assert split.rate == pytest.approx(2000 / 3)
+
+
+@pytest.mark.timeout(600)
+async def test_a_tiny_replicas_run_measures_and_reports(tmp_path):
+    """bench/replicas.py with N = 1 and 2 and four agents: every call
+    succeeds, only the calls of agents owned elsewhere are forwarded, and
+    the report with its model is written."""
+    from bench import replicas, report_replicas
+    from services.scheduler.cluster import owner
+
+    results = await replicas.run(agents=4, calls=3, rounds=1, replicas=(1, 2), two_llm_cores=False)
+    rows = {r["label"]: r for r in results["runs"]}
+    assert list(rows) == ["1 replica, sqlite", "1 replica, postgresql", "2 replicas, postgresql, via any replica",
+                          "2 replicas, postgresql, to the owner"]
+    for r in rows.values():
+        assert r["succeeded"] == r["syscalls"] == 12 and not r["errors"]
+        assert r["kernel_cpu_ms_per_syscall"] > 0 and len(r["replica_cpu_ms_per_syscall"]) == r["replicas"]
+    elsewhere = sum(owner(f"agent-{i}", ["k1", "k2"]) != f"k{i % 2 + 1}" for i in range(4)) / 4
+    assert rows["2 replicas, postgresql, via any replica"]["forwarded_fraction"] == elsewhere
+    assert rows["2 replicas, postgresql, to the owner"]["forwarded_fraction"] == 0
+    assert rows["1 replica, postgresql"]["journal_commits_per_syscall"] > 0
+    report_replicas.build({"command": "test", "time": "now", **results}, tmp_path / "report.md")
+    text = (tmp_path / "report.md").read_text()
+    assert "2 replicas, postgresql, to the owner" in text and "A model for larger machines" in text
