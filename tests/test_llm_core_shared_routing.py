@@ -15,8 +15,6 @@ Router, without servers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -29,16 +27,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from aios.llm.v1 import llm_service_pb2 as pb
-from aios.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from bench.simulator.engine import EngineConfig
 from services.llm_core import prefix
-from services.llm_core.app import build
 from services.llm_core.config import Config, ConfigError, EndpointConfig
 from services.llm_core.engine import ChatRequest, Endpoint, LlmEngine, Router
 from services.runtime import errors
-from services.runtime.server import start_server
 from tests.test_llm_core_prefix import CACHED, call, words
-from tests.test_llm_core_routing import MODEL, REPO, endpoint, request, simulators, wait_until
+from tests.test_llm_core_routing import MODEL, REPO, _collect, endpoint, request, simulators, wait_until
+from tests.test_llm_core_routing import served as replica  # one llm_core replica: (stub, server)
 
 KEYS = [f"run-{i}" for i in range(1000)]
 FAST = EngineConfig(time_scale=0.01)
@@ -164,18 +160,6 @@ def test_hash_routing_and_replicas_are_configured_at_start():
 
 
 # ----------------------------------------------- replicas over real engines
-
-
-@contextlib.asynccontextmanager
-async def replica(eps: list[dict], **env):
-    """One llm_core replica over `eps` on a free port; yields (stub, server)."""
-    config = Config.from_env({"AIOS_LLM_ENDPOINTS": json.dumps(eps), **env})
-    server = await start_server(await build(config), "127.0.0.1", 0)
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            yield pb_grpc.LlmServiceStub(channel), server
-    finally:
-        await server.stop(grace=0)
 
 
 async def gauge(server, name: str, **labels) -> float | None:
@@ -316,11 +300,3 @@ async def test_calls_wait_for_a_slot_in_arrival_order_until_their_deadline():
 
 async def _equals(value, expected) -> bool:
     return await value == expected
-
-
-async def _collect(call) -> tuple[str, pb.GenerateStreamResponse]:
-    text, last = "", None
-    async for chunk in call:
-        text += chunk.delta
-        last = chunk
-    return text, last

