@@ -49,8 +49,9 @@ class Costs:
     fast_commit_wait: float  # the same without waiting for the WAL flush (synchronous_commit off)
     replicas_measured: list[int]
     kernel_sqlite: float | None = None  # one kernel on a SQLite journal, for scale
-    # llm_core's extra CPU per forwarded call: the owner streams what it was
-    # forwarded (SubmitStream), and so asks llm_core for a stream too.
+    # llm_core's extra CPU per forwarded call (measured; a forwarded call that
+    # is not streamed should add none: the owner asks llm_core for a stream
+    # only when the forwarder's caller streams).
     llm_hop: float = 0.0
 
     def kernel(self, n: int, reach: str) -> float:
@@ -162,8 +163,8 @@ def model_section(c: Costs, results: dict) -> list[str]:
             "- the forwarding replica's extra CPU per forwarded call, from (via any − to the owner) × N/(N−1): "
             f"**h = {c.hop:.2f}**",
             f"- llm_core CPU to the owner **l = {c.llm_core:.2f}**, and **{c.llm_hop:.2f}** more per forwarded call "
-            "(the owner answers a forwarded call as a stream, SubmitStream, and so streams it from llm_core "
-            "too: services/scheduler/intake.py sets entry.stream for any call with an event queue)",
+            "(the owner asks llm_core for a stream only when the forwarder's caller streams, so for these "
+            "unary calls it should be none; the figure is within the spread between rounds)",
             f"- PostgreSQL CPU (postmaster and children) **{c.postgres:.2f}**, "
             f"the load generator ({results['agents']} SDK agents in one process) **{c.load:.2f}**",
             f"- journal commits per syscall **w = {c.commits:.2f}**: a syscall writes its row twice (accepted, "
