@@ -1,6 +1,6 @@
 """Several llm_core replicas over one set of engines: "hash" routing sends an
 agent run (the session id the kernel sends) to the same engine through any
-replica, by rendezvous hashing with bounded loads (services/llm_core/
+replica, by rendezvous hashing with bounded loads (services/runtime/
 rendezvous.py), and AIOS_LLM_REPLICAS gives each replica its share of every
 engine's slots.
 
@@ -72,7 +72,7 @@ def test_a_run_has_one_order_of_endpoints_whatever_order_they_are_listed_in():
 
 def test_the_order_is_the_same_in_every_process():
     """A stable hash (blake2b), not Python's hash(), which is salted per process."""
-    script = ("from services.llm_core import rendezvous\n"
+    script = ("from services.runtime import rendezvous\n"
               "keys = [f'run-{i}' for i in range(100)]\n"
               "print(' '.join(rendezvous.order(key, 'abcd', str, lambda _: 8)[0] for key in keys))\n")
     here = Router(endpoints("a", "b", "c", "d"), "hash")

@@ -34,7 +34,8 @@ from openai._base_client import make_request_options
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from opentelemetry import trace
 
-from services.llm_core import emulated_tools, prefix, rendezvous
+from services.llm_core import emulated_tools, prefix
+from services.runtime import rendezvous
 from services.llm_core.config import DEFAULT_CACHE_TOKENS, ROUTING_MODES, EndpointConfig
 from services.llm_core.emulated_tools import ToolPlan
 from services.runtime import errors, logs, tracing

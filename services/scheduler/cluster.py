@@ -29,7 +29,6 @@ the others will soon take its agents, and it must not serve them too.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Callable, Iterable
 
@@ -37,7 +36,7 @@ import grpc
 
 from aios.kernel.v1 import kernel_service_pb2 as kpb
 from aios.kernel.v1 import kernel_service_pb2_grpc as kpb_grpc
-from services.runtime import errors, logs, sql, status
+from services.runtime import errors, logs, rendezvous, sql, status
 from services.runtime.channels import channel
 from services.runtime.context import AUTHORIZATION_KEY, FORWARDED_KEY, FORWARDED_STREAM_KEY
 from services.scheduler import events as ev
@@ -63,8 +62,8 @@ TLS_NAME = "kernel"
 
 
 def owner(agent: str, members: Iterable[str]) -> str:
-    """The member an agent belongs to: the highest hash of (member, agent)."""
-    return max(members, key=lambda m: hashlib.blake2b(f"{m}\x00{agent}".encode(), digest_size=8).digest())
+    """The member an agent belongs to, by rendezvous hashing of its name."""
+    return rendezvous.winner(agent, members)
 
 
 def share(total: int, me: str, members: Iterable[str]) -> int:

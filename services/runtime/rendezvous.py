@@ -1,6 +1,6 @@
-"""Which endpoint a routing key (an agent run) belongs to, the same in every
-llm_core replica with the same endpoints: rendezvous hashing with bounded
-loads.
+"""Which of several names a key belongs to, the same in every process that
+knows the same names: rendezvous hashing with bounded loads. llm_core maps
+an agent run to an endpoint with it, the kernel an agent to a replica.
 
 - Rendezvous, or highest random weight, hashing (Thaler and Ravishankar, "A
   Name-Based Mapping Scheme for Rendezvous", 1996): every endpoint scores the
@@ -54,6 +54,11 @@ def order(key: str, items: Iterable[T], name: Callable[[T], str],
           weight: Callable[[T], float] = lambda _: 1.0) -> list[T]:
     """`items` in `key`'s preference order, its first choice first."""
     return sorted(items, key=lambda item: (score(key, name(item), weight(item)), name(item)), reverse=True)
+
+
+def winner(key: str, names: Iterable[str]) -> str:
+    """The name that claims `key` (unweighted): the first of its order."""
+    return max(names, key=lambda name: (score(key, name), name))
 
 
 def bound(total: int, weight: float, weights: float, factor: float = LOAD_FACTOR) -> int:
