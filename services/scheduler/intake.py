@@ -233,9 +233,9 @@ class Intake:
         if journal is None:
             return None
         for item in journal.unfinished(request=(entry.agent, entry.request_id)):
-            address = self.cluster.members.get(item.kernel)
             if item.kernel == self.cluster.id:
                 continue
+            address = self.cluster.members.get(item.kernel)
             if address is not None:
                 return await self.cluster.forward(address, caller.credential, entry)
             self.recover(journal.claim([item]))

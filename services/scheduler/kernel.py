@@ -514,16 +514,12 @@ class Kernel:
         if entry.done:
             return
         err = err or errors.Cancelled("the syscall was cancelled")
-        if entry.remote:  # a stand-in: ending its stream cancels the call on its owner
-            task = entry.task
-            entry.settle(FAILED if isinstance(err, errors.DeadlineExceeded) else CANCELLED, err)
-            if task is not None and not task.done():
-                task.cancel()
-            return
-        res = self.resources.get(entry.resource)
         state = FAILED if isinstance(err, errors.DeadlineExceeded) else CANCELLED
         task = entry.task
-        self._complete(entry, res, state, err)
+        if entry.remote:  # a stand-in: ending its stream (the task) cancels the call on its owner
+            entry.settle(state, err)
+        else:
+            self._complete(entry, self.resources.get(entry.resource), state, err)
         if task is not None and not task.done():
             task.cancel()
 
