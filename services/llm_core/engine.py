@@ -35,10 +35,9 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from opentelemetry import trace
 
 from services.llm_core import emulated_tools, prefix
-from services.runtime import rendezvous
 from services.llm_core.config import DEFAULT_CACHE_TOKENS, ROUTING_MODES, EndpointConfig
 from services.llm_core.emulated_tools import ToolPlan
-from services.runtime import errors, logs, tracing
+from services.runtime import errors, logs, rendezvous, tracing
 
 log = logs.get("llm_core")
 

@@ -79,7 +79,7 @@ async def build(config: Config) -> Service:
     kernel.observer = metrics
     # Quota counts share the journal's database (without one, they last as
     # long as the process).
-    quota_db = kernel.journal.db if kernel.journal is not None else Database(":memory:", "")
+    quota_db = kernel.journal.db if kernel.journal is not None else Database(":memory:")
 
     def quota_warning(entry, subject, limit, used) -> None:
         metrics.quota_warning(limit.metric)

@@ -1,7 +1,8 @@
 """The kernel's SQL database: a SQLite file (or ":memory:") or PostgreSQL
 given a postgresql:// URL, with the same statements (`?` placeholders,
-SQLite types; pg8000 for PostgreSQL, the `postgres` extra). The journal and
-the quota counters share one.
+SQLite types; pg8000 for PostgreSQL, the `postgres` extra). The journal, the
+quota counters and the replicas' leases share one; each creates its tables
+by versioned migrations (services/runtime/sql.py migrate).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Database:
     pages: a checkpoint syncs the file, and on the event loop that stalled
     every call in flight for milliseconds."""
 
-    def __init__(self, target: str, schema: str) -> None:
+    def __init__(self, target: str) -> None:
         if target.startswith(("postgresql://", "postgres://")):
             self.conn = _connect_postgres(target)
             self.conn.autocommit = True
@@ -52,7 +53,6 @@ class Database:
             self._checkpointer = threading.Thread(target=self._checkpoints, args=(target,),
                                                   name="sqlite-checkpoint", daemon=True)
             self._checkpointer.start()
-        self.apply(schema)
 
     def _checkpoints(self, target: str) -> None:
         conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
@@ -62,13 +62,6 @@ class Database:
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         finally:
             conn.close()
-
-    def apply(self, schema: str) -> None:
-        """Create what a schema (`;`-separated statements, SQLite types) names, if absent."""
-        if self.postgres:
-            schema = schema.replace("BLOB", "BYTEA").replace("REAL", "DOUBLE PRECISION")
-        for statement in filter(str.strip, schema.split(";")):
-            self.execute(statement)
 
     def execute(self, sql: str, params: tuple = ()):
         if self.postgres:

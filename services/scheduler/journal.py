@@ -95,7 +95,7 @@ class Journal:
         self.max_rows = max_rows
         self.clock = clock
         self.kernel_id = kernel_id
-        self.db = Database(str(target), "")
+        self.db = Database(str(target))
         sql.migrate(self.db.execute, "journal", STEPS, postgres=self.db.postgres)
         self._pruned = 0.0
 
