@@ -78,6 +78,7 @@ class Ack:
     started: float  # wall time of its first attempt
     result: str  # the reply's text, or the version id written
     sha256: str = ""  # of the content written
+    reply: str = ""  # what the write's reply named: owner/path@sha256
 
 
 @dataclass
@@ -132,7 +133,7 @@ class Agent:
             rid, started = f"{self.name}-write-{step}", time.time()
             info = await self.call(lambda c: c.files.write(path(step), content, request_id=rid), ledger)
             ledger.acks.append(Ack(self.name, step, "write", rid, started, info.version_id,
-                                   hashlib.sha256(content).hexdigest()))
+                                   hashlib.sha256(content).hexdigest(), f"{info.owner}/{info.path}@{info.sha256[:12]}"))
             self.steps_done = step + 1
 
     async def close(self) -> None:
@@ -386,7 +387,9 @@ async def _check_writes(verdict: Verdict, agents: list[Agent], ledger: Ledger) -
             ack = next((a for s, a in mine.items() if path(s) == p), None)
             if ack is not None and versions and (versions[0].version_id, versions[0].sha256) != (
                     ack.result, ack.sha256):
-                wrong.append(f"{agent.name}/{p}")
+                wrong.append(f"{agent.name}/{p}: acknowledged {ack.result} sha {ack.sha256[:12]} "
+                             f"(the reply named {ack.reply}), stored {versions[0].version_id} "
+                             f"sha {versions[0].sha256[:12]} ({ack.request_id})")
 
     await asyncio.gather(*(look(agent) for agent in agents))
     verdict.note(f"{len(acked)} writes acknowledged")
