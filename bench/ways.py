@@ -162,6 +162,7 @@ class _DirectAgent:
             yield st.WriteFileRequest(header=st.WriteFileHeader(
                 owner=self.name, path=path, content_type="text/plain; charset=utf-8"))
             yield st.WriteFileRequest(chunk=data.encode())
+            yield st.WriteFileRequest(end=st.WriteFileEnd())
         return await self.way.storage.WriteFile(parts(), timeout=120)
 
     async def file_read(self, path: str) -> bytes:

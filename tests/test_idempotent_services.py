@@ -176,6 +176,7 @@ async def write(storage, owner: str, path: str, data: bytes, request_id: str = "
         yield spb.WriteFileRequest(header=spb.WriteFileHeader(
             owner=owner, path=path, request_id=request_id, **conditions))
         yield spb.WriteFileRequest(chunk=data)
+        yield spb.WriteFileRequest(end=spb.WriteFileEnd())
 
     return (await storage.WriteFile(parts(), timeout=TIMEOUT)).file
 

@@ -21,6 +21,7 @@ from services.runtime.server import start_server
 from services.scheduler.journal import Journal
 from services.scheduler.table import FAILED, SUCCEEDED, Entry
 from tests.conftest import kernel_config
+from tests.support.polling import until
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +210,71 @@ async def test_calls_queued_and_running_across_a_restart_finish_in_their_order(s
             await c.close()
         await kernel.stop(grace=1)
         await sim.stop()
+
+
+async def test_an_upload_cut_short_by_a_restart_is_not_run_again_and_its_retry_writes_it_whole(
+        llm_core_addr, tmp_path):
+    """An upload's content streams through its caller's call, not the
+    journal: after a restart it cannot run again (an empty write, if it
+    did). It ends UNAVAILABLE, nothing is written, and its retry runs anew."""
+    import grpc
+
+    from aios.kernel.v1 import kernel_service_pb2 as kpb
+    from aios.kernel.v1 import kernel_service_pb2_grpc as kpb_grpc
+    from aios.sdk import NotFoundError
+    from aios.storage.v1 import storage_service_pb2 as st
+    from services.local.seaweed import start_seaweed
+    from services.storage.app import build as storage_build
+    from services.storage.config import Config as StorageConfig
+
+    s3 = start_seaweed(tmp_path / "s3")
+    storage = await start_server(await storage_build(StorageConfig.from_env({
+        "AIOS_STORAGE_S3_ENDPOINT": s3.endpoint, "AIOS_STORAGE_S3_ACCESS_KEY": s3.access_key,
+        "AIOS_STORAGE_S3_SECRET_KEY": s3.secret_key, "AIOS_STORAGE_INDEX": "false"})))
+    env = {"AIOS_STORAGE_ADDR": f"127.0.0.1:{storage.port}"}
+    path, port = str(tmp_path / "journal.sqlite3"), free_port()
+    kernel = await _kernel(port, llm_core_addr, path, **env)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        async with AsyncClient(f"127.0.0.1:{port}", token="ann", retries=8, timeout=60) as c:
+            upload = kpb_grpc.KernelServiceStub(channel).UploadFile(
+                metadata=[("authorization", "Bearer ann")], timeout=60)
+            await upload.write(kpb.UploadFileRequest(header=kpb.UploadFileHeader(
+                path="cut.txt", request_id="up-1")))
+            await upload.write(kpb.UploadFileRequest(chunk=b"the first half, "))
+
+            async def running():
+                return [r for r in (await c.list_syscalls()).syscalls
+                        if r.request_id == "up-1" and r.state == ks.SYSCALL_STATE_RUNNING]
+
+            await until(running, "the upload to run")
+            await kernel.stop(grace=0)
+            upload.cancel()
+            kernel = await _kernel(port, llm_core_addr, path, **env)
+
+            record = await until(lambda: _finished(c, "up-1"), "the restarted kernel to end the upload")
+            assert record.state == ks.SYSCALL_STATE_FAILED
+            assert record.error.code == grpc.StatusCode.UNAVAILABLE.value[0], record.error
+            assert "ended before it finished" in record.error.message
+            with pytest.raises(NotFoundError):
+                await c.files.stat("cut.txt")
+
+            whole = b"the first half, then the second"
+            info = await c.files.upload("cut.txt", whole, request_id="up-1")
+            assert info.size == len(whole)
+            assert await c.files.read("cut.txt") == whole
+    finally:
+        await channel.close()
+        await kernel.stop(grace=1)
+        await storage.stop(grace=1)
+        s3.stop(graceful=False)
+
+
+async def _finished(client, request_id: str):
+    for r in (await client.list_syscalls()).syscalls:
+        if r.request_id == request_id and r.state not in (ks.SYSCALL_STATE_QUEUED, ks.SYSCALL_STATE_RUNNING):
+            return r
+    return None
 
 
 async def test_a_call_parked_for_confirmation_waits_again_after_a_restart(llm_core_addr, tmp_path):

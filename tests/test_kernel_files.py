@@ -15,12 +15,14 @@ from aios.kernel.v1 import kernel_service_pb2_grpc as kpb_grpc
 from aios.kernel.v1 import syscall_pb2 as ks
 from aios.storage.v1 import storage_service_pb2 as st
 from tests.conftest import kernel_config
+from tests.support.cut_off import cut_off, handled
+from tests.support.polling import until
 
 CHUNK = 1024 * 1024
 
 
 @pytest_asyncio.fixture(scope="module")
-async def kernel_channel(tmp_path_factory, llm_core_addr, start_service):
+async def kernel_server(tmp_path_factory, llm_core_addr, start_service):
     from services.scheduler.app import build as kernel_build
     from services.storage.app import build as storage_build
     from services.storage.config import Config as StorageConfig
@@ -28,16 +30,20 @@ async def kernel_channel(tmp_path_factory, llm_core_addr, start_service):
 
     data = tmp_path_factory.mktemp("kernel-files")
     s3 = start_seaweed(data / "s3")
+    # No index: a write that storage let through would commit at once.
     storage = await start_service(storage_build, StorageConfig.from_env({
         "AIOS_STORAGE_S3_ENDPOINT": s3.endpoint, "AIOS_STORAGE_S3_ACCESS_KEY": s3.access_key,
-        "AIOS_STORAGE_S3_SECRET_KEY": s3.secret_key, "AIOS_STORAGE_QDRANT_PATH": str(data / "index"),
-        "AIOS_LLM_ADDR": llm_core_addr}))
-    server = await start_service(kernel_build, kernel_config(
+        "AIOS_STORAGE_S3_SECRET_KEY": s3.secret_key, "AIOS_STORAGE_INDEX": "false"}))
+    yield await start_service(kernel_build, kernel_config(
         llm_core_addr, AIOS_STORAGE_ADDR=f"127.0.0.1:{storage.port}"))
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    s3.stop(graceful=False)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def kernel_channel(kernel_server):
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{kernel_server.port}")
     yield channel
     await channel.close()
-    s3.stop(graceful=False)
 
 
 @pytest.fixture
@@ -54,6 +60,7 @@ async def upload(stub, path: str, data: bytes, header: bool = True):
             yield kpb.UploadFileRequest(header=kpb.UploadFileHeader(path=path, request_id=f"up-{path}"))
         for i in range(0, len(data), CHUNK):
             yield kpb.UploadFileRequest(chunk=data[i:i + CHUNK])
+        yield kpb.UploadFileRequest(end=st.WriteFileEnd())
 
     return await stub.UploadFile(parts(), metadata=MD, timeout=120)
 
@@ -106,6 +113,58 @@ async def test_a_second_upload_header_is_invalid_argument_and_writes_nothing(ker
             await kernel.Submit(kpb.SubmitRequest(syscall=ks.Syscall(storage=ks.StorageCall(
                 stat=st.StatFileRequest(path=path)))), metadata=MD, timeout=30)
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def stat(kernel, path: str):
+    return await kernel.Submit(kpb.SubmitRequest(syscall=ks.Syscall(storage=ks.StorageCall(
+        stat=st.StatFileRequest(path=path)))), metadata=MD, timeout=30)
+
+
+async def test_an_upload_whose_caller_dies_half_way_writes_nothing(kernel, kernel_server):
+    """The agent's process is killed after the header and the first chunk:
+    the kernel's stream ends there without its end message, so the file is
+    not written (and a retry with the request id writes it whole)."""
+    address, method = f"127.0.0.1:{kernel_server.port}", "/aios.kernel.v1.KernelService/UploadFile"
+    before = handled(kernel_server, method)
+    await cut_off(address, method, [
+        kpb.UploadFileRequest(header=kpb.UploadFileHeader(path="cut/half.bin", request_id="cut-upload")),
+        kpb.UploadFileRequest(chunk=b"the first half, ")], token="uploader")
+    await until(lambda: handled(kernel_server, method) > before, "the kernel to finish the cut-off upload")
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await stat(kernel, "cut/half.bin")
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+    whole = b"the first half, then the second"
+    async def parts():
+        yield kpb.UploadFileRequest(header=kpb.UploadFileHeader(path="cut/half.bin", request_id="cut-upload"))
+        yield kpb.UploadFileRequest(chunk=whole)
+        yield kpb.UploadFileRequest(end=st.WriteFileEnd())
+
+    reply = await kernel.UploadFile(parts(), metadata=MD, timeout=60)
+    assert reply.syscall.storage.write.file.sha256 == hashlib.sha256(whole).hexdigest()
+    assert (await stat(kernel, "cut/half.bin")).syscall.storage.stat.file.size == len(whole)
+
+
+async def test_an_upload_must_end_with_its_end_message_and_nothing_after_it(kernel):
+    header = kpb.UploadFileRequest(header=kpb.UploadFileHeader(path="unended.bin"))
+
+    async def unended():
+        yield header
+        yield kpb.UploadFileRequest(chunk=b"abc")
+
+    async def past_the_end():
+        yield header
+        yield kpb.UploadFileRequest(end=st.WriteFileEnd())
+        yield kpb.UploadFileRequest(chunk=b"abc")
+
+    for parts in (unended, past_the_end):
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await kernel.UploadFile(parts(), metadata=MD, timeout=60)
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT, parts.__name__
+        assert "end message" in exc.value.details(), exc.value.details()
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await stat(kernel, "unended.bin")
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_an_undecodable_message_is_invalid_argument(kernel_channel):

@@ -28,6 +28,8 @@ from services.runtime.status import from_rpc_error
 from services.storage.app import build
 from services.storage.config import Config
 from services.local.seaweed import start_seaweed
+from tests.support.cut_off import cut_off, handled
+from tests.support.polling import until
 
 MiB = 1024 * 1024
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +58,13 @@ async def storage_addr(s3, llm_core_addr, start_service, tmp_path_factory):
 
 
 @pytest_asyncio.fixture(scope="module")
+async def unindexed(s3, start_service, tmp_path_factory):
+    """A storage service with no index: a write commits as soon as its stream ends."""
+    config = storage_config(s3, tmp_path_factory.mktemp("unused"), bucket="aios-unindexed", index="false")
+    return await start_service(build, config)
+
+
+@pytest_asyncio.fixture(scope="module")
 async def quota_addr(s3, start_service, tmp_path_factory):
     """A second storage service over its own bucket with tiny quotas (no index)."""
     config = storage_config(s3, tmp_path_factory.mktemp("unused"), bucket="aios-quota", index="false",
@@ -70,12 +79,14 @@ async def stub(storage_addr):
         yield pb_grpc.StorageServiceStub(channel)
 
 
-async def write(stub, owner, path, data: bytes, *, content_type="", chunk=MiB, if_version_id=""):
+async def write(stub, owner, path, data: bytes, *, content_type="", chunk=MiB, if_version_id="", request_id=""):
     async def parts():
         yield pb.WriteFileRequest(header=pb.WriteFileHeader(
-            owner=owner, path=path, content_type=content_type, if_version_id=if_version_id))
+            owner=owner, path=path, content_type=content_type, if_version_id=if_version_id,
+            request_id=request_id))
         for i in range(0, len(data), chunk):
             yield pb.WriteFileRequest(chunk=data[i:i + chunk])
+        yield pb.WriteFileRequest(end=pb.WriteFileEnd())
 
     return (await stub.WriteFile(parts(), timeout=120)).file
 
@@ -144,6 +155,46 @@ async def test_chunks_over_1_mib_and_a_missing_header_are_refused(stub):
     code, _, field = await failure(stub.WriteFile(no_header()))
     assert (code, field) == (grpc.StatusCode.INVALID_ARGUMENT, "header")
     code, _, _ = await failure(stub.StatFile(pb.StatFileRequest(owner="chunky", path="a.bin")))
+    assert code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_write_whose_client_dies_mid_stream_writes_nothing(unindexed):
+    """The client's process is killed after the header (the content not yet
+    sent): the stream ends there, with no end message, and nothing is
+    written; a retry with the same request id then writes the whole file."""
+    address, method = f"127.0.0.1:{unindexed.port}", "/aios.storage.v1.StorageService/WriteFile"
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.StorageServiceStub(channel)
+        before = handled(unindexed, method)
+        await cut_off(address, method, [
+            pb.WriteFileRequest(header=pb.WriteFileHeader(owner="cut", path="half.txt", request_id="cut-1"))])
+        await until(lambda: handled(unindexed, method) > before, "storage to finish the cut-off stream")
+        code, _, _ = await failure(stub.StatFile(pb.StatFileRequest(owner="cut", path="half.txt")))
+        assert code == grpc.StatusCode.NOT_FOUND
+
+        whole = b"the whole content"
+        info = await write(stub, "cut", "half.txt", whole, request_id="cut-1")
+        assert (info.size, info.sha256) == (len(whole), hashlib.sha256(whole).hexdigest())
+        _, content, _ = await read(stub, "cut", "half.txt")
+        assert content == whole
+
+
+async def test_a_stream_must_end_with_its_end_message_and_nothing_after_it(stub):
+    header = pb.WriteFileRequest(header=pb.WriteFileHeader(owner="ends", path="a.txt"))
+
+    async def unended():
+        yield header
+        yield pb.WriteFileRequest(chunk=b"abc")
+
+    async def past_the_end():
+        yield header
+        yield pb.WriteFileRequest(end=pb.WriteFileEnd())
+        yield pb.WriteFileRequest(chunk=b"abc")
+
+    for parts in (unended, past_the_end):
+        code, _, field = await failure(stub.WriteFile(parts()))
+        assert (code, field) == (grpc.StatusCode.INVALID_ARGUMENT, "end"), parts.__name__
+    code, _, _ = await failure(stub.StatFile(pb.StatFileRequest(owner="ends", path="a.txt")))
     assert code == grpc.StatusCode.NOT_FOUND
 
 

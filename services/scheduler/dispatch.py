@@ -185,7 +185,7 @@ class Dispatcher:
             # A write access control let through as a create must stay one:
             # storage refuses it if the file appeared meanwhile.
             parts = _write_parts(request, entry.create_only, _key(entry)) if entry.body is None \
-                else _upload_parts(request, entry.body, entry.create_only, _key(entry))
+                else _upload_parts(entry, request, entry.create_only, _key(entry))
             response = await self.storage.WriteFile(parts, timeout=timeout)
             result.write.CopyFrom(response)
         elif op == "read" and entry.body is not None:
@@ -296,11 +296,15 @@ def _write_header(req: ks.WriteFileInline, if_absent: bool, request_id: str) -> 
         if_absent=if_absent, request_id=request_id))
 
 
-async def _upload_parts(req: ks.WriteFileInline, chunks, if_absent: bool = False, request_id: str = ""):
-    """An upload's header, then its chunks as the caller sends them."""
+async def _upload_parts(entry: Entry, req: ks.WriteFileInline, if_absent: bool = False, request_id: str = ""):
+    """An upload's header, then its chunks as the caller sends them, then the
+    end once the caller's upload ended with its own (a caller that dies half
+    way ends `entry.body` with an error, and storage never gets the end)."""
     yield _write_header(req, if_absent, request_id)
-    async for chunk in chunks:
+    async for chunk in entry.body:
         yield st.WriteFileRequest(chunk=chunk)
+    entry.body_ended = True
+    yield st.WriteFileRequest(end=st.WriteFileEnd())
 
 
 def _write_parts(req: ks.WriteFileInline, if_absent: bool = False, request_id: str = ""):
@@ -308,3 +312,4 @@ def _write_parts(req: ks.WriteFileInline, if_absent: bool = False, request_id: s
     data = req.content
     for i in range(0, len(data), CHUNK):
         yield st.WriteFileRequest(chunk=data[i:i + CHUNK])
+    yield st.WriteFileRequest(end=st.WriteFileEnd())

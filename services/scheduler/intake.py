@@ -157,6 +157,7 @@ class Intake:
         Returns the entry to wait for: the first one of a repeated request id."""
         entry = await self.build_entry(caller.name, syscall, remaining, parent_id)
         entry.body = body
+        entry.streamed = body is not None
         entry.forwarded_by = caller.forwarded_by
         if events is not None:
             # A forwarder always listens for events; the tokens flow only
@@ -249,7 +250,9 @@ class Intake:
         tasks = []
         for item in recovered:
             entry = item.entry
-            if entry.state == AWAITING_CONFIRMATION:
+            if entry.streamed:
+                self.kernel.lost(entry)
+            elif entry.state == AWAITING_CONFIRMATION:
                 self.kernel.park(entry, recovered=True)
                 tasks.append(asyncio.ensure_future(self._resume_parked(entry, item.pending)))
             else:

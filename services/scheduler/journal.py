@@ -60,15 +60,17 @@ CREATE INDEX IF NOT EXISTS syscalls_by_request ON syscalls (agent, request_id);
 CREATE INDEX IF NOT EXISTS syscalls_unfinished ON syscalls (finish_wall, create_wall);
 """
 # Versioned steps (services/runtime/sql.py migrate): 1 is the table as it
-# first was; 2 records which kernel replica holds each call.
+# first was; 2 records which kernel replica holds each call; 3 marks calls
+# whose body streamed through their caller's call (uploads, downloads).
 STEPS = [
     SCHEMA,
     "ALTER TABLE syscalls ADD COLUMN kernel TEXT NOT NULL DEFAULT '';",
+    "ALTER TABLE syscalls ADD COLUMN streamed INTEGER NOT NULL DEFAULT 0;",
 ]
 
 PRUNE_EVERY = 60.0
 _COLUMNS = ("id", "agent", "request_id", "fingerprint", "kind", "resource", "syscall", "parent_id", "create_wall",
-            "deadline_wall", "state", "create_only", "pending", "kernel")
+            "deadline_wall", "state", "create_only", "pending", "kernel", "streamed")
 
 
 _INSERT = f"INSERT INTO syscalls ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
@@ -112,7 +114,7 @@ class Journal:
             (entry.id, entry.agent, entry.request_id or None, entry.fingerprint or None, entry.kind,
              entry.resource, entry.syscall.SerializeToString(deterministic=True), entry.parent_id,
              entry.create_wall, deadline, AWAITING_CONFIRMATION if pending else QUEUED, int(entry.create_only),
-             json.dumps([list(p) for p in pending]), self.kernel_id))
+             json.dumps([list(p) for p in pending]), self.kernel_id, int(entry.streamed)))
         self._maybe_prune()
 
     def parked(self, entry: Entry) -> None:
@@ -172,16 +174,17 @@ class Journal:
             params += request
         rows = self.db.execute(
             f"SELECT {_ENTRY_COLUMNS}, deadline_wall, state, create_only, pending, confirmation_id,"
-            f" snapshot_text, snapshot_tokens, kernel FROM syscalls WHERE {where}"
+            f" snapshot_text, snapshot_tokens, kernel, streamed FROM syscalls WHERE {where}"
             " ORDER BY create_wall, id", params).fetchall()
         out = []
         now_wall, now_mono = self.clock(), time.monotonic()
         for row in rows:
-            deadline, state, create_only, pending, confirmation_id, snapshot_text, snapshot_tokens, kernel = row[_N:]
+            (deadline, state, create_only, pending, confirmation_id, snapshot_text, snapshot_tokens, kernel,
+             streamed) = row[_N:]
             entry = _entry(row, deadline=None if deadline is None else now_mono + (deadline - now_wall),
                            state=AWAITING_CONFIRMATION if state == AWAITING_CONFIRMATION else QUEUED,
                            create_only=bool(create_only), confirmation_id=confirmation_id,
-                           snapshot_text=snapshot_text, snapshot_tokens=snapshot_tokens)
+                           snapshot_text=snapshot_text, snapshot_tokens=snapshot_tokens, streamed=bool(streamed))
             entry.session_id, entry.priority = entry.syscall.session_id, entry.syscall.priority
             out.append(Recovered(entry, [tuple(p) for p in json.loads(pending)], kernel))
         return out

@@ -288,6 +288,18 @@ class Kernel:
         self._pump(res)
         return entry
 
+    def lost(self, entry: Entry) -> None:
+        """End a call read back from the journal whose body streamed through
+        its caller's call (an upload, a download): that call ended with the
+        process that had it, so it cannot run again. UNAVAILABLE: a retry of
+        its request id runs anew (table.runs_anew)."""
+        self._reserve(entry, limit=False)
+        self.table.add(entry)
+        entry.body_ended = True  # unknown; the message below says what is known
+        self._complete(entry, None, FAILED, errors.Unavailable(
+            "the call streamed through a connection to a kernel process that ended before it finished; "
+            "retry with the same request id", reason="STREAM_LOST"))
+
     def readmit(self, entry: Entry) -> None:
         """Queue again a call a previous kernel process accepted and did not
         finish (from the journal): no limits, nothing journaled anew."""
@@ -473,6 +485,14 @@ class Kernel:
                   err: errors.AiosError | None) -> None:
         if entry.done:
             return
+        if entry.streamed and not entry.body_ended and state != SUCCEEDED \
+                and entry.syscall.storage.WhichOneof("op") == "write" \
+                and not isinstance(err, errors.DeadlineExceeded):
+            # An upload whose caller went away or never sent its end wrote
+            # nothing: a retry of its request id runs anew (table.runs_anew).
+            state, err = FAILED, errors.Unavailable(
+                "the upload ended before its end message; nothing was written; retry with the same request id",
+                reason="UPLOAD_INCOMPLETE")
         if entry.queued:
             entry.queued = False
             entry.waiting += time.monotonic() - entry.queued_at

@@ -108,10 +108,21 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
         async def chunks():
             try:
                 async for part in request_iterator:
-                    if not part.HasField("chunk"):
+                    which = part.WhichOneof("part")
+                    if which == "end":
+                        break
+                    if which != "chunk":
                         raise errors.InvalidArgument("only the first message may be a header; "
                                                      "the file was not written", field="header")
                     yield part.chunk
+                else:
+                    # gRPC ends the stream of a caller that died half way as if
+                    # it had finished: only the end message tells them apart.
+                    raise errors.InvalidArgument("the upload ended without its end message; the file was "
+                                                 "not written", field="end")
+                if await anext(request_iterator, None) is not None:
+                    raise errors.InvalidArgument("nothing may follow the end message; the file was not written",
+                                                 field="end")
             except errors.AiosError as err:
                 bad.append(err)
                 raise

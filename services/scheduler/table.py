@@ -88,6 +88,12 @@ class Entry:
     # A streamed file body: the upload's chunks (async iterator of bytes), or
     # the queue a download's parts go to.
     body: Any = None
+    # Its body streams through its caller's own call (UploadFile,
+    # DownloadFile): once that call is gone it cannot run again.
+    streamed: bool = False
+    # An upload's caller sent its end message (dispatch.py _upload_parts);
+    # until then storage has written nothing.
+    body_ended: bool = False
     waiters: int = 0
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     subscribers: list[asyncio.Queue] = field(default_factory=list)

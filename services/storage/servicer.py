@@ -39,16 +39,28 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         self.files = files
 
     async def WriteFile(self, request_iterator, context):
-        first = await anext(aiter(request_iterator), None)
+        parts = aiter(request_iterator)
+        first = await anext(parts, None)
         if first is None or not first.HasField("header"):
             raise errors.InvalidArgument("the first message must be the header", field="header")
         header = first.header
 
         async def chunks():
-            async for part in request_iterator:
-                if part.HasField("header"):
+            async for part in parts:
+                which = part.WhichOneof("part")
+                if which == "end":
+                    break
+                if which == "header":
                     raise errors.InvalidArgument("only the first message may be a header", field="header")
                 yield part.chunk
+            else:
+                # The stream ended without its end message: its client may have
+                # died half way (gRPC cannot tell), so none of it is written.
+                raise errors.InvalidArgument("the stream ended without its end message; nothing was written",
+                                             field="end")
+            if await anext(parts, None) is not None:
+                raise errors.InvalidArgument("nothing may follow the end message; nothing was written",
+                                             field="end")
 
         info = await self.files.write(header.owner, header.path, chunks(),
                                       content_type=header.content_type, if_version_id=header.if_version_id,

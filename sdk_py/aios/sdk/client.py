@@ -346,8 +346,10 @@ def _readable(source):
 
 
 class _UploadParts:
-    """UploadFile's messages: the header, then the file in chunks. grpc turns
-    a failing request iterator into UNKNOWN, so the read error is kept."""
+    """UploadFile's messages: the header, the file in chunks, the end (the
+    kernel writes nothing without it, so an upload cut short by a crash
+    leaves no truncated file). grpc turns a failing request iterator into
+    UNKNOWN, so the read error is kept."""
 
     def __init__(self, header: kpb.UploadFileHeader, file) -> None:
         self.header, self.file = header, file
@@ -358,6 +360,7 @@ class _UploadParts:
         try:
             while chunk := self.file.read(_UPLOAD_CHUNK):
                 yield kpb.UploadFileRequest(chunk=chunk)
+            yield kpb.UploadFileRequest(end=st.WriteFileEnd())
         except Exception as exc:
             self.error = exc
             raise
@@ -1051,6 +1054,7 @@ class AsyncClient(_Base):
                     # Reads off the event loop: the source may be a slow file or pipe.
                     while chunk := await asyncio.to_thread(file.read, _UPLOAD_CHUNK):
                         await call.write(kpb.UploadFileRequest(chunk=chunk))
+                    await call.write(kpb.UploadFileRequest(end=st.WriteFileEnd()))
                     await call.done_writing()
                 except asyncio.InvalidStateError:
                     pass  # the kernel ended the call early; its status says why

@@ -165,12 +165,14 @@ class UploadFileHeader(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., session_id: _Optional[str] = ..., priority: _Optional[int] = ..., owner: _Optional[str] = ..., path: _Optional[str] = ..., content_type: _Optional[str] = ..., if_version_id: _Optional[str] = ...) -> None: ...
 
 class UploadFileRequest(_message.Message):
-    __slots__ = ("header", "chunk")
+    __slots__ = ("header", "chunk", "end")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
     header: UploadFileHeader
     chunk: bytes
-    def __init__(self, header: _Optional[_Union[UploadFileHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+    end: _storage_service_pb2.WriteFileEnd
+    def __init__(self, header: _Optional[_Union[UploadFileHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ..., end: _Optional[_Union[_storage_service_pb2.WriteFileEnd, _Mapping]] = ...) -> None: ...
 
 class UploadFileResponse(_message.Message):
     __slots__ = ("syscall",)

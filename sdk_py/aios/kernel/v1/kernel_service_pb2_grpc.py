@@ -177,7 +177,8 @@ class KernelServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UploadFile(self, request_iterator, context):
-        """UploadFile writes a file of any size: a header, then chunks.
+        """UploadFile writes a file of any size: a header, then chunks, then an end
+        message.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

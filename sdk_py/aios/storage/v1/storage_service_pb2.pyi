@@ -46,13 +46,19 @@ class WriteFileHeader(_message.Message):
     request_id: str
     def __init__(self, owner: _Optional[str] = ..., path: _Optional[str] = ..., content_type: _Optional[str] = ..., if_version_id: _Optional[str] = ..., if_absent: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
+class WriteFileEnd(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class WriteFileRequest(_message.Message):
-    __slots__ = ("header", "chunk")
+    __slots__ = ("header", "chunk", "end")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
     header: WriteFileHeader
     chunk: bytes
-    def __init__(self, header: _Optional[_Union[WriteFileHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+    end: WriteFileEnd
+    def __init__(self, header: _Optional[_Union[WriteFileHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ..., end: _Optional[_Union[WriteFileEnd, _Mapping]] = ...) -> None: ...
 
 class WriteFileResponse(_message.Message):
     __slots__ = ("file",)

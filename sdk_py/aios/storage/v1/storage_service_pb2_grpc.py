@@ -123,7 +123,8 @@ class StorageServiceServicer:
     """
 
     def WriteFile(self, request_iterator, context):
-        """WriteFile takes a header message, then content chunks (at most 1 MiB each).
+        """WriteFile takes a header message, then content chunks (at most 1 MiB
+        each), then an end message.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
