@@ -18,7 +18,7 @@ from bench.simulator.server import SimulatorServer
 from services.cli.stack import free_port
 from services.runtime import errors
 from services.runtime.server import start_server
-from services.scheduler.journal import Journal
+from services.scheduler.journal import Journal, Recovered
 from services.scheduler.table import FAILED, SUCCEEDED, Entry
 from tests.conftest import kernel_config
 from tests.support.polling import until
@@ -82,12 +82,13 @@ def test_the_journal_keeps_accepted_calls_and_their_results(target):
     journal.close()
 
     journal = Journal(target)  # another process, the same database
-    found = journal.find("ann", "r1")
+    found = journal.lookup("ann", "r1")
     assert found.id == done.id and found.state == FAILED and found.done and found.finished.is_set()
     assert (found.error.code, found.error.reason, found.error.field) == ("NOT_FOUND", "NOPE", "x")
     assert ks.SyscallRecord.FromString(found.final_record).tool.output == "out-r1"
-    assert journal.find("ann", "r2") is None  # not finished: it is among the unfinished
-    assert journal.find("bob", "r1") is None  # request ids are the agent's own
+    held = journal.lookup("ann", "r2")  # not finished: what a takeover needs
+    assert isinstance(held, Recovered) and held.entry.id == queued.id and held.entry.snapshot_text == "Once upon"
+    assert journal.lookup("bob", "r1") is None  # request ids are the agent's own
     back = journal.unfinished()
     assert [r.entry.id for r in back] == [queued.id, parked.id]  # in the order accepted
     q, p = back
@@ -110,7 +111,7 @@ def test_the_journal_is_bounded_by_age_and_rows(target):
     unfinished = _entry("ann", "open")
     journal.accepted(unfinished)
     assert journal.prune() == 3
-    assert [journal.find("ann", f"r{i}") is not None for i in range(6)] == [False] * 3 + [True] * 3
+    assert [journal.lookup("ann", f"r{i}") is not None for i in range(6)] == [False] * 3 + [True] * 3
     now[0] += 7200  # past max_age: every finished call goes; unfinished ones never do
     assert journal.prune() == 3
     assert [r.entry.id for r in journal.unfinished()] == [unfinished.id]

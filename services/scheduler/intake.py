@@ -39,6 +39,7 @@ from services.runtime import errors, logs, tracing
 from services.scheduler import events as ev
 from services.scheduler import records, validation
 from services.scheduler.auth import Caller, Pending, bearer_token
+from services.scheduler.journal import Recovered
 from services.scheduler.kernel import Kernel
 from services.scheduler.table import AWAITING_CONFIRMATION, SUCCEEDED, Entry
 
@@ -168,9 +169,9 @@ class Intake:
         if owner is not None:
             return await self.cluster.forward(owner, caller.credential, entry)
         if entry.request_id:
-            first = self.kernel.first_of(entry)
-            if first is None and self.cluster is not None:
-                first = await self._elsewhere(caller, entry)
+            first, held = self.kernel.earlier(entry)
+            if held is not None and self.cluster is not None:
+                first = await self._elsewhere(caller, entry, held)
             if first is not None:  # a retry: no new checks, no second run
                 if events is not None:
                     first.subscribers.append(events)
@@ -226,22 +227,18 @@ class Intake:
             self.kernel.refuse(entry, err)
             raise
 
-    async def _elsewhere(self, caller: Caller, entry: Entry) -> Entry | None:
+    async def _elsewhere(self, caller: Caller, entry: Entry, held: Recovered) -> Entry | None:
         """A retry of a call another kernel replica accepted and has not
-        finished: joined there (forwarded) while that replica lives, else
-        taken over from the journal now and joined here."""
-        journal = self.kernel.journal
-        if journal is None:
+        finished (`held`, its journal row): joined there (forwarded) while
+        that replica lives, else taken over from the journal now and joined
+        here."""
+        if held.kernel == self.cluster.id:
             return None
-        for item in journal.unfinished(request=(entry.agent, entry.request_id)):
-            if item.kernel == self.cluster.id:
-                continue
-            address = self.cluster.members.get(item.kernel)
-            if address is not None:
-                return await self.cluster.forward(address, caller.credential, entry)
-            self.recover(journal.claim([item]))
-            return self.kernel.first_of(entry)
-        return None
+        address = self.cluster.members.get(held.kernel)
+        if address is not None:
+            return await self.cluster.forward(address, caller.credential, entry)
+        self.recover(self.kernel.journal.claim([held]))
+        return self.kernel.first_of(entry)
 
     def recover(self, recovered: list) -> list[asyncio.Task]:
         """Calls a previous kernel process accepted and did not finish (from

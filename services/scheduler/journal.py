@@ -143,25 +143,26 @@ class Journal:
 
     # -- reads
 
-    def find(self, agent: str, request_id: str) -> Entry | None:
-        """The newest finished syscall of an agent's request id, as a finished
-        entry (its record in `entry.final_record`)."""
+    def lookup(self, agent: str, request_id: str) -> Entry | Recovered | None:
+        """The newest syscall of an agent's request id, in one read: finished,
+        as a finished entry (its record in `entry.final_record`); unfinished,
+        as what a takeover needs (Recovered, with the replica holding it)."""
         row = self.db.execute(
-            f"SELECT {_ENTRY_COLUMNS}, state, record, error, finish_wall FROM syscalls"
-            " WHERE agent = ? AND request_id = ? AND finish_wall IS NOT NULL"
-            " ORDER BY create_wall DESC LIMIT 1", (agent, request_id)).fetchone()
+            f"SELECT {_ENTRY_COLUMNS}, {_UNFINISHED_COLUMNS}, record, error, finish_wall FROM syscalls"
+            " WHERE agent = ? AND request_id = ? ORDER BY create_wall DESC LIMIT 1", (agent, request_id)).fetchone()
         if row is None:
             return None
-        state, record, error, finished = row[_N:]
-        entry = _entry(row, state=state, final_record=record, error=_error(error), finish_wall=finished,
+        record, error, finished = row[_N + _U:]
+        if finished is None:
+            return self._recovered(row, self.clock(), time.monotonic())
+        entry = _entry(row, state=row[_N + 1], final_record=record, error=_error(error), finish_wall=finished,
                        done=True)
         entry.finished.set()
         return entry
 
-    def unfinished(self, kernels: Iterable[str] | None = None, *, request: tuple[str, str] | None = None
-                   ) -> list[Recovered]:
+    def unfinished(self, kernels: Iterable[str] | None = None) -> list[Recovered]:
         """Every syscall that was accepted and not finished, oldest first; only
-        those `kernels` held, or only the one of an (agent, request id)."""
+        those `kernels` held, when given."""
         where, params = "finish_wall IS NULL", ()
         if kernels is not None:
             kernels = sorted(kernels)
@@ -169,25 +170,23 @@ class Journal:
                 return []
             where += f" AND kernel IN ({', '.join('?' * len(kernels))})"
             params = tuple(kernels)
-        if request is not None:
-            where += " AND agent = ? AND request_id = ?"
-            params += request
         rows = self.db.execute(
-            f"SELECT {_ENTRY_COLUMNS}, deadline_wall, state, create_only, pending, confirmation_id,"
-            f" snapshot_text, snapshot_tokens, kernel, streamed FROM syscalls WHERE {where}"
+            f"SELECT {_ENTRY_COLUMNS}, {_UNFINISHED_COLUMNS} FROM syscalls WHERE {where}"
             " ORDER BY create_wall, id", params).fetchall()
-        out = []
         now_wall, now_mono = self.clock(), time.monotonic()
-        for row in rows:
-            (deadline, state, create_only, pending, confirmation_id, snapshot_text, snapshot_tokens, kernel,
-             streamed) = row[_N:]
-            entry = _entry(row, deadline=None if deadline is None else now_mono + (deadline - now_wall),
-                           state=AWAITING_CONFIRMATION if state == AWAITING_CONFIRMATION else QUEUED,
-                           create_only=bool(create_only), confirmation_id=confirmation_id,
-                           snapshot_text=snapshot_text, snapshot_tokens=snapshot_tokens, streamed=bool(streamed))
-            entry.session_id, entry.priority = entry.syscall.session_id, entry.syscall.priority
-            out.append(Recovered(entry, [tuple(p) for p in json.loads(pending)], kernel))
-        return out
+        return [self._recovered(row, now_wall, now_mono) for row in rows]
+
+    @staticmethod
+    def _recovered(row, now_wall: float, now_mono: float) -> Recovered:
+        """An unfinished row (_ENTRY_COLUMNS, then _UNFINISHED_COLUMNS) as a call to queue or park again."""
+        (deadline, state, create_only, pending, confirmation_id, snapshot_text, snapshot_tokens, kernel,
+         streamed) = row[_N:_N + _U]
+        entry = _entry(row, deadline=None if deadline is None else now_mono + (deadline - now_wall),
+                       state=AWAITING_CONFIRMATION if state == AWAITING_CONFIRMATION else QUEUED,
+                       create_only=bool(create_only), confirmation_id=confirmation_id,
+                       snapshot_text=snapshot_text, snapshot_tokens=snapshot_tokens, streamed=bool(streamed))
+        entry.session_id, entry.priority = entry.syscall.session_id, entry.syscall.priority
+        return Recovered(entry, [tuple(p) for p in json.loads(pending)], kernel)
 
     def holders(self) -> set[str]:
         """The kernel replicas holding unfinished calls."""
@@ -230,9 +229,13 @@ class Journal:
         return gone
 
 
-# The columns every read makes an Entry of, first in its SELECT.
+# The columns every read makes an Entry of, first in its SELECT; then, for
+# an unfinished call, what queueing or parking it again takes.
 _ENTRY_COLUMNS = "id, agent, request_id, fingerprint, kind, resource, syscall, parent_id, create_wall"
 _N = len(_ENTRY_COLUMNS.split(","))
+_UNFINISHED_COLUMNS = ("deadline_wall, state, create_only, pending, confirmation_id, snapshot_text, snapshot_tokens,"
+                       " kernel, streamed")
+_U = len(_UNFINISHED_COLUMNS.split(","))
 
 
 def _entry(row, **more) -> Entry:

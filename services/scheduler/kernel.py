@@ -23,6 +23,7 @@ from services.runtime import errors, logs, tracing
 from services.scheduler import events as ev
 from services.scheduler import queues, quotas, records
 from services.scheduler.cache import CacheGate
+from services.scheduler.journal import Recovered
 from services.scheduler.queues import PolicySettings
 from services.scheduler.table import (
     AWAITING_CONFIRMATION, CANCELLED, FAILED, PREEMPTED, QUEUED, RUNNING, SUCCEEDED, Entry, ProcessTable,
@@ -201,19 +202,34 @@ class Kernel:
         self._complete(entry, None, CANCELLED if isinstance(err, errors.Cancelled) else FAILED, err)
 
     def first_of(self, entry: Entry) -> Entry | None:
-        """The earlier entry of the agent with this entry's request id, if
-        any; INVALID_ARGUMENT when that one asked for something else (a
-        request id names one request, never a second one)."""
+        """The earlier entry in this process of the agent with this entry's
+        request id, if any (the journal was read at intake, see earlier());
+        INVALID_ARGUMENT when that one asked for something else (a request id
+        names one request, never a second one)."""
         if not entry.request_id:
             return None
-        first = self.table.by_request(entry.agent, entry.request_id)
-        if first is None and self.journal is not None:
-            # Finished before this process started, or fell out of the history.
-            first = self.journal.find(entry.agent, entry.request_id)
-            if first is not None:
-                if runs_anew(first):
-                    return None
-                self.table.remember(first)
+        return self._same_call(entry, self.table.by_request(entry.agent, entry.request_id))
+
+    def earlier(self, entry: Entry) -> tuple[Entry | None, Recovered | None]:
+        """first_of(), then the journal, in one read: (the earlier entry, None)
+        when this process has it or the journal has it finished; (None, the
+        row) when the journal has it unfinished (another replica's, or a dead
+        one's, services/scheduler/cluster.py); (None, None) when it runs anew."""
+        first = self.first_of(entry)
+        if first is not None or not entry.request_id or self.journal is None:
+            return first, None
+        # Finished before this process started, fell out of the history, or
+        # held by another kernel replica.
+        found = self.journal.lookup(entry.agent, entry.request_id)
+        if isinstance(found, Recovered):
+            return None, found
+        if found is None or runs_anew(found):
+            return None, None
+        self.table.remember(found)
+        return self._same_call(entry, found), None
+
+    @staticmethod
+    def _same_call(entry: Entry, first: Entry | None) -> Entry | None:
         if first is None or first is entry:
             return None
         if first.fingerprint and entry.fingerprint and first.fingerprint != entry.fingerprint:
