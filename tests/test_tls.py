@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import ipaddress
 import os
 import ssl
 import sys
@@ -22,10 +20,6 @@ from pathlib import Path
 import grpc
 import pytest
 import pytest_asyncio
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aios.sdk import AsyncClient, UnavailableError
@@ -36,6 +30,7 @@ from services.runtime.config import ConfigError
 from services.runtime.server import Service, start_server
 from services.runtime.tls import PLAIN, TlsConfig
 from tests.conftest import kernel_config
+from tests.support.pki import make_ca, make_leaf, write_pem
 from tests.support.polling import until
 
 NOBODY = "127.0.0.1:1"  # where no llm_core listens: these tests make no LLM calls
@@ -62,52 +57,14 @@ class Pki:
         return TlsConfig.from_env(self.env(**extra))
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _make_ca(cn: str):
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn))
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    return key, cert
-
-
-def _make_leaf(ca_key, ca_cert, cn: str):
-    """A certificate for servers and clients alike (as cert-manager issues them here)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(ca_cert.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    return key, cert
-
-
-def _write(folder: Path, name: str, key, cert) -> tuple[Path, Path]:
-    cert_path, key_path = folder / f"{name}.crt", folder / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory) -> Pki:
     folder = tmp_path_factory.mktemp("pki")
-    ca_key, ca_cert = _make_ca("aios test CA")
-    ca_path, _ = _write(folder, "ca", ca_key, ca_cert)
-    cert, key = _write(folder, "service", *_make_leaf(ca_key, ca_cert, "service"))
-    rogue_ca_key, rogue_ca = _make_ca("someone else's CA")
-    rogue_cert, rogue_key = _write(folder, "rogue", *_make_leaf(rogue_ca_key, rogue_ca, "rogue"))
+    ca_key, ca_cert = make_ca("aios test CA")
+    ca_path, _ = write_pem(folder, "ca", ca_key, ca_cert)
+    cert, key = write_pem(folder, "service", *make_leaf(ca_key, ca_cert, "service"))
+    rogue_ca_key, rogue_ca = make_ca("someone else's CA")
+    rogue_cert, rogue_key = write_pem(folder, "rogue", *make_leaf(rogue_ca_key, rogue_ca, "rogue"))
     return Pki(ca_path, cert, key, rogue_cert, rogue_key)
 
 

@@ -40,9 +40,18 @@ def redacted(target: str) -> str:
     return target
 
 
+# libpq's sslmode values (https://www.postgresql.org/docs/current/libpq-ssl.html).
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
 def connect_postgres(url: str):
     """postgresql://user:password@host:port/database, or ?host=/socket/dir
-    for a Unix socket (as libpq reads it)."""
+    for a Unix socket (as libpq reads it). TLS as libpq's sslmode says:
+    prefer (the default: encrypted when the server offers TLS, the server
+    not checked), disable, require (encrypted or refused), verify-ca and
+    verify-full (the server's certificate checked against sslrootcert, a CA
+    file, or the system's CAs without it or with "system"); sslcert and
+    sslkey give a client certificate."""
     import pg8000.dbapi
 
     parts = urlsplit(url)
@@ -50,10 +59,38 @@ def connect_postgres(url: str):
     host = query.get("host") or parts.hostname or "127.0.0.1"
     port = parts.port or int(query.get("port", 5432))
     args = {"user": unquote(parts.username or "postgres"), "password": unquote(parts.password or "") or None,
-            "database": (parts.path or "/postgres").lstrip("/") or "postgres"}
-    if host.startswith("/"):
-        return pg8000.dbapi.connect(unix_sock=f"{host}/.s.PGSQL.{port}", **args)
+            "database": (parts.path or "/postgres").lstrip("/") or "postgres",
+            "ssl_context": _ssl_context(query)}
+    if host.startswith("/"):  # no TLS on a Unix socket (libpq ignores sslmode there too)
+        return pg8000.dbapi.connect(unix_sock=f"{host}/.s.PGSQL.{port}", **{**args, "ssl_context": False})
     return pg8000.dbapi.connect(host=host, port=port, **args)
+
+
+def _ssl_context(query: dict[str, str]):
+    """pg8000's ssl_context for a URL's ssl* parameters: False for no TLS,
+    None for TLS when the server offers it, else the context to use."""
+    import ssl
+
+    mode = query.get("sslmode", "prefer")
+    if mode not in SSL_MODES:
+        raise ValueError(f"sslmode={mode!r} in the database URL: expected one of {', '.join(SSL_MODES)}")
+    root = query.get("sslrootcert", "")
+    if mode == "require" and root:
+        mode = "verify-ca"  # as libpq does when it is given a CA
+    if mode == "disable":
+        return False
+    if mode in ("allow", "prefer") and not query.get("sslcert"):
+        return None
+    if mode in ("verify-ca", "verify-full"):
+        context = ssl.create_default_context(cafile=None if root in ("", "system") else root)
+        context.check_hostname = mode == "verify-full"
+    else:  # encrypted, the server not checked
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if query.get("sslcert"):
+        context.load_cert_chain(query["sslcert"], query.get("sslkey") or None)
+    return context
 
 
 def advisory_key(name: str) -> int:
