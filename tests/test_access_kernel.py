@@ -384,7 +384,7 @@ async def test_an_agent_may_not_list_another_agents_syscalls(world, capsys, monk
 
 # Seconds each call of the run may take: the confirmation's wait ends at it,
 # and the model's steps before it must fit too, also on a loaded machine.
-RUN_TIMEOUT = 12
+RUN_TIMEOUT = 20
 
 
 async def test_run_agent_announces_the_wait_and_reports_the_real_time(world, capsys, monkeypatch):
