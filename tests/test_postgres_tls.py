@@ -92,6 +92,24 @@ def test_an_unknown_sslmode_is_refused_with_the_ones_there_are(server):
                                                    "verify-full"))
 
 
+@pytest.mark.parametrize("query, says", [
+    ("sslmode=verify", "sslmode='verify'"),
+    ("sslmode=verify-full&sslrootcert=/nonexistent/ca.crt", "/nonexistent/ca.crt"),
+])
+def test_the_kernel_and_access_refuse_tls_settings_they_cannot_use_at_configuration(query, says):
+    from services.access.config import Config as AccessConfig
+    from services.runtime.config import ConfigError
+    from services.scheduler.config import Config as KernelConfig
+
+    target = f"postgresql://aios@db.example:5432/aios?{query}"
+    with pytest.raises(ConfigError) as kernel:
+        KernelConfig.from_env({"AIOS_KERNEL_JOURNAL": target})
+    with pytest.raises(ConfigError) as access:
+        AccessConfig.from_env({"AIOS_ACCESS_DATABASE_URL": target})
+    assert str(kernel.value).startswith("AIOS_KERNEL_JOURNAL: ") and says in str(kernel.value)
+    assert str(access.value).startswith("AIOS_ACCESS_DATABASE_URL: ") and says in str(access.value)
+
+
 def test_the_kernel_journal_runs_on_a_server_that_takes_tls_only(server):
     port, ca, _ = server
     journal = Journal(url(port, sslmode="verify-full", sslrootcert=ca))

@@ -60,6 +60,11 @@ class Config:
         database_url = env.secret("DATABASE_URL", "")
         if database_url and not sql.is_postgres(database_url):
             raise ConfigError("AIOS_ACCESS_DATABASE_URL must be a postgresql:// URL")
+        if database_url:
+            try:
+                sql.check_tls(database_url)
+            except ValueError as exc:
+                raise ConfigError(f"AIOS_ACCESS_DATABASE_URL: {exc}") from None
         if database_url and importlib.util.find_spec("pg8000") is None:
             raise ConfigError("AIOS_ACCESS_DATABASE_URL needs pg8000: pip install 'aios-kernel[postgres]'")
         return cls(

@@ -10,6 +10,7 @@ AUTOINCREMENT into BIGSERIAL PRIMARY KEY.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import sqlite3
 import time
@@ -64,6 +65,23 @@ def connect_postgres(url: str):
     if host.startswith("/"):  # no TLS on a Unix socket (libpq ignores sslmode there too)
         return pg8000.dbapi.connect(unix_sock=f"{host}/.s.PGSQL.{port}", **{**args, "ssl_context": False})
     return pg8000.dbapi.connect(host=host, port=port, **args)
+
+
+def check_tls(url: str) -> None:
+    """ValueError, saying what is wrong, when a PostgreSQL URL's ssl*
+    parameters cannot be used (an unknown sslmode, a CA or certificate file
+    that cannot be read): for the services to refuse at configuration."""
+    import ssl
+
+    query = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
+    for name in ("sslrootcert", "sslcert", "sslkey"):
+        path = query.get(name, "")
+        if path and not (name == "sslrootcert" and path == "system") and not os.access(path, os.R_OK):
+            raise ValueError(f"{name}={path} cannot be read")
+    try:
+        _ssl_context(query)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"its TLS files cannot be used: {exc}") from None
 
 
 def _ssl_context(query: dict[str, str]):

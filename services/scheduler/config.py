@@ -7,7 +7,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.runtime import trust
+from services.runtime import sql, trust
 from services.runtime.config import ConfigError, Env, metrics_port, server_address
 from services.scheduler import queues
 
@@ -140,6 +140,11 @@ def _journal_path(env: Env) -> str:
     value = env.str("JOURNAL", "")
     if value.lower() == "off":
         return ""
+    if value.startswith(("postgresql://", "postgres://")):
+        try:
+            sql.check_tls(value)
+        except ValueError as exc:
+            raise ConfigError(f"AIOS_KERNEL_JOURNAL: {exc}") from None
     if value:
         return value
     data = env.str("AIOS_DATA_DIR", "")
