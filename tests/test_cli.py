@@ -204,3 +204,16 @@ async def test_top_once_prints_one_frame_of_agents_queues_and_syscalls(kernel, a
     assert "none in development mode" in lines[headers["CONFIRMATIONS"]]
     assert any(row.split()[1] == "top-agent" and row.split()[3:5] == ["tool", "tool"]
                for row in lines[headers["ID"] + 1:]), out
+
+
+def test_free_ports_are_below_the_ephemeral_range_and_never_handed_out_twice():
+    """A port handed to a child to bind later must not be one the OS may give
+    to an outgoing connection meanwhile (the child would fail "address in use")."""
+    from pathlib import Path
+
+    from services.cli.stack import free_port
+
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [free_port() for _ in range(200)]
+    assert all(1024 <= p < low for p in ports), sorted(ports)[-5:]
+    assert len(set(ports)) == len(ports)

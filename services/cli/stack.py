@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -25,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.cli.supervisor import Child, Supervisor
 from services.local.llm_server import LocalServer, start_local_server
+from services.local.ports import port_is_free
 
 # Context of the embedded LLM server, in tokens (split over its slots).
 LOCAL_CTX = 8192
@@ -41,9 +43,32 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
+    """A port nothing is bound to, for a server a child process binds later.
+
+    Drawn below the system's ephemeral range (ip_local_port_range), where the
+    OS never puts the local end of an outgoing connection: a port from that
+    range (what binding port 0 gives) can be taken by any connection made
+    before the child binds it, which then fails with "address in use"."""
+    low = _ephemeral_low()
+    for _ in range(500):
+        port = random.randrange(max(1024, low - 16384), low)
+        if port not in _handed_out and port_is_free(host, port):
+            _handed_out.add(port)
+            return port
+    with socket.socket() as s:  # that whole range busy: the OS's choice
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+# Ports free_port returned in this process: not handed out twice before they are bound.
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def wait_healthy(address: str, timeout: float = 60.0, proc: subprocess.Popen | None = None,
