@@ -11,7 +11,7 @@ from aios.kernel.v1 import kernel_service_pb2 as kpb
 from aios.kernel.v1 import kernel_service_pb2_grpc as kpb_grpc
 from aios.kernel.v1 import syscall_pb2 as ks
 from aios.storage.v1 import storage_service_pb2 as st
-from services.runtime import errors
+from services.runtime import errors, file_stream
 from services.scheduler import events as ev
 from services.scheduler import queues, records
 from services.scheduler.auth import Caller
@@ -92,10 +92,7 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
 
     async def UploadFile(self, request_iterator, context):
         caller = await self.caller(context.invocation_metadata())
-        first = await anext(request_iterator, None)
-        if first is None or not first.HasField("header"):
-            raise errors.InvalidArgument("the first message must be the header", field="header")
-        h = first.header
+        h = await file_stream.header(request_iterator)
         syscall = ks.Syscall(request_id=h.request_id, session_id=h.session_id, priority=h.priority,
                              storage=ks.StorageCall(write=ks.WriteFileInline(
                                  owner=h.owner, path=h.path, content_type=h.content_type,
@@ -107,22 +104,8 @@ class KernelServicer(kpb_grpc.KernelServiceServicer):
 
         async def chunks():
             try:
-                async for part in request_iterator:
-                    which = part.WhichOneof("part")
-                    if which == "end":
-                        break
-                    if which != "chunk":
-                        raise errors.InvalidArgument("only the first message may be a header; "
-                                                     "the file was not written", field="header")
-                    yield part.chunk
-                else:
-                    # gRPC ends the stream of a caller that died half way as if
-                    # it had finished: only the end message tells them apart.
-                    raise errors.InvalidArgument("the upload ended without its end message; the file was "
-                                                 "not written", field="end")
-                if await anext(request_iterator, None) is not None:
-                    raise errors.InvalidArgument("nothing may follow the end message; the file was not written",
-                                                 field="end")
+                async for chunk in file_stream.chunks(request_iterator):
+                    yield chunk
             except errors.AiosError as err:
                 bad.append(err)
                 raise

@@ -9,7 +9,7 @@ from google.protobuf import timestamp_pb2
 
 from aios.storage.v1 import storage_service_pb2 as pb
 from aios.storage.v1 import storage_service_pb2_grpc as pb_grpc
-from services.runtime import errors
+from services.runtime import file_stream
 from services.storage.files import FileInfo, FileStore
 from services.storage.objects import Version
 
@@ -40,29 +40,8 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
 
     async def WriteFile(self, request_iterator, context):
         parts = aiter(request_iterator)
-        first = await anext(parts, None)
-        if first is None or not first.HasField("header"):
-            raise errors.InvalidArgument("the first message must be the header", field="header")
-        header = first.header
-
-        async def chunks():
-            async for part in parts:
-                which = part.WhichOneof("part")
-                if which == "end":
-                    break
-                if which == "header":
-                    raise errors.InvalidArgument("only the first message may be a header", field="header")
-                yield part.chunk
-            else:
-                # The stream ended without its end message: its client may have
-                # died half way (gRPC cannot tell), so none of it is written.
-                raise errors.InvalidArgument("the stream ended without its end message; nothing was written",
-                                             field="end")
-            if await anext(parts, None) is not None:
-                raise errors.InvalidArgument("nothing may follow the end message; nothing was written",
-                                             field="end")
-
-        info = await self.files.write(header.owner, header.path, chunks(),
+        header = await file_stream.header(parts)
+        info = await self.files.write(header.owner, header.path, file_stream.chunks(parts),
                                       content_type=header.content_type, if_version_id=header.if_version_id,
                                       if_absent=header.if_absent, request_id=header.request_id)
         return pb.WriteFileResponse(file=file_info(info))
