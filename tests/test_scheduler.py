@@ -198,19 +198,16 @@ async def test_cancel_frees_queued_and_running_slots(sim_stack):
     assert reply.completion_tokens == 3
 
 
-@pytest.mark.parametrize("window,stream", [("first_message", True), ("interceptors", True),
-                                           ("interceptors", False)])
-async def test_a_cancel_in_grpcs_blind_moment_still_aborts_the_backend(sim_stack, monkeypatch, window, stream):
+async def test_a_cancel_in_grpcs_blind_moment_still_aborts_the_backend(sim_stack, monkeypatch):
     """Forced timing (a fault nothing real produces on demand): the kernel
-    cancels a running call in the very loop turn in which a grpc.aio step the
-    dispatch awaits (the interceptors' task, or a stream's first message)
-    has just completed. grpc then raises the CancelledError outside the code
-    that cancels the RPC; the kernel must cancel it itself, or llm_core
-    generates on for a call nobody waits for."""
+    cancels a running call in the very loop turn in which a stream's first
+    message (the grpc.aio step the dispatch awaits) has just arrived. grpc
+    then raises the CancelledError outside the code that cancels the RPC;
+    the kernel must cancel it itself, or llm_core generates on for a call
+    nobody waits for."""
     import contextvars
 
     from grpc.aio import _call as grpc_call
-    from grpc.aio import _interceptor as grpc_interceptor
 
     from services.scheduler.dispatch import Dispatcher
 
@@ -221,7 +218,7 @@ async def test_a_cancel_in_grpcs_blind_moment_still_aborts_the_backend(sim_stack
     llm = Dispatcher._llm
 
     async def marked_llm(self, entry, slice_tokens):
-        dispatching.set(asyncio.current_task())  # the interceptors' task inherits it
+        dispatching.set(asyncio.current_task())  # grpc's tasks for the call inherit it
         return await llm(self, entry, slice_tokens)
 
     def cancel_when_done(future):
@@ -230,28 +227,16 @@ async def test_a_cancel_in_grpcs_blind_moment_still_aborts_the_backend(sim_stack
             future.add_done_callback(lambda _: cancelled.append(task.cancel()))
 
     monkeypatch.setattr(Dispatcher, "_llm", marked_llm)
-    if window == "first_message":
-        init_stream = grpc_call.UnaryStreamCall._init_stream_response_mixin
+    init_stream = grpc_call.UnaryStreamCall._init_stream_response_mixin
 
-        def watched_stream(self, preparation):
-            init_stream(self, preparation)
-            cancel_when_done(preparation)
-        monkeypatch.setattr(grpc_call.UnaryStreamCall, "_init_stream_response_mixin", watched_stream)
-    else:
-        init_call = grpc_interceptor.InterceptedCall.__init__
+    def watched_stream(self, preparation):
+        init_stream(self, preparation)
+        cancel_when_done(preparation)
+    monkeypatch.setattr(grpc_call.UnaryStreamCall, "_init_stream_response_mixin", watched_stream)
 
-        def watched_call(self, interceptors_task):
-            init_call(self, interceptors_task)
-            cancel_when_done(interceptors_task)
-        monkeypatch.setattr(grpc_interceptor.InterceptedCall, "__init__", watched_call)
-
-    syscall = gen(a, "long", 5000, request_id="run")
     with pytest.raises(Exception) as exc:
-        if stream:
-            (task,) = await submit_in_order([(a, syscall)])
-            await asyncio.wait_for(task, 10)
-        else:
-            await asyncio.wait_for(a.submit(syscall), 10)
+        (task,) = await submit_in_order([(a, gen(a, "long", 5000, request_id="run"))])
+        await asyncio.wait_for(task, 10)
     assert "CANCELLED" in str(exc.value) and cancelled == [True]
     monkeypatch.undo()
     await wait_until(lambda: _running(sim, 0), timeout=5)

@@ -1,6 +1,5 @@
 """The one way a service opens a channel to another: the caller's service
-credential and request context on every call (the shared client
-interceptors), room for large messages, and a fast reconnect, so a
+credential and request context on every call (MetadataChannel), room for large messages, and a fast reconnect, so a
 restarted service is found again within a fraction of a second rather than
 after gRPC's default backoff of up to two minutes.
 
@@ -16,7 +15,7 @@ import json
 
 import grpc
 
-from services.runtime.interceptors import client_interceptors
+from services.runtime.interceptors import MetadataChannel
 from services.runtime.tls import TlsConfig
 
 MAX_MESSAGE = 8 * 1024 * 1024
@@ -32,13 +31,12 @@ OPTIONS = [
 
 
 def channel(address: str, service_token: str = "", tls: TlsConfig | None = None,
-            server_name: str = "") -> grpc.aio.Channel:
+            server_name: str = "") -> MetadataChannel:
     """A channel to `address`; `tls` None: as the environment says (TlsConfig.from_env).
     With TLS, `server_name` is the name the peer's certificate must carry when
     it is not the address's host (a pod dialled by its IP, e.g. "kernel")."""
     credentials = (TlsConfig.from_env() if tls is None else tls).channel_credentials()
-    interceptors = client_interceptors(service_token)
     if credentials is None:
-        return grpc.aio.insecure_channel(address, interceptors=interceptors, options=OPTIONS)
+        return MetadataChannel(grpc.aio.insecure_channel(address, options=OPTIONS), service_token)
     options = [*OPTIONS, ("grpc.ssl_target_name_override", server_name)] if server_name else OPTIONS
-    return grpc.aio.secure_channel(address, credentials, interceptors=interceptors, options=options)
+    return MetadataChannel(grpc.aio.secure_channel(address, credentials, options=options), service_token)

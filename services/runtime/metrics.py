@@ -18,22 +18,17 @@ and ids are never labels; per-agent usage is the process table's.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib.metadata
 import platform
 import time
 from collections.abc import Iterator
 
-import grpc
 import prometheus_client
-from grpc import aio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Seconds, from a millisecond RPC to a long generation.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
-# Health checks and reflection are the runtime's, not the service's API.
-UNMEASURED = ("/grpc.health.", "/grpc.reflection.")
 
 # The `*_created` series prometheus-client adds to every counter and
 # histogram would double the series for a timestamp nobody graphs.
@@ -68,8 +63,9 @@ class ServiceMetrics:
         """A histogram of seconds per operation (label `op`)."""
         return Latencies(Histogram(name, documentation, ["op"], buckets=BUCKETS, registry=self.registry))
 
-    def interceptor(self) -> aio.ServerInterceptor:
-        return _RpcMetrics(self)
+    def method(self, name: str) -> "_Method":
+        """What the runtime measures of one RPC method ("/pkg.Service/Method")."""
+        return _Method(self, name)
 
     def serve(self, host: str) -> int | None:
         """Serve /metrics on host:port in a thread; the bound port (None when off)."""
@@ -108,17 +104,6 @@ class Latencies:
             child.observe(time.perf_counter() - started)
 
 
-def _code(exc: BaseException, ctx) -> str:
-    """The status a call that raised ends with."""
-    if isinstance(exc, aio.AbortError):
-        # The error interceptor aborted with the mapped status.
-        return (ctx.code() or grpc.StatusCode.UNKNOWN).name
-    if isinstance(exc, (GeneratorExit, asyncio.CancelledError)):
-        # The caller went away (or cancelled) mid-call.
-        return grpc.StatusCode.CANCELLED.name
-    return grpc.StatusCode.UNKNOWN.name
-
-
 class _Method:
     """The metric children of one method, looked up once."""
 
@@ -133,59 +118,3 @@ class _Method:
         if counter is None:
             counter = self._codes[code] = self._metrics.handled.labels(self._metrics.service, self._method, code)
         counter.inc()
-
-
-class _RpcMetrics(aio.ServerInterceptor):
-    """Counts and times every call, unary and streaming; placed outside the
-    error interceptor, so it sees the status a call really ends with."""
-
-    def __init__(self, metrics: ServiceMetrics) -> None:
-        self._metrics = metrics
-        self._methods: dict[str, _Method] = {}
-
-    def _method(self, name: str) -> _Method:
-        method = self._methods.get(name)
-        if method is None:
-            method = self._methods[name] = _Method(self._metrics, name)
-        return method
-
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(UNMEASURED):
-            return handler
-        method = self._method(handler_call_details.method)
-
-        if handler.unary_unary or handler.stream_unary:
-            inner = handler.unary_unary or handler.stream_unary
-
-            async def unary(request, ctx):
-                started = time.perf_counter()
-                try:
-                    result = await inner(request, ctx)
-                except BaseException as exc:
-                    method.done(_code(exc, ctx), started)
-                    raise
-                method.done((ctx.code() or grpc.StatusCode.OK).name, started)
-                return result
-
-            factory = (grpc.unary_unary_rpc_method_handler if handler.unary_unary
-                       else grpc.stream_unary_rpc_method_handler)
-            return factory(unary, request_deserializer=handler.request_deserializer,
-                           response_serializer=handler.response_serializer)
-
-        inner_stream = handler.unary_stream or handler.stream_stream
-
-        async def streaming(request, ctx):
-            started = time.perf_counter()
-            try:
-                async for item in inner_stream(request, ctx):
-                    yield item
-            except BaseException as exc:
-                method.done(_code(exc, ctx), started)
-                raise
-            method.done((ctx.code() or grpc.StatusCode.OK).name, started)
-
-        factory = (grpc.unary_stream_rpc_method_handler if handler.unary_stream
-                   else grpc.stream_stream_rpc_method_handler)
-        return factory(streaming, request_deserializer=handler.request_deserializer,
-                       response_serializer=handler.response_serializer)

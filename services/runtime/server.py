@@ -1,6 +1,7 @@
 """The one server runtime every service runs on.
 
-`start_server` builds a grpc.aio server with the shared interceptors, health
+`start_server` builds a grpc.aio server whose method handlers are wrapped with
+what every call needs (services/runtime/interceptors.py), health
 (grpc.health.v1) and server reflection, binds host:port (port 0 picks a free
 one, for tests) and starts it. Health "" and the service's names follow its
 readiness check, when it has one (services/runtime/health.py); "liveness"
@@ -31,7 +32,7 @@ from grpc_reflection.v1alpha import reflection
 from services.runtime import logs, tracing
 from services.runtime.config import ConfigError, Env
 from services.runtime.health import LIVENESS, READY_EVERY_SECONDS, READY_TIMEOUT_SECONDS, Check, Readiness
-from services.runtime.interceptors import ServerInterceptor
+from services.runtime.interceptors import Registrar
 from services.runtime.metrics import ServiceMetrics
 from services.runtime.tls import PLAIN, TlsConfig
 
@@ -115,8 +116,6 @@ async def start_server(service: Service, host: str = "127.0.0.1", port: int = 0,
     with `health_port` >= 0 (0: any free one), its health plainly there too."""
     metrics = service.metrics or ServiceMetrics(service.names[0] if service.names else "")
     server = aio.server(
-        # Metrics outside the error interceptor: they count the status a call ends with.
-        interceptors=[metrics.interceptor(), ServerInterceptor(service.authorize)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -133,7 +132,7 @@ async def start_server(service: Service, host: str = "127.0.0.1", port: int = 0,
             ("grpc.server.max_pending_requests_hard_limit", 100_000),
         ],
     )
-    service.register(server)
+    service.register(Registrar(server, service.authorize, metrics.method))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = list(service.names)

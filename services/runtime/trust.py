@@ -1,7 +1,7 @@
 """Service-to-service trust: which service is calling, by its credential.
 
 Every service has a service credential (a bearer token) from configuration.
-Callers send it as `authorization: Bearer <token>` (`client_interceptors(token)`
+Callers send it as `authorization: Bearer <token>` (`channels.channel(address, token)`
 does this); a server admits only the services it names, before any handler
 runs (`Service.authorize`).
 

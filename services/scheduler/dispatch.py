@@ -69,8 +69,8 @@ def _timeout(entry: Entry) -> float | None:
 def _cancel_at_exit(call):
     """The call, cancelled when the block is left before the RPC finished
     (a no-op once it has). grpc.aio misses some cancellations: a task
-    cancelled in the loop iteration in which its interceptors' task or a
-    stream's first message (`_preparation`) completed gets the CancelledError
+    cancelled in the loop iteration in which a stream's first message
+    (`_preparation`) completed gets the CancelledError
     at an await outside the handler that cancels the RPC, and a download
     cancelled in its loop body never reaches grpc at all. No garbage
     collection makes up for it (the channel's done callback keeps the call

@@ -565,8 +565,11 @@ class Kernel:
         a passed deadline fails it with DEADLINE_EXCEEDED."""
         entry.waiters += 1
         try:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            await asyncio.wait_for(entry.finished.wait(), timeout)
+            if not entry.finished.is_set():
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                # asyncio.timeout, unlike wait_for, runs no task of its own.
+                async with asyncio.timeout(timeout):
+                    await entry.finished.wait()
         except TimeoutError:
             self.cancel(entry, errors.DeadlineExceeded("the syscall's deadline passed"))
         except asyncio.CancelledError:
