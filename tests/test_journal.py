@@ -274,6 +274,36 @@ async def test_an_upload_cut_short_by_a_restart_is_not_run_again_and_its_retry_w
         s3.stop(graceful=False)
 
 
+async def test_an_upload_cut_off_by_the_stop_stays_unfinished_in_the_journal(tmp_path):
+    """A stopping kernel cuts its callers' streams: an upload whose stream
+    ends that way fails in this process, but the journal keeps it
+    unfinished, so the next process is the one that ends it (STREAM_LOST)
+    and lists it, whichever of the stop's steps came first."""
+    from services.scheduler.kernel import Kernel, Limits
+    from services.scheduler.queues import PolicySettings
+    from services.scheduler.table import RUNNING
+
+    journal = Journal(str(tmp_path / "journal.sqlite3"))
+    cut = asyncio.Event()
+
+    async def runner(entry, slice_tokens):
+        await cut.wait()  # the caller's stream ends without its end message
+        raise errors.InvalidArgument("the stream ended without its end message; the file was not written")
+
+    kernel = Kernel(runner, PolicySettings(), Limits(), journal=journal)
+    syscall = ks.Syscall(request_id="up-1", storage=ks.StorageCall(write=ks.WriteFileInline(path="cut.txt")))
+    entry = Entry(agent="ann", kind="storage", resource="storage", syscall=syscall, request_id="up-1",
+                  fingerprint=b"up-1", deadline=time.monotonic() + 60, streamed=True)
+    kernel.admit(entry)
+    await until(lambda: entry.state == RUNNING, "the upload to run")
+    kernel.stopping = True
+    cut.set()
+    await until(lambda: entry.done, "the upload to end")
+    assert entry.state == FAILED and entry.error.reason == "UPLOAD_INCOMPLETE"
+    assert [r.entry.request_id for r in journal.unfinished()] == ["up-1"]
+    journal.close()
+
+
 async def _finished(client, request_id: str):
     for r in (await client.list_syscalls()).syscalls:
         if r.request_id == request_id and r.state not in (ks.SYSCALL_STATE_QUEUED, ks.SYSCALL_STATE_RUNNING):

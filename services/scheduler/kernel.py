@@ -501,6 +501,7 @@ class Kernel:
                   err: errors.AiosError | None) -> None:
         if entry.done:
             return
+        journaled = self.journal is not None
         if entry.streamed and not entry.body_ended and state != SUCCEEDED \
                 and entry.syscall.storage.WhichOneof("op") == "write" \
                 and not isinstance(err, errors.DeadlineExceeded):
@@ -509,6 +510,9 @@ class Kernel:
             state, err = FAILED, errors.Unavailable(
                 "the upload ended before its end message; nothing was written; retry with the same request id",
                 reason="UPLOAD_INCOMPLETE")
+            # The stop cut its stream: it stays unfinished in the journal,
+            # like every call the stop interrupts, and the next process ends it.
+            journaled = journaled and not self.stopping
         if entry.queued:
             entry.queued = False
             entry.waiting += time.monotonic() - entry.queued_at
@@ -531,7 +535,7 @@ class Kernel:
         if self.quotas is not None:
             self.quotas.release(entry)
         self.table.finish(entry)
-        if self.journal is not None:
+        if journaled:
             # Built once: the journal keeps it, and its callers get it from here.
             entry.final_record = records.record(entry).SerializeToString()
             self.journal.finished(entry, entry.final_record)
