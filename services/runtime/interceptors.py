@@ -264,9 +264,10 @@ class _WithMetadata:
         self._callable, self._token = callable_, token
 
     def __call__(self, *args, metadata=None, **kwargs):
-        md = list(metadata or ())
-        present = {k for k, _ in md}
-        md.extend((k, v) for k, v in outgoing_metadata(self._token) if k not in present)
+        md = outgoing_metadata(self._token)
+        if metadata:  # the call's own keys win
+            present = {k for k, _ in metadata}
+            md = [*metadata, *((k, v) for k, v in md if k not in present)]
         return self._callable(*args, metadata=md, **kwargs)
 
 

@@ -26,6 +26,7 @@ every service's log lines of one syscall share a trace id, exported or not.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
@@ -196,10 +197,26 @@ def end_rpc(span: trace.Span, code: str, message: str = "") -> None:
     span.end()
 
 
+def span(name: str, *, kind: SpanKind = SpanKind.INTERNAL, attributes=None):
+    """A span around a step of a call, made current; with nothing recording
+    spans, the current span stays current at no cost (the no-op tracer would
+    make a stand-in of it on every call). `attributes`: a dict, or a
+    function making it (called only if spans record)."""
+    if not _recording():
+        return contextlib.nullcontext(trace.get_current_span())
+    return tracer.start_as_current_span(name, kind=kind, record_exception=False,
+                                        attributes=attributes() if callable(attributes) else attributes)
+
+
 def span_between(name: str, parent: otel_context.Context | None, started: float, ended: float | None = None,
-                 attributes: dict | None = None) -> None:
+                 attributes=None) -> None:
     """A span of what already happened: from `started` to `ended` (time.monotonic()
-    instants; ended None: now), under `parent` (None: a trace of its own)."""
+    instants; ended None: now), under `parent` (None: a trace of its own).
+    `attributes`: a dict, or a function making it."""
+    if not _recording():
+        return
+    if callable(attributes):
+        attributes = attributes()
     now = time.monotonic()
     wall = time.time_ns()
     start_ns = wall - int((now - started) * 1e9)

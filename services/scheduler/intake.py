@@ -66,7 +66,7 @@ class Intake:
         self.precheck = precheck
 
     async def caller(self, metadata) -> Caller:
-        with tracing.tracer.start_as_current_span("kernel.authenticate", record_exception=False) as span:
+        with tracing.span("kernel.authenticate") as span:
             caller = await self.auth.caller(metadata)
             span.set_attribute("aios.agent", caller.name)
         rctx.agent.set(caller.name)
@@ -179,7 +179,7 @@ class Intake:
                         events.put_nowait(ev.Finished(syscall_id=first.id, time=time.time(), entry=first))
                 return first
         _traced(entry)
-        with tracing.tracer.start_as_current_span("kernel.authorize", record_exception=False) as span:
+        with tracing.span("kernel.authorize") as span:
             pending = await self.auth.authorize(caller, entry)
             span.set_attribute("aios.confirmations", len(pending or ()))
         if pending:
@@ -188,13 +188,12 @@ class Intake:
             first = self.kernel.park(entry, [need.row() for need in pending])
             if first is not entry:
                 return first
-            with tracing.tracer.start_as_current_span("kernel.confirm", record_exception=False):
+            with tracing.span("kernel.confirm"):
                 await self._confirm_all(caller, entry, pending)
         return await self._admit(caller, entry)
 
     async def _admit(self, caller: Caller, entry: Entry) -> Entry:
-        with tracing.tracer.start_as_current_span("kernel.admit", record_exception=False,
-                                                  attributes={"aios.resource": entry.resource}):
+        with tracing.span("kernel.admit", attributes={"aios.resource": entry.resource}):
             entry.groups = caller.groups
             quotas = self.kernel.quotas
             if quotas is not None:

@@ -438,12 +438,10 @@ class Kernel:
         rctx.request_id.set(entry.caller_request_id or entry.request_id or entry.id)
         otel_context.attach(_trace_of(entry))  # this task's own: nothing to detach
         try:
-            with tracing.tracer.start_as_current_span(
-                    "kernel.dispatch", kind=trace.SpanKind.CLIENT,
-                    record_exception=False, attributes={
-                        "aios.syscall.id": entry.id, "aios.syscall.kind": entry.kind,
-                        "aios.resource": entry.resource, "aios.agent": entry.agent,
-                        "aios.slice_tokens": slice_tokens, "aios.preemptions": entry.preemptions}) as span:
+            with tracing.span("kernel.dispatch", kind=trace.SpanKind.CLIENT, attributes=lambda: {
+                    "aios.syscall.id": entry.id, "aios.syscall.kind": entry.kind,
+                    "aios.resource": entry.resource, "aios.agent": entry.agent,
+                    "aios.slice_tokens": slice_tokens, "aios.preemptions": entry.preemptions}) as span:
                 outcome = await self.runner(entry, slice_tokens)
                 if span.is_recording():
                     span.set_attributes({"aios.endpoint": entry.endpoint, "aios.preempted": outcome.preempted,
@@ -595,9 +593,11 @@ def _trace_of(entry: Entry):
 def _queue_span(entry: Entry, ended: str = "") -> None:
     """The wait in its queue just ended (it starts, or ended as `ended`): a
     span from when it was queued until now."""
-    attributes = {"aios.resource": entry.resource, "aios.syscall.id": entry.id, "aios.resumed": entry.preemptions > 0}
-    if ended:
-        attributes["aios.ended"] = ended
+    def attributes() -> dict:
+        out = {"aios.resource": entry.resource, "aios.syscall.id": entry.id, "aios.resumed": entry.preemptions > 0}
+        if ended:
+            out["aios.ended"] = ended
+        return out
     tracing.span_between("kernel.queue", _trace_of(entry), entry.queued_at, attributes=attributes)
 
 

@@ -113,6 +113,8 @@ class Entry:
 
     def publish(self, event_type: type[ev.Event], **fields: Any) -> None:
         """Tell every subscriber, e.g. publish(ev.Queued, position=3)."""
+        if not self.subscribers:  # the common case: a unary call, nobody listens
+            return
         event = event_type(syscall_id=self.id, time=time.time(), **fields)
         for q in self.subscribers:
             q.put_nowait(event)
