@@ -124,6 +124,24 @@ def wrap_handler(handler, method: str, authorize: Callable[[str, Sequence], None
         if measured is not None:
             measured.done(_code(exc, ctx) if exc is not None else (ctx.code() or grpc.StatusCode.OK).name, started)
 
+    async def close(ctx, started: float, span, exc: BaseException | None) -> None:
+        """End the call's span, log and measure it; an exception is answered
+        with its status (raised again as grpc's abort)."""
+        try:
+            if exc is None:
+                tracing.end_rpc(span, "OK")
+                log.debug("rpc", method=method, code="OK", ms=round((time.perf_counter() - started) * 1000, 2))
+            elif isinstance(exc, aio.AbortError):
+                tracing.end_rpc(span, "UNKNOWN", "aborted by the handler")
+            elif isinstance(exc, Exception):
+                await fail(ctx, started, exc, span)
+            else:  # cancelled (the caller went away), or a stream closed early
+                tracing.end_rpc(span, "CANCELLED")
+        except BaseException as raised:
+            ended(ctx, started, raised)
+            raise
+        ended(ctx, started, exc)
+
     streamed_requests = bool(handler.stream_unary or handler.stream_stream)
     decode = _decoding(handler.request_deserializer, method)
 
@@ -143,23 +161,12 @@ def wrap_handler(handler, method: str, authorize: Callable[[str, Sequence], None
             metadata = ctx.invocation_metadata()
             span = tracing.start_rpc(method, metadata)
             try:
-                try:
-                    enter(metadata)
-                    result = await inner(decoded(request), ctx)
-                except aio.AbortError:
-                    tracing.end_rpc(span, "UNKNOWN", "aborted by the handler")
-                    raise
-                except Exception as exc:  # noqa: BLE001 - mapped to a status
-                    await fail(ctx, started, exc, span)
-                except BaseException:  # cancelled: the caller went away
-                    tracing.end_rpc(span, "CANCELLED")
-                    raise
+                enter(metadata)
+                result = await inner(decoded(request), ctx)
             except BaseException as exc:
-                ended(ctx, started, exc)
+                await close(ctx, started, span, exc)
                 raise
-            tracing.end_rpc(span, "OK")
-            log.debug("rpc", method=method, code="OK", ms=round((time.perf_counter() - started) * 1000, 2))
-            ended(ctx, started)
+            await close(ctx, started, span, None)
             return result
 
         factory = (grpc.unary_unary_rpc_method_handler if handler.unary_unary
@@ -173,24 +180,13 @@ def wrap_handler(handler, method: str, authorize: Callable[[str, Sequence], None
         metadata = ctx.invocation_metadata()
         span = tracing.start_rpc(method, metadata)
         try:
-            try:
-                enter(metadata)
-                async for item in inner_stream(decoded(request), ctx):
-                    yield item
-            except aio.AbortError:
-                tracing.end_rpc(span, "UNKNOWN", "aborted by the handler")
-                raise
-            except Exception as exc:  # noqa: BLE001 - mapped to a status
-                await fail(ctx, started, exc, span)
-            except BaseException:  # cancelled, or the stream closed early
-                tracing.end_rpc(span, "CANCELLED")
-                raise
+            enter(metadata)
+            async for item in inner_stream(decoded(request), ctx):
+                yield item
         except BaseException as exc:
-            ended(ctx, started, exc)
+            await close(ctx, started, span, exc)
             raise
-        tracing.end_rpc(span, "OK")
-        log.debug("rpc", method=method, code="OK", ms=round((time.perf_counter() - started) * 1000, 2))
-        ended(ctx, started)
+        await close(ctx, started, span, None)
 
     factory = (grpc.unary_stream_rpc_method_handler if handler.unary_stream
                else grpc.stream_stream_rpc_method_handler)
