@@ -3,7 +3,10 @@ back through llm_core to the simulator at time scale 0 (an instant engine),
 so llm_core's Python is all there is to measure. With --profile, py-spy
 samples llm_core and the hottest functions are printed.
 
-    .venv/bin/python -m bench.llm_core_cpu [--callers 256] [--calls 8] [--profile]
+    .venv/bin/python -m bench.llm_core_cpu [--callers 256] [--calls 8] [--stream] [--profile]
+
+--stream sends GenerateStream calls (a chunk per token from the engine)
+instead of Generate.
 
 Prints the figures and appends them to bench/results/llm_core_cpu.jsonl.
 """
@@ -32,7 +35,7 @@ def _request(i: int, tokens: int) -> pb.GenerateRequest:
         lc.Message(role=lc.ROLE_SYSTEM, content="x" * 2000), lc.Message(role=lc.ROLE_USER, content=f"task {i}")]))
 
 
-async def measure(callers: int, calls: int, tokens: int, profile: bool) -> dict:
+async def measure(callers: int, calls: int, tokens: int, profile: bool, stream: bool = False) -> dict:
     sim, urls = procs.start_simulator("--time-scale", "0", "--max-num-seqs", "4096", "--kv-tokens", "10000000")
     core = procs.start_llm_core([{"name": "instant", "model": MODEL, "base_url": urls[0], "model_id": "sim",
                                   "max_concurrency": 4096}])
@@ -45,7 +48,11 @@ async def measure(callers: int, calls: int, tokens: int, profile: bool) -> dict:
 
             async def caller(i: int) -> None:
                 for _ in range(calls):
-                    await stub.Generate(_request(i, tokens))
+                    if stream:
+                        async for _chunk in stub.GenerateStream(_request(i, tokens)):
+                            pass
+                    else:
+                        await stub.Generate(_request(i, tokens))
 
             await asyncio.gather(*(caller(i) for i in range(callers)))
             seconds, cpu = time.perf_counter() - t0, core.cpu_seconds() - cpu0
@@ -55,7 +62,7 @@ async def measure(callers: int, calls: int, tokens: int, profile: bool) -> dict:
         core.stop()
         sim.stop()
     total = callers * calls
-    rec = {"callers": callers, "calls": total, "seconds": round(seconds, 2), "calls_per_s": round(total / seconds, 1),
+    rec = {"callers": callers, "calls": total, "stream": stream, "seconds": round(seconds, 2), "calls_per_s": round(total / seconds, 1),
            "llm_core_cpu_ms_per_call": round(cpu * 1000 / total, 3)}
     if spy is not None:
         rec["profile_top_self"] = spy.summary().get("top_self", [])[:15]
@@ -68,9 +75,10 @@ def main() -> int:
     p.add_argument("--callers", type=int, default=256)
     p.add_argument("--calls", type=int, default=8, help="calls per caller")
     p.add_argument("--tokens", type=int, default=48, help="output tokens per call")
+    p.add_argument("--stream", action="store_true", help="streamed calls (GenerateStream)")
     p.add_argument("--profile", action="store_true", help="sample llm_core with py-spy")
     args = p.parse_args()
-    rec = asyncio.run(measure(args.callers, args.calls, args.tokens, args.profile))
+    rec = asyncio.run(measure(args.callers, args.calls, args.tokens, args.profile, args.stream))
     print(json.dumps(rec, indent=1))
     OUT.parent.mkdir(parents=True, exist_ok=True)
     with OUT.open("a") as f:

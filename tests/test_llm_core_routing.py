@@ -388,6 +388,33 @@ def _err(message: str, type_: str) -> dict:
     return {"error": {"message": message, "type": type_, "code": None}}
 
 
+async def test_a_reply_read_as_json_keeps_its_facts_and_a_malformed_one_is_a_backend_error():
+    """llm_core reads a reply as plain JSON: text, finish reason, tool calls
+    and cached tokens come through; a reply with no choice, or JSON that is
+    not an object, is the backend's error (UNAVAILABLE), never an internal one."""
+    reply = {"id": "c", "object": "chat.completion", "created": 0, "model": "served-as",
+             "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                 "role": "assistant", "content": None, "tool_calls": [
+                     {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": '{"a": 1}'}}]}}],
+             "usage": {"prompt_tokens": 40, "completion_tokens": 3, "total_tokens": 43,
+                       "prompt_tokens_details": {"cached_tokens": 32}}}
+    async with FakeBackend(200, reply) as good, FakeBackend(200, {"object": "chat.completion", "choices": []}) as empty, \
+            FakeBackend(200, [1, 2]) as listed:
+        eps = [{**endpoint(good, "good"), "model": "good"}, {**endpoint(empty, "empty"), "model": "empty"},
+               {**endpoint(listed, "listed"), "model": "listed"}]
+        async with llm_core(eps) as stub:
+            r = await stub.Generate(generate(model="good", messages=USER, max_tokens=10), timeout=10)
+            assert r.finish_reason == lc.FINISH_REASON_TOOL_CALLS and r.text == "" and r.model == "served-as"
+            (call,) = r.tool_calls
+            assert (call.id, call.name, json.loads(call.arguments_json)) == ("call_1", "add", {"a": 1})
+            assert (r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.cached_prompt_tokens) == (40, 3, 32)
+            for model in ("empty", "listed"):
+                with pytest.raises(grpc.aio.AioRpcError) as exc:
+                    await stub.Generate(generate(model=model, messages=USER, max_tokens=10), timeout=10)
+                assert exc.value.code() == grpc.StatusCode.UNAVAILABLE, (model, exc.value.details())
+                assert details(exc.value)[0] == "BACKEND_ERROR"
+
+
 async def test_backend_statuses_map_to_grpc_codes():
     async with FakeBackend(429, _err("slow down", "rate_limit_error"), {"Retry-After": "7"}) as f429, \
             FakeBackend(500, _err("boom", "server_error")) as f500, \

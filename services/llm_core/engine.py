@@ -31,7 +31,6 @@ from typing import Any, TypeVar
 import httpx
 import openai
 from openai._base_client import make_request_options
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from opentelemetry import trace
 
 from services.llm_core import emulated_tools, prefix
@@ -698,24 +697,27 @@ class LlmEngine:
             started = time.monotonic()
             call = self._call(req, ep)
             resp = await _post_chat(ep.client, call.params, timeout)
-            if not resp.choices:
+            choices = resp.get("choices") if isinstance(resp, dict) else None
+            if not choices or not isinstance(choices[0], dict):
                 raise errors.Unavailable(f"endpoint {ep.name} answered without a choice",
                                          reason="BACKEND_ERROR", metadata={"endpoint": ep.name})
-            choice = resp.choices[0]
-            content = choice.message.content or ""
+            choice = choices[0]
+            message = choice.get("message") or {}
+            content = message.get("content") or ""
             if req.resume_text and content.startswith(req.resume_text):
                 # Some engines (llama.cpp) echo the prefilled part in a
                 # non-streamed reply; streamed replies carry only new text.
                 content = content[len(req.resume_text):]
-            finish = choice.finish_reason or "stop"
+            finish = choice.get("finish_reason") or "stop"
             if call.tools is not None:
                 content, calls, finish = emulated_tools.parse(call.tools, content, finish, ep.name)
             else:
-                calls = [_tool_call(tc.id, tc.function.name, tc.function.arguments)
-                         for tc in (choice.message.tool_calls or [])]
+                calls = [_tool_call(tc.get("id"), (tc.get("function") or {}).get("name") or "",
+                                    (tc.get("function") or {}).get("arguments"))
+                         for tc in (message.get("tool_calls") or [])]
             out = Completion(text=req.resume_text + content, tool_calls=calls, finish_reason=finish,
-                             model=resp.model or ep.config.model_id, endpoint=ep.name)
-            _account(out, req, resp.usage)
+                             model=resp.get("model") or ep.config.model_id, endpoint=ep.name)
+            _account(out, req, resp.get("usage"))
             self.router.answered(ep, req, out.text)
             self.observer.attempt(ep, OK)
             if out.completion_tokens > req.resume_tokens:
@@ -796,38 +798,42 @@ class LlmEngine:
                         chunk = await anext(chunks)
                 except StopAsyncIteration:
                     break
-                if chunk.usage is not None:
-                    st.usage = chunk.usage
-                if not chunk.choices:
+                if not isinstance(chunk, dict):
+                    continue  # not a chunk of a chat completion
+                if chunk.get("usage") is not None:
+                    st.usage = chunk["usage"]
+                choices = chunk.get("choices")
+                if not choices:
                     continue
-                choice = chunk.choices[0]
-                delta = choice.delta
-                if first and (delta.content or delta.tool_calls):
+                choice = choices[0]
+                delta = choice.get("delta") or {}
+                content, tool_calls, finish = delta.get("content"), delta.get("tool_calls"), choice.get("finish_reason")
+                if first and (content or tool_calls):
                     first = False
                     self.observer.first_token(ep, time.monotonic() - started)
                     _first_token(call.span, time.monotonic() - started)
-                for tc in delta.tool_calls or []:
-                    part = st.tool_parts.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
-                    part["id"] = tc.id or part["id"]
-                    if tc.function is not None:
-                        part["name"] += tc.function.name or ""
-                        part["arguments"] += tc.function.arguments or ""
-                if delta.content:
+                for tc in tool_calls or []:
+                    part = st.tool_parts.setdefault(tc.get("index", 0), {"id": "", "name": "", "arguments": ""})
+                    part["id"] = tc.get("id") or part["id"]
+                    if function := tc.get("function"):
+                        part["name"] += function.get("name") or ""
+                        part["arguments"] += function.get("arguments") or ""
+                if content:
                     st.new_tokens += 1
                     tokens += 1
                     if call.tools is not None:
-                        st.buffer += delta.content
+                        st.buffer += content
                     else:
-                        st.text += delta.content
-                        yield delta.content
+                        st.text += content
+                        yield content
                     if slice_left:
                         slice_left -= 1
-                        if slice_left == 0 and not choice.finish_reason:
+                        if slice_left == 0 and not finish:
                             st.finish_reason = "preempted"
                             outcome = OK
                             return
-                if choice.finish_reason:
-                    st.finish_reason = choice.finish_reason
+                if finish:
+                    st.finish_reason = finish
             outcome = OK if st.finish_reason is not None else UNAVAILABLE
         except (TimeoutError, httpx.TimeoutException, openai.APITimeoutError):
             outcome = TIMEOUT
@@ -929,9 +935,12 @@ async def _post_chat(client: openai.AsyncOpenAI, params: dict[str, Any], timeout
     message through openai's typed-dict transform, a third of llm_core's CPU
     per call (py-spy, 256 callers); our params are plain JSON already."""
     body = {**params, "stream": True} if stream else params
-    return await client.post("/chat/completions", body=body, cast_to=ChatCompletion,
+    # A reply, and each chunk of a stream, as parsed JSON (cast_to=object),
+    # not openai's response models: building those was the next largest part
+    # of that CPU (about a fifth of it, bench/llm_core_cpu.py).
+    return await client.post("/chat/completions", body=body, cast_to=object,
                              options=make_request_options(timeout=timeout, security={"bearer_auth": True}),
-                             stream=stream, stream_cls=openai.AsyncStream[ChatCompletionChunk])
+                             stream=stream, stream_cls=openai.AsyncStream[object])
 
 
 def _spanned(attempt: Callable[[Endpoint, float | None], Awaitable[T]], req: ChatRequest
@@ -988,8 +997,8 @@ def _stream_read(span, outcome: str, st: "_StreamState") -> None:
         if st.finish_reason:
             span.set_attribute("gen_ai.response.finish_reasons", [st.finish_reason])
         if st.usage is not None:
-            span.set_attributes({"gen_ai.usage.input_tokens": st.usage.prompt_tokens or 0,
-                                 "gen_ai.usage.output_tokens": st.usage.completion_tokens or 0})
+            span.set_attributes({"gen_ai.usage.input_tokens": st.usage.get("prompt_tokens") or 0,
+                                 "gen_ai.usage.output_tokens": st.usage.get("completion_tokens") or 0})
         if outcome == CANCELLED:
             span.set_attribute("aios.cancelled", True)
         elif outcome != OK:
@@ -1022,9 +1031,11 @@ def _account(out: Completion, req: ChatRequest, usage) -> None:
     """Token counts of the whole generation, a resumed snapshot counted once."""
     if usage is None:
         return
-    new = usage.completion_tokens or 0
+    if not isinstance(usage, dict):
+        return
+    new = usage.get("completion_tokens") or 0
     out.completion_tokens = req.resume_tokens + new
     # The snapshot was sent back as prompt; it is already counted as output.
-    out.prompt_tokens = max(0, (usage.prompt_tokens or 0) - req.resume_tokens)
-    details = getattr(usage, "prompt_tokens_details", None)
-    out.cached_tokens = (getattr(details, "cached_tokens", 0) or 0) if details else 0
+    out.prompt_tokens = max(0, (usage.get("prompt_tokens") or 0) - req.resume_tokens)
+    details = usage.get("prompt_tokens_details")
+    out.cached_tokens = (details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
