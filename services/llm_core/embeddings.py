@@ -74,4 +74,4 @@ class Embeddings:
 
     async def close(self) -> None:
         for ep in self.remote.values():
-            await ep.client.close()
+            await ep.close()

@@ -127,12 +127,18 @@ class Endpoint:
         # llm_core replicas together never run more than max_concurrency
         # calls on it (at least one each: a share of nothing serves no one).
         self.slots = max(1, config.max_concurrency // replicas)
-        self.client = openai.AsyncOpenAI(
+        # Several connection pools, calls spread over them in turn: httpcore
+        # looks at every connection of its pool whenever a request starts or
+        # ends, which with 256 calls in flight on one pool was a third of
+        # llm_core's CPU. Each pool may still open every connection needed.
+        self.clients = [openai.AsyncOpenAI(
             base_url=config.base_url,
             api_key=config.api_key or "unused",
             max_retries=0,  # retries are ours: only the safe ones, inside the deadline
             http_client=openai.DefaultAsyncHttpxClient(limits=_limits(config.max_concurrency)),
-        )
+        ) for _ in range(-(-config.max_concurrency // POOL_CONNECTIONS))]
+        self.client = self.clients[0]  # probes and embeddings
+        self._turn = 0
         self.in_flight = 0
         self.down_until = 0.0
         self.last_error = ""
@@ -143,6 +149,15 @@ class Endpoint:
     @property
     def name(self) -> str:
         return self.config.name
+
+    def next_client(self) -> openai.AsyncOpenAI:
+        """The client (connection pool) for the next call."""
+        self._turn = (self._turn + 1) % len(self.clients)
+        return self.clients[self._turn]
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.close()
 
     def healthy(self, now: float) -> bool:
         return now >= self.down_until
@@ -338,6 +353,10 @@ def _open(eps: list[Endpoint]) -> bool:
     return not up or any(ep.free() for ep in up)
 
 
+# Calls in flight per connection pool of an endpoint, about (Endpoint).
+POOL_CONNECTIONS = 32
+
+
 def _limits(max_concurrency: int):
     """Connections to one endpoint: as many kept open as calls may be in
     flight to it. openai's default keeps 100, so past 100 concurrent calls
@@ -504,7 +523,7 @@ class LlmEngine:
 
     async def close(self) -> None:
         for ep in self.endpoints:
-            await ep.client.close()
+            await ep.close()
 
     def _call(self, req: ChatRequest, ep: Endpoint) -> _Call:
         messages = list(req.messages)
@@ -696,7 +715,7 @@ class LlmEngine:
         async def attempt(ep: Endpoint, timeout: float | None) -> Completion:
             started = time.monotonic()
             call = self._call(req, ep)
-            resp = await _post_chat(ep.client, call.params, timeout)
+            resp = await _post_chat(ep.next_client(), call.params, timeout)
             choices = resp.get("choices") if isinstance(resp, dict) else None
             if not choices or not isinstance(choices[0], dict):
                 raise errors.Unavailable(f"endpoint {ep.name} answered without a choice",
@@ -776,7 +795,7 @@ class LlmEngine:
         async def attempt(ep: Endpoint, timeout: float | None):
             started = time.monotonic()
             call = self._call(req, ep)
-            stream = await _post_chat(ep.client, {**call.params, "stream_options": {"include_usage": True}},
+            stream = await _post_chat(ep.next_client(), {**call.params, "stream_options": {"include_usage": True}},
                                       timeout, stream=True)
             return ep, call, stream, started
         return attempt
