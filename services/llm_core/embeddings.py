@@ -57,7 +57,7 @@ class Embeddings:
         if ep is None:
             raise errors.NotFound(f"unknown embedding model {model!r}", reason="UNKNOWN_MODEL", field="model")
         try:
-            resp = await ep.client.embeddings.create(model=ep.config.model_id, input=list(request.inputs),
+            resp = await ep.next_client().embeddings.create(model=ep.config.model_id, input=list(request.inputs),
                                                      timeout=timeout)
         except openai.APIError as exc:
             raise map_error(exc, ep) from exc

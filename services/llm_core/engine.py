@@ -137,7 +137,7 @@ class Endpoint:
             max_retries=0,  # retries are ours: only the safe ones, inside the deadline
             http_client=openai.DefaultAsyncHttpxClient(limits=_limits(config.max_concurrency)),
         ) for _ in range(-(-config.max_concurrency // POOL_CONNECTIONS))]
-        self.client = self.clients[0]  # probes and embeddings
+        self.client = self.clients[0]  # probes
         self._turn = 0
         self.in_flight = 0
         self.down_until = 0.0
@@ -353,7 +353,7 @@ def _open(eps: list[Endpoint]) -> bool:
     return not up or any(ep.free() for ep in up)
 
 
-# Calls in flight per connection pool of an endpoint, about (Endpoint).
+# About how many calls in flight share one connection pool (Endpoint.clients).
 POOL_CONNECTIONS = 32
 
 
@@ -731,9 +731,8 @@ class LlmEngine:
             if call.tools is not None:
                 content, calls, finish = emulated_tools.parse(call.tools, content, finish, ep.name)
             else:
-                calls = [_tool_call(tc.get("id"), (tc.get("function") or {}).get("name") or "",
-                                    (tc.get("function") or {}).get("arguments"))
-                         for tc in (message.get("tool_calls") or [])]
+                calls = [_tool_call(tc.get("id"), fn.get("name") or "", fn.get("arguments"))
+                         for tc in (message.get("tool_calls") or []) for fn in [tc.get("function") or {}]]
             out = Completion(text=req.resume_text + content, tool_calls=calls, finish_reason=finish,
                              model=resp.get("model") or ep.config.model_id, endpoint=ep.name)
             _account(out, req, resp.get("usage"))
@@ -1048,9 +1047,7 @@ def _tool_call(call_id: str | None, name: str, arguments: str | None) -> dict[st
 
 def _account(out: Completion, req: ChatRequest, usage) -> None:
     """Token counts of the whole generation, a resumed snapshot counted once."""
-    if usage is None:
-        return
-    if not isinstance(usage, dict):
+    if not isinstance(usage, dict):  # none reported
         return
     new = usage.get("completion_tokens") or 0
     out.completion_tokens = req.resume_tokens + new
