@@ -243,6 +243,5 @@ def ids() -> tuple[str, str] | None:
 def client_span(system: str, operation: str, **attributes):
     """A span (made current) around one call to a backend, "SYSTEM OPERATION",
     e.g. client_span("qdrant", "query_points", **{"db.collection.name": "memories"})."""
-    return tracer.start_as_current_span(
-        f"{system} {operation}", kind=SpanKind.CLIENT, record_exception=False,
-        attributes={"db.system.name": system, "db.operation.name": operation, **attributes})
+    return span(f"{system} {operation}", kind=SpanKind.CLIENT,
+                attributes=lambda: {"db.system.name": system, "db.operation.name": operation, **attributes})
