@@ -243,7 +243,8 @@ def overhead_section(seq: dict | None, conc: list[dict], img: Path, prefix: str)
                       f"interceptors) adds p50 **{seq['grpc_hop_overhead_p50_ms']} ms**, p99 "
                       f"{seq['grpc_hop_overhead_p99_ms']} ms on this machine: the floor of any gRPC hop in Python "
                       f"here. The kernel is one such hop, so its own work (intake, queues, process table, "
-                      f"metrics, tracing; no journal here, `bench.journal_overhead` measures that) adds {own:.3f} ms at p50 above that floor.\n")
+                      f"metrics, tracing; no journal here, `bench.journal_overhead` measures that) adds "
+                      f"{own:.3f} ms at p50 above that floor.\n")
     if conc:
         md.append("N agents issuing one-token calls back to back on the instant backend, straight to llm_core "
                   "(gRPC) and through the kernel (SDK). With 2 cores shared by the callers, the kernel, llm_core "
