@@ -145,18 +145,6 @@ def _rule_from_json(raw: dict) -> m.Rule:
                   irreversible_only=bool(raw.get("irreversible_only", False)))
 
 
-def _lost(exc: Exception) -> bool:
-    """Whether a pg8000 error means the connection is gone."""
-    import pg8000.exceptions
-
-    if isinstance(exc, (pg8000.exceptions.InterfaceError, OSError)):
-        return True
-    detail = exc.args[0] if isinstance(exc, pg8000.exceptions.DatabaseError) and exc.args else None
-    # SQLSTATE class 08: connection exception; 57P01-57P03: the server shut down or restarts.
-    code = detail.get("C", "") if isinstance(detail, dict) else ""
-    return code.startswith("08") or code in ("57P01", "57P02", "57P03")
-
-
 class Store:
     def __init__(self, target: Path | str, *, sync_full: bool = False) -> None:
         """`target`: a SQLite file, or a postgresql:// URL."""
@@ -220,7 +208,7 @@ class Store:
                 self._db = self._connect()
             return fn(*args)
         except Exception as exc:
-            if not (self.postgres and _lost(exc)):
+            if not (self.postgres and sql.connection_lost(exc)):
                 raise
             # What happened to a transaction in flight is unknown; the caller
             # hears UNAVAILABLE, and the next call connects again.

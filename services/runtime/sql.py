@@ -45,14 +45,15 @@ def redacted(target: str) -> str:
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
-def connect_postgres(url: str):
+def connect_postgres(url: str, timeout: float | None = None):
     """postgresql://user:password@host:port/database, or ?host=/socket/dir
     for a Unix socket (as libpq reads it). TLS as libpq's sslmode says:
     prefer (the default: encrypted when the server offers TLS, the server
     not checked), disable, require (encrypted or refused), verify-ca and
     verify-full (the server's certificate checked against sslrootcert, a CA
     file, or the system's CAs without it or with "system"); sslcert and
-    sslkey give a client certificate."""
+    sslkey give a client certificate. `timeout`: seconds any one network
+    operation may take (None: no limit)."""
     import pg8000.dbapi
 
     parts = urlsplit(url)
@@ -61,10 +62,23 @@ def connect_postgres(url: str):
     port = parts.port or int(query.get("port", 5432))
     args = {"user": unquote(parts.username or "postgres"), "password": unquote(parts.password or "") or None,
             "database": (parts.path or "/postgres").lstrip("/") or "postgres",
-            "ssl_context": _ssl_context(query)}
+            "ssl_context": _ssl_context(query), "timeout": timeout}
     if host.startswith("/"):  # no TLS on a Unix socket (libpq ignores sslmode there too)
         return pg8000.dbapi.connect(unix_sock=f"{host}/.s.PGSQL.{port}", **{**args, "ssl_context": False})
     return pg8000.dbapi.connect(host=host, port=port, **args)
+
+
+def connection_lost(exc: Exception) -> bool:
+    """Whether a pg8000 error means the connection to PostgreSQL is gone (a
+    restart, a failover, a network cut) rather than a statement failing."""
+    import pg8000.exceptions
+
+    if isinstance(exc, (pg8000.exceptions.InterfaceError, OSError)):
+        return True
+    detail = exc.args[0] if isinstance(exc, pg8000.exceptions.DatabaseError) and exc.args else None
+    # SQLSTATE class 08: connection exception; 57P01-57P03: the server shut down or restarts.
+    code = detail.get("C", "") if isinstance(detail, dict) else ""
+    return code.startswith("08") or code in ("57P01", "57P02", "57P03")
 
 
 def check_tls(url: str) -> None:
