@@ -8,11 +8,13 @@ import asyncio
 import json
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 
 from aios.kernel.v1 import syscall_pb2 as ks
 from aios.sdk import AsyncClient
+from aios.sdk.errors import NotFoundError, UnavailableError
 from bench.simulator.engine import EngineConfig
 from bench.simulator.server import SimulatorServer
 from services.cli.stack import free_port
@@ -376,3 +378,127 @@ async def test_a_call_parked_for_confirmation_waits_again_after_a_restart(llm_co
         await kernel.stop(grace=1)
         await memory.stop(grace=1)
         await access.stop(grace=1)
+
+
+def _end_connections(folder, database: str, *, refuse: bool | None = None) -> int:
+    """What a PostgreSQL restart or failover does to its clients: the server
+    ends every connection to `database` (SQLSTATE 57P01). `refuse`: from
+    now on the database refuses new connections (True) or takes them again
+    (False), as while a server is down or in maintenance."""
+    import pg8000.dbapi
+
+    conn = pg8000.dbapi.connect(user="postgres", unix_sock=f"{folder}/.s.PGSQL.5432", database="postgres")
+    conn.autocommit = True
+    cur = conn.cursor()
+    if refuse is not None:
+        cur.execute(f"ALTER DATABASE {database} ALLOW_CONNECTIONS {'false' if refuse else 'true'}")
+    cur.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> pg_backend_pid()", (database,))
+    (ended,) = cur.fetchone()
+    conn.close()
+    return ended
+
+
+async def test_a_kernel_on_postgresql_carries_on_after_the_server_ends_its_connection(llm_core_addr, postgres):
+    """The database restarting under a running kernel costs no syscall: the
+    kernel connects again and writes what it was writing, and the calls made
+    before and after are in the journal, each once."""
+    url = new_database(postgres, "journal")
+    port = free_port()
+    kernel = await _kernel(port, llm_core_addr, url)
+    try:
+        async with AsyncClient(f"127.0.0.1:{port}", token="ann", retries=0, timeout=30) as c:
+            before = await c.tools.call("calculator", {"expression": "1+1"}, request_id="calc-1")
+            assert _end_connections(postgres, urlsplit(url).path.lstrip("/")) >= 1
+            after = [await c.tools.call("calculator", {"expression": f"{i}*3"}, request_id=f"calc-{i}")
+                     for i in range(2, 5)]
+            assert (before, after) == ("2", ["6", "9", "12"])
+            assert await c.tools.call("calculator", {"expression": "1+1"}, request_id="calc-1") == "2"
+    finally:
+        await kernel.stop(grace=1)
+    journal = Journal(url)
+    try:
+        assert journal.unfinished() == []
+        for i in range(1, 5):
+            found = journal.lookup("ann", f"calc-{i}")
+            assert found is not None and found.state == SUCCEEDED, i
+    finally:
+        journal.close()
+
+
+async def test_a_postgresql_outage_refuses_new_calls_and_loses_none_already_accepted(postgres, start_service):
+    """While the journal's database cannot be reached, a new call is told
+    UNAVAILABLE at once, with when to retry; a call that was running
+    finishes, and its end is written when the database is back, when calls
+    get through again. Nothing is left unfinished."""
+    from services.llm_core.app import build as llm_build
+    from services.llm_core.config import Config as LlmConfig
+
+    # About three seconds a call: long enough to still be running once the
+    # database is away.
+    sim = SimulatorServer(EngineConfig(time_scale=1.0, max_num_seqs=8))
+    await sim.start()
+    endpoints = [{"name": "sim", "model": "sim", "base_url": sim.url, "max_concurrency": 8}]
+    llm = await start_service(llm_build, LlmConfig.from_env({"AIOS_LLM_ENDPOINTS": json.dumps(endpoints)}))
+    url, port = new_database(postgres, "journal"), free_port()
+    database = urlsplit(url).path.lstrip("/")
+    kernel = await _kernel(port, f"127.0.0.1:{llm.port}", url)
+    async with AsyncClient(f"127.0.0.1:{port}", token="ann", retries=0, timeout=60) as c:
+        try:
+            running = asyncio.create_task(c.submit(c.llm.syscall("a long story", model="sim", max_tokens=120,
+                                                                 request_id="story")))
+            await until(lambda: _state_is(c, "story", ks.SYSCALL_STATE_RUNNING), "the story to run")
+            assert _end_connections(postgres, database, refuse=True) >= 1
+
+            record = await running  # it ran on; its caller hears of its end
+            assert record.state == ks.SYSCALL_STATE_SUCCEEDED and record.usage.completion_tokens == 120
+            with pytest.raises(UnavailableError) as refused:
+                await c.tools.call("calculator", {"expression": "2*21"}, request_id="calc-down")
+            assert refused.value.reason == "DATABASE_UNAVAILABLE" and refused.value.retry_after > 0
+
+            _end_connections(postgres, database, refuse=False)
+
+            async def through() -> str | None:
+                try:
+                    return await c.tools.call("calculator", {"expression": "6*7"}, request_id="calc-later")
+                except UnavailableError:
+                    return None  # the next attempt to reach the database is not due yet
+            assert await until(through, "a call to get through again") == "42"
+        finally:
+            await kernel.stop(grace=1)
+            await sim.stop()
+    journal = Journal(url)
+    try:
+        assert journal.unfinished() == []
+        story = journal.lookup("ann", "story")
+        assert story.state == SUCCEEDED and ks.SyscallRecord.FromString(story.final_record).id == record.id
+        assert journal.lookup("ann", "calc-later").state == SUCCEEDED
+        # Refused before it was let in: never journaled, a retry runs anew.
+        assert journal.lookup("ann", "calc-down") is None
+    finally:
+        journal.close()
+
+
+async def _state_is(client: AsyncClient, request_id: str, state) -> bool:
+    try:
+        return (await client.get_syscall(request_id)).state == state
+    except NotFoundError:
+        return False
+
+
+async def test_a_turns_writes_are_seen_by_its_reads_and_a_failing_one_loses_only_itself(target):
+    from services.scheduler.db import Database
+
+    db = Database(target)
+    try:
+        db.execute("CREATE TABLE scratch (k TEXT PRIMARY KEY)")
+        db.write("INSERT INTO scratch (k) VALUES (?)", ("a",))
+        # Not committed yet, but a read of the same turn sees it.
+        assert db.committed < db.written
+        assert [tuple(r) for r in db.execute("SELECT k FROM scratch").fetchall()] == [("a",)]
+        db.write("INSERT INTO scratch (k) VALUES (?)", ("a",))  # a second "a": refused at the commit
+        db.write("INSERT INTO scratch (k) VALUES (?)", ("b",))
+        await until(lambda: db.committed == db.written, "the turn's commit")
+        assert sorted(r[0] for r in db.execute("SELECT k FROM scratch").fetchall()) == ["a", "b"]
+    finally:
+        db.close()

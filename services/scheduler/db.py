@@ -10,22 +10,41 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
-from services.runtime.sql import connect_postgres as _connect_postgres
+from services.runtime import errors, logs, sql
 from services.runtime.sql import redacted  # noqa: F401 - services.scheduler.app imports it from here
 
+log = logs.get("scheduler")
 
 CHECKPOINT_EVERY = 1.0
+# Seconds one PostgreSQL operation may hold the event loop before the
+# connection counts as lost.
+NETWORK_TIMEOUT = 5.0
+# Seconds between attempts to reach a PostgreSQL that cannot be reached,
+# doubling up to the second value while it stays away.
+RECONNECT_FIRST, RECONNECT_MOST = 0.5, 15.0
 
 
 class Database:
     """One connection, to SQLite (a path) or PostgreSQL (a postgresql:// URL).
 
-    Writes made in one turn of the event loop commit together, at the end of
-    that turn (group commit): before any task the turn scheduled runs, so a
-    syscall is on disk before it is dispatched and before its caller hears
-    of its end, at one commit per turn however many calls the turn handled.
+    Writes made in one turn of the event loop are sent and committed
+    together, at the end of that turn (group commit): before any task the
+    turn scheduled runs, so a syscall is on disk before it is dispatched and
+    before its caller hears of its end, at one commit per turn however many
+    calls the turn handled. A turn that wrote one statement sends just that
+    statement (on PostgreSQL one round trip, not three); a read first sends
+    the turn's writes, in the turn's transaction, so it sees them.
+
+    A lost PostgreSQL connection (a restart, a failover, a network cut) is
+    opened again and the open transaction sent again, so a write is never
+    lost to it. While the server cannot be reached, reads fail with
+    UNAVAILABLE, the turn's writes are kept and retried (`failure` says why
+    they wait), and `available()` refuses what would need new ones. Writes
+    are idempotent for that: a commit whose answer was lost may have
+    happened.
 
     A SQLite file's WAL is checkpointed by a thread of its own every
     CHECKPOINT_EVERY seconds rather than by whichever commit passes 1,000
@@ -33,18 +52,28 @@ class Database:
     every call in flight for milliseconds."""
 
     def __init__(self, target: str) -> None:
-        if target.startswith(("postgresql://", "postgres://")):
-            self.conn = _connect_postgres(target)
-            self.conn.autocommit = True
-            self.postgres = True
+        self.target = target
+        self.postgres = sql.is_postgres(target)
+        if self.postgres:
+            self.conn = self._connect()
         else:
             if target != ":memory:":
                 Path(target).parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.postgres = False
+        # The turn's writes not yet sent; those sent in the open transaction
+        # (sent again on a new connection); whether BEGIN was sent.
+        self._batch: list[tuple[str, tuple]] = []
+        self._sent: list[tuple[str, tuple]] = []
         self._open = False
+        self._due = False
+        # Writes are numbered; every one up to `committed` is committed.
+        self.written = 0
+        self.committed = 0
+        self.failure: errors.Unavailable | None = None
+        self._retry_at = 0.0
+        self._backoff = RECONNECT_FIRST
         self._closed = False
         self._stop = threading.Event()
         self._checkpointer = None
@@ -53,6 +82,11 @@ class Database:
             self._checkpointer = threading.Thread(target=self._checkpoints, args=(target,),
                                                   name="sqlite-checkpoint", daemon=True)
             self._checkpointer.start()
+
+    def _connect(self):
+        conn = sql.connect_postgres(self.target, timeout=NETWORK_TIMEOUT)
+        conn.autocommit = True  # transactions are explicit: BEGIN ... COMMIT
+        return conn
 
     def _checkpoints(self, target: str) -> None:
         conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
@@ -63,37 +97,190 @@ class Database:
         finally:
             conn.close()
 
+    # -- statements
+
     def execute(self, sql: str, params: tuple = ()):
+        """Run one statement now and return its cursor: a read, or a write
+        whose result is used. Within the turn's transaction when the turn
+        wrote (it sees those writes, and commits with them)."""
+        return self._attempt(lambda: self._now(sql, params))
+
+    def write(self, sql: str, params: tuple = ()) -> int:
+        """A write whose result nobody reads: sent with the turn's others at
+        its end (at once with no event loop running). Returns its number,
+        committed once `committed` reaches it."""
+        self._batch.append((sql, params))
+        self.written += 1
+        number = self.written
+        self._schedule()
+        return number
+
+    def _schedule(self, delay: float = 0.0) -> None:
+        if self._due:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.commit()  # no loop: commit at once
+            return
+        self._due = True
+        if delay:
+            loop.call_later(delay, self._end_of_turn)
+        else:
+            loop.call_soon(self._end_of_turn)
+
+    def _now(self, sql: str, params: tuple):
+        if self._batch:
+            self._send_batch()
+        cursor = self._raw(sql, params)
+        if self._open:
+            self._sent.append((sql, params))
+        return cursor
+
+    def _raw(self, sql: str, params: tuple = ()):
         if self.postgres:
             cursor = self.conn.cursor()
             cursor.execute(sql.replace("?", "%s"), params)
             return cursor
         return self.conn.execute(sql, params)
 
-    def write(self, sql: str, params: tuple = ()):
+    def _send_batch(self) -> None:
         if not self._open:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                return self.execute(sql, params)  # no loop: commit at once
-            self.execute("BEGIN")
+            self._raw("BEGIN")
             self._open = True
-            loop.call_soon(self.commit)
-        return self.execute(sql, params)
+        while self._batch:
+            self._raw(*self._batch[0])
+            self._sent.append(self._batch.pop(0))
+
+    # -- commits
 
     def commit(self) -> None:
+        """Commit the turn's writes now; UNAVAILABLE (the writes kept) when
+        the database cannot be reached."""
+        if not self._batch and not self._open:
+            return
+        upto = self.written
+        self._attempt(self._finish)
+        self.committed = upto
+        if self.failure is not None:
+            log.info("kernel database reachable again", database=sql.redacted(self.target))
+            self.failure = None
+
+    def _finish(self) -> None:
+        if not self._open and len(self._batch) == 1:
+            self._raw(*self._batch[0])  # autocommit: one statement, one round trip
+            self._batch.clear()
+            return
+        self._send_batch()
+        self._raw("COMMIT")
+        self._open = False
+        self._sent.clear()
+
+    def _end_of_turn(self) -> None:
+        self._due = False
+        try:
+            self.commit()
+        except errors.Unavailable as err:
+            if self.failure is None:
+                log.warning("kernel database unreachable; its writes wait", error=err.message,
+                            waiting=len(self._batch) + len(self._sent))
+            self.failure = err
+            self._schedule(max(0.05, self._retry_at - time.monotonic()))
+        except Exception:  # noqa: BLE001 - a statement failed: keep the others
+            log.exception("a kernel database write failed; writing the turn's others one by one")
+            self._one_by_one()
+
+    def _one_by_one(self) -> None:
+        statements, self._batch, self._sent = self._sent + self._batch, [], []
         if self._open:
             self._open = False
-            self.execute("COMMIT")
+            try:
+                self._raw("ROLLBACK")
+            except Exception:  # noqa: BLE001 - a broken transaction ends with its connection
+                pass
+        upto = self.written
+        for statement in statements:
+            try:
+                self._raw(*statement)
+            except Exception:  # noqa: BLE001
+                log.exception("kernel database write dropped", statement=statement[0])
+        self.committed = upto
+
+    def available(self) -> None:
+        """UNAVAILABLE, with when to retry, while earlier writes wait for a
+        database that cannot be reached (tried again here when it is time)."""
+        if self.failure is None:
+            return
+        try:
+            self.commit()
+        except errors.Unavailable as err:
+            self.failure = err
+            raise
+
+    # -- lost connections
+
+    def _attempt(self, step):
+        """`step()`, once more on a new connection (the open transaction sent
+        again first) if PostgreSQL dropped this one."""
+        lost = None
+        for _ in range(2):
+            try:
+                if self.conn is None:
+                    self._reconnect()
+                    if self._open:
+                        self._raw("BEGIN")
+                        for statement in self._sent:
+                            self._raw(*statement)
+                return step()
+            except errors.Unavailable:
+                raise
+            except Exception as exc:
+                if not (self.postgres and sql.connection_lost(exc)):
+                    raise
+                self._drop()
+                lost = exc
+        raise self._unreachable(lost) from lost
+
+    def _reconnect(self) -> None:
+        now = time.monotonic()
+        if now < self._retry_at:
+            raise self._unreachable(None)
+        try:
+            self.conn = self._connect()
+        except Exception as exc:
+            self._retry_at = now + self._backoff
+            self._backoff = min(RECONNECT_MOST, self._backoff * 2)
+            raise self._unreachable(exc) from exc
+        self._retry_at, self._backoff = 0.0, RECONNECT_FIRST
+        log.info("kernel database connection opened again", database=sql.redacted(self.target))
+
+    def _drop(self) -> None:
+        conn, self.conn = self.conn, None
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+
+    def _unreachable(self, exc: Exception | None) -> errors.Unavailable:
+        why = f": {exc}" if exc is not None else ""
+        return errors.Unavailable(
+            f"the kernel's database ({sql.redacted(self.target)}) cannot be reached{why}; "
+            "retry with the same request id", reason="DATABASE_UNAVAILABLE",
+            retry_after=round(max(0.1, self._retry_at - time.monotonic()), 1))
 
     def close(self) -> None:
         """Commit and close; once (a kernel stopped twice closes it once)."""
         if self._closed:
             return
         self._closed = True
-        self.commit()
+        try:
+            self.commit()
+        except errors.Unavailable as err:
+            log.warning("kernel database writes lost at close", error=err.message,
+                        lost=len(self._batch) + len(self._sent))
         if self._checkpointer is not None:
             self._stop.set()
             self._checkpointer.join()
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self.conn.close()
+        if self.conn is not None:
+            self.conn.close()

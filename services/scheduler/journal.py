@@ -15,7 +15,10 @@ The database is a SQLite file (WAL, synchronous=NORMAL: a write survives the
 kernel process dying at any point, though not the machine losing power
 before the OS flushed it), or PostgreSQL given a postgresql:// URL (the same
 statements; pg8000, the `postgres` extra). Writes happen on the event loop,
-in order: a few tens of microseconds on SQLite, a round trip on PostgreSQL. Finished calls are kept for `max_age` seconds
+in order, committed at the end of each turn of it (db.py): a few tens of
+microseconds on SQLite, a round trip on PostgreSQL. The journal's database
+being unreachable loses nothing: what was written waits for it, and new
+calls are refused with UNAVAILABLE until it is back. Finished calls are kept for `max_age` seconds
 and at most `max_rows` of them (oldest dropped first), pruned every minute.
 """
 
@@ -73,7 +76,9 @@ _COLUMNS = ("id", "agent", "request_id", "fingerprint", "kind", "resource", "sys
             "deadline_wall", "state", "create_only", "pending", "kernel", "streamed")
 
 
-_INSERT = f"INSERT INTO syscalls ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+# A commit whose answer was lost is sent again (db.py): the row may be there.
+_INSERT = (f"INSERT INTO syscalls ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+           " ON CONFLICT (id) DO NOTHING")
 
 
 @dataclass
@@ -109,13 +114,24 @@ class Journal:
     def accepted(self, entry: Entry, pending: list[tuple] = ()) -> None:
         """A syscall let in (queued, or parked when `pending` is given)."""
         deadline = None if entry.deadline is None else self.clock() + (entry.deadline - time.monotonic())
-        self.db.write(
+        entry.journaled = self.db.write(
             _INSERT,
             (entry.id, entry.agent, entry.request_id or None, entry.fingerprint or None, entry.kind,
              entry.resource, entry.syscall.SerializeToString(deterministic=True), entry.parent_id,
              entry.create_wall, deadline, AWAITING_CONFIRMATION if pending else QUEUED, int(entry.create_only),
              json.dumps([list(p) for p in pending]), self.kernel_id, int(entry.streamed)))
         self._maybe_prune()
+
+    def check(self) -> None:
+        """UNAVAILABLE while the journal's database cannot be reached and
+        what was written waits for it: a call let in now could not be
+        written before it runs."""
+        self.db.available()
+
+    def durable(self, entry: Entry) -> bool:
+        """Whether the call's acceptance is committed (the kernel runs nothing
+        a restarted kernel would not know of)."""
+        return self.db.committed >= entry.journaled
 
     def parked(self, entry: Entry) -> None:
         """The confirmation a parked call waits for now."""
@@ -198,7 +214,7 @@ class Journal:
         claimers lock rows in one order."""
         won = []
         for item in sorted(items, key=lambda r: r.entry.id):
-            moved = self.db.write("UPDATE syscalls SET kernel = ? WHERE id = ? AND kernel = ? AND finish_wall IS NULL",
+            moved = self.db.execute("UPDATE syscalls SET kernel = ? WHERE id = ? AND kernel = ? AND finish_wall IS NULL",
                                   (self.kernel_id, item.entry.id, item.kernel)).rowcount
             if moved == 1:
                 item.kernel = self.kernel_id
@@ -217,11 +233,11 @@ class Journal:
     def prune(self) -> int:
         """Drop finished calls past max_age, then the oldest past max_rows."""
         now = self.clock()
-        gone = self.db.write("DELETE FROM syscalls WHERE finish_wall IS NOT NULL AND finish_wall < ?",
+        gone = self.db.execute("DELETE FROM syscalls WHERE finish_wall IS NOT NULL AND finish_wall < ?",
                                (now - self.max_age,)).rowcount
         (finished,) = self.db.execute("SELECT COUNT(*) FROM syscalls WHERE finish_wall IS NOT NULL").fetchone()
         if finished > self.max_rows:
-            gone += self.db.write(
+            gone += self.db.execute(
                 "DELETE FROM syscalls WHERE id IN (SELECT id FROM syscalls WHERE finish_wall IS NOT NULL"
                 " ORDER BY finish_wall LIMIT ?)", (finished - self.max_rows,)).rowcount
         if gone:

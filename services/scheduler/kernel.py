@@ -190,6 +190,7 @@ class Kernel:
             first = self.first_of(entry)
             if first is not None:
                 return first
+            self._journal_check()
         self._reserve(entry, limit=not recovered)
         entry.state = AWAITING_CONFIRMATION
         self.table.add(entry)
@@ -264,6 +265,7 @@ class Kernel:
         res = self.resource(entry.resource)
         parked = entry.state == AWAITING_CONFIRMATION
         try:
+            self._journal_check()
             self._shed(entry, res)
             if res.waiting >= self.limits.queue_capacity:
                 self._rejected("QUEUE_FULL")
@@ -277,8 +279,9 @@ class Kernel:
                 # Last: a call refused for anything else is not counted.
                 try:
                     self.quotas.admit(entry)
-                except errors.ResourceExhausted:
-                    self._rejected("QUOTA_EXCEEDED")
+                except errors.AiosError as err:  # over a quota, or its database unreachable
+                    if isinstance(err, errors.ResourceExhausted):
+                        self._rejected("QUOTA_EXCEEDED")
                     if not parked:
                         self._outstanding[entry.agent] -= 1
                     raise
@@ -327,6 +330,17 @@ class Kernel:
         res = self.resource(entry.resource)
         self._enqueue(entry, res)
         self._pump(res)
+
+    def _journal_check(self) -> None:
+        """UNAVAILABLE while the journal cannot be written: nothing is let in
+        that a restarted kernel would not know of."""
+        if self.journal is None:
+            return
+        try:
+            self.journal.check()
+        except errors.Unavailable:
+            self._rejected("DATABASE_UNAVAILABLE")
+            raise
 
     def _rejected(self, reason: str) -> None:
         if self.observer is not None:
@@ -437,6 +451,13 @@ class Kernel:
         rctx.agent.set(entry.agent)
         rctx.request_id.set(entry.caller_request_id or entry.request_id or entry.id)
         otel_context.attach(_trace_of(entry))  # this task's own: nothing to detach
+        if self.journal is not None and not self.journal.durable(entry):
+            # Its acceptance did not reach the database (db.py keeps trying):
+            # a restarted kernel would not know of it, so it does not run.
+            self._complete(entry, res, FAILED, errors.Unavailable(
+                "the kernel's journal could not record this call, so it did not run; "
+                "retry with the same request id", reason="DATABASE_UNAVAILABLE", retry_after=1.0))
+            return
         try:
             with tracing.span("kernel.dispatch", kind=trace.SpanKind.CLIENT, attributes=lambda: {
                     "aios.syscall.id": entry.id, "aios.syscall.kind": entry.kind,

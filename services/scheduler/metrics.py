@@ -80,7 +80,7 @@ class KernelMetrics:
         self._prompt, self._completion = self.tokens.labels("prompt"), self.tokens.labels("completion")
         self.preemptions = Counter("aios_preemptions", "Generations preempted at the end of a slice",
                                    registry=self.registry)
-        self.rejections = Counter("aios_rejections", "Syscalls refused for limits", ["reason"],
+        self.rejections = Counter("aios_rejections", "Syscalls refused at admission, by reason (a limit, an unreachable journal)", ["reason"],
                                   registry=self.registry)
         self.quota_warnings = Counter("aios_quota_warnings", "Soft quota limits passed (once per window)",
                                       ["metric"], registry=self.registry)

@@ -77,6 +77,8 @@ class Entry:
     inner_calls: int = 0
     # A finished call read back from the journal: its SyscallRecord, serialized.
     final_record: bytes | None = None
+    # The number of the journal write that accepted it (journal.durable).
+    journaled: int = 0
     # Set by SubmitStream: token deltas are wanted.
     stream: bool = False
     # The trace the call is part of (its intake's span context, the parent
