@@ -8,6 +8,7 @@ by versioned migrations (services/runtime/sql.py migrate).
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import threading
 import time
@@ -25,6 +26,8 @@ NETWORK_TIMEOUT = 5.0
 # Seconds between attempts to reach a PostgreSQL that cannot be reached,
 # doubling up to the second value while it stays away.
 RECONNECT_FIRST, RECONNECT_MOST = 0.5, 15.0
+# Distinct statements prepared per PostgreSQL connection; others run unprepared.
+PREPARED_MOST = 256
 
 
 class Database:
@@ -54,6 +57,7 @@ class Database:
     def __init__(self, target: str) -> None:
         self.target = target
         self.postgres = sql.is_postgres(target)
+        self._statements: dict[str, tuple] = {}
         if self.postgres:
             self.conn = self._connect()
         else:
@@ -86,6 +90,7 @@ class Database:
     def _connect(self):
         conn = sql.connect_postgres(self.target, timeout=NETWORK_TIMEOUT)
         conn.autocommit = True  # transactions are explicit: BEGIN ... COMMIT
+        self._statements = {}  # prepared on this connection
         return conn
 
     def _checkpoints(self, target: str) -> None:
@@ -138,11 +143,30 @@ class Database:
         return cursor
 
     def _raw(self, sql: str, params: tuple = ()):
-        if self.postgres:
-            cursor = self.conn.cursor()
-            cursor.execute(sql.replace("?", "%s"), params)
-            return cursor
-        return self.conn.execute(sql, params)
+        if not self.postgres:
+            return self.conn.execute(sql, params)
+        if params and (len(self._statements) < PREPARED_MOST or sql in self._statements):
+            return self._prepared(sql, params)
+        cursor = self.conn.cursor()
+        # Without parameters pg8000 sends the text as it is: one round trip.
+        cursor.execute(sql.replace("?", "%s") if params else sql, params)
+        return cursor
+
+    def _prepared(self, sql: str, params: tuple) -> "_Rows":
+        """A statement with parameters, prepared on this connection the first
+        time: one round trip a call where pg8000's unnamed statements take
+        three (parse, describe, execute)."""
+        from pg8000.core import make_params
+
+        found = self._statements.get(sql)
+        if found is None:
+            numbered = iter(range(1, len(params) + 1))
+            text = re.sub(r"\?", lambda _: f"${next(numbered)}", sql)
+            name, columns, funcs = self.conn.prepare_statement(text, ())
+            found = self._statements[sql] = (name, columns, funcs, text)
+        name, columns, funcs, text = found
+        context = self.conn.execute_named(name, make_params(self.conn.py_types, params), columns, funcs, text)
+        return _Rows(context.rows or [], context.row_count)
 
     def _send_batch(self) -> None:
         if not self._open:
@@ -284,3 +308,19 @@ class Database:
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         if self.conn is not None:
             self.conn.close()
+
+
+class _Rows:
+    """A prepared statement's result, read as a cursor's."""
+
+    def __init__(self, rows: list, rowcount: int) -> None:
+        self._rows, self.rowcount = iter(rows), rowcount
+
+    def fetchone(self):
+        return next(self._rows, None)
+
+    def fetchall(self) -> list:
+        return list(self._rows)
+
+    def __iter__(self):
+        return self._rows
