@@ -223,10 +223,17 @@ class Database:
             except Exception:  # noqa: BLE001 - a broken transaction ends with its connection
                 pass
         upto = self.written
-        for statement in statements:
+        for i, statement in enumerate(statements):
             try:
                 self._raw(*statement)
-            except Exception:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001
+                if self.postgres and sql.connection_lost(exc):
+                    # Not this statement's fault: the rest wait for the database.
+                    self._drop()
+                    self._batch = statements[i:] + self._batch
+                    self.failure = self._unreachable(exc)
+                    self._schedule(RECONNECT_FIRST)
+                    return
                 log.exception("kernel database write dropped", statement=statement[0])
         self.committed = upto
 
