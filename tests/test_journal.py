@@ -502,3 +502,29 @@ async def test_a_turns_writes_are_seen_by_its_reads_and_a_failing_one_loses_only
         assert sorted(r[0] for r in db.execute("SELECT k FROM scratch").fetchall()) == ["a", "b"]
     finally:
         db.close()
+
+
+async def test_a_full_sqlite_journal_keeps_its_writes_and_refuses_new_calls_until_it_has_room(tmp_path):
+    """SQLite's own "database or disk is full" (its size capped with
+    max_page_count): the turn's writes wait instead of being dropped, new
+    calls are refused UNAVAILABLE, and with room again every write lands."""
+    from services.scheduler.db import Database
+
+    db = Database(str(tmp_path / "journal.sqlite3"))
+    try:
+        db.execute("CREATE TABLE scratch (k TEXT PRIMARY KEY, v BLOB)")
+        (pages,) = db.execute("PRAGMA page_count").fetchone()
+        db.conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+        for i in range(20):
+            db.write("INSERT INTO scratch (k, v) VALUES (?, ?)", (f"k{i}", b"x" * 4000))
+        await until(lambda: db.failure is not None, "the file to be full")
+        with pytest.raises(errors.Unavailable) as refused:
+            db.available()
+        assert refused.value.reason == "DATABASE_UNAVAILABLE" and "full" in refused.value.message
+        assert db.committed < db.written
+
+        db.conn.execute("PRAGMA max_page_count = 1000000")  # room again
+        await until(lambda: db.failure is None and db.committed == db.written, "the writes to land")
+        assert db.execute("SELECT COUNT(*) FROM scratch").fetchone() == (20,)
+    finally:
+        db.close()

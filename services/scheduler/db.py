@@ -43,7 +43,8 @@ class Database:
 
     A lost PostgreSQL connection (a restart, a failover, a network cut) is
     opened again and the open transaction sent again, so a write is never
-    lost to it. While the server cannot be reached, reads fail with
+    lost to it; a SQLite file that cannot take writes (full, read-only, an
+    I/O error) is treated alike. While the database cannot be reached, reads fail with
     UNAVAILABLE, the turn's writes are kept and retried (`failure` says why
     they wait), and `available()` refuses what would need new ones. Writes
     are idempotent for that: a commit whose answer was lost may have
@@ -266,11 +267,27 @@ class Database:
             except errors.Unavailable:
                 raise
             except Exception as exc:
+                if not self.postgres and _cannot_write(exc):
+                    self._turn_again()
+                    self._retry_at = time.monotonic() + self._backoff
+                    self._backoff = min(RECONNECT_MOST, self._backoff * 2)
+                    raise self._unreachable(exc) from exc
                 if not (self.postgres and sql.connection_lost(exc)):
                     raise
                 self._drop()
                 lost = exc
         raise self._unreachable(lost) from lost
+
+    def _turn_again(self) -> None:
+        """After SQLite refused a write mid-transaction (which it may have
+        rolled back itself): everything the turn wrote waits to be sent anew."""
+        if self._open:
+            self._open = False
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # rolled back already
+        self._batch, self._sent = self._sent + self._batch, []
 
     def _reconnect(self) -> None:
         now = time.monotonic()
@@ -315,6 +332,16 @@ class Database:
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         if self.conn is not None:
             self.conn.close()
+
+
+# SQLite's primary result codes of a file that cannot take a write now (busy,
+# locked, read-only, I/O error, full, cannot open), as opposed to a statement
+# that is wrong.
+_TRANSIENT = {5, 6, 8, 10, 13, 14}
+
+
+def _cannot_write(exc: Exception) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _TRANSIENT
 
 
 class _Rows:
