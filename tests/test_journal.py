@@ -422,6 +422,9 @@ async def test_a_kernel_on_postgresql_carries_on_after_the_server_ends_its_conne
         for i in range(1, 5):
             found = journal.lookup("ann", f"calc-{i}")
             assert found is not None and found.state == SUCCEEDED, i
+            (rows,) = journal.db.execute("SELECT COUNT(*) FROM syscalls WHERE agent = ? AND request_id = ?",
+                                         ("ann", f"calc-{i}")).fetchone()
+            assert rows == 1, i
     finally:
         journal.close()
 
