@@ -38,9 +38,11 @@ async def main() -> None:
         runs["with journal (PostgreSQL)"] = []
     try:
         for r in range(args.rounds):
+            targets = {"without journal": lambda: "off",
+                       "with journal (SQLite)": lambda: str(folder / f"journal-{r}.sqlite3"),
+                       "with journal (PostgreSQL)": lambda: pg.create_database("journal")}
             for label in runs:
-                journal = ("off" if label == "without journal" else str(folder / f"journal-{r}.sqlite3")
-                           if "SQLite" in label else pg.create_database("journal"))
+                journal = targets[label]()
                 runs[label].append(await measure(procs.ROOT, sim.address, args.n, journal=journal))
                 print(label, json.dumps({k: round(v, 3) for k, v in runs[label][-1].items()}), flush=True)
     finally:

@@ -216,13 +216,8 @@ class Database:
             self._one_by_one()
 
     def _one_by_one(self) -> None:
-        statements, self._batch, self._sent = self._sent + self._batch, [], []
-        if self._open:
-            self._open = False
-            try:
-                self._raw("ROLLBACK")
-            except Exception:  # noqa: BLE001 - a broken transaction ends with its connection
-                pass
+        self._turn_again()
+        statements, self._batch = self._batch, []
         upto = self.written
         for i, statement in enumerate(statements):
             try:
@@ -269,8 +264,7 @@ class Database:
             except Exception as exc:
                 if not self.postgres and _cannot_write(exc):
                     self._turn_again()
-                    self._retry_at = time.monotonic() + self._backoff
-                    self._backoff = min(RECONNECT_MOST, self._backoff * 2)
+                    self._back_off()
                     raise self._unreachable(exc) from exc
                 if not (self.postgres and sql.connection_lost(exc)):
                     raise
@@ -279,15 +273,20 @@ class Database:
         raise self._unreachable(lost) from lost
 
     def _turn_again(self) -> None:
-        """After SQLite refused a write mid-transaction (which it may have
+        """After a write failed mid-transaction (which the database may have
         rolled back itself): everything the turn wrote waits to be sent anew."""
         if self._open:
             self._open = False
             try:
-                self.conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # rolled back already
+                self._raw("ROLLBACK")
+            except Exception:  # noqa: BLE001 - rolled back already, or gone with its connection
+                pass
         self._batch, self._sent = self._sent + self._batch, []
+
+    def _back_off(self) -> None:
+        """The next attempt waits, twice as long as the last up to RECONNECT_MOST."""
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(RECONNECT_MOST, self._backoff * 2)
 
     def _reconnect(self) -> None:
         now = time.monotonic()
@@ -296,8 +295,7 @@ class Database:
         try:
             self.conn = self._connect()
         except Exception as exc:
-            self._retry_at = now + self._backoff
-            self._backoff = min(RECONNECT_MOST, self._backoff * 2)
+            self._back_off()
             raise self._unreachable(exc) from exc
         self._retry_at, self._backoff = 0.0, RECONNECT_FIRST
         log.info("kernel database connection opened again", database=sql.redacted(self.target))
