@@ -384,6 +384,97 @@ class FakeBackend:
         await self._runner.cleanup()
 
 
+class DroppingBackend:
+    """A fake OpenAI-compatible server that closes the connections of the
+    first `drops` chat calls without an answer, then answers every call (a
+    chat completion, or one streamed chunk) over kept-alive connections. The
+    fault a server produces when it closes an idle kept-alive connection just
+    as a client sends on it, or dies mid-request, on demand."""
+
+    REPLY = {"id": "c", "object": "chat.completion", "created": 0, "model": "dropper",
+             "choices": [{"index": 0, "finish_reason": "stop",
+                          "message": {"role": "assistant", "content": "still here"}}],
+             "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}
+
+    def __init__(self, drops: int) -> None:
+        self.drops, self.chats = drops, 0
+        self.url = ""
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> "DroppingBackend":
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/v1"
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                line, *fields = head.decode().split("\r\n")
+                size = next((int(f.split(":", 1)[1]) for f in fields if f.lower().startswith("content-length:")), 0)
+                body = json.loads(await reader.readexactly(size)) if size else {}
+                if line.split()[1].endswith("/chat/completions"):
+                    self.chats += 1
+                    if self.chats <= self.drops:
+                        return  # closed unanswered
+                if body.get("stream"):
+                    chunk = {**self.REPLY, "object": "chat.completion.chunk", "choices": [
+                        {"index": 0, "finish_reason": "stop", "delta": {"content": "still here"}}]}
+                    payload, kind = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode(), "text/event-stream"
+                else:
+                    reply = self.REPLY if "/chat/" in line else {"object": "list", "data": []}
+                    payload, kind = json.dumps(reply).encode(), "application/json"
+                writer.write(f"HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\n"
+                             f"content-length: {len(payload)}\r\n\r\n".encode() + payload)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def test_a_connection_dropped_once_is_sent_again_and_does_not_open_the_circuit():
+    """A backend that drops one call's connection unanswered (a kept-alive
+    connection it closed just as the call went out) is still up: the call
+    is sent again and answered, and the calls after it are served, not
+    refused as if the endpoint were down. Streamed calls too."""
+    async with DroppingBackend(drops=1) as once, DroppingBackend(drops=1) as streamed:
+        eps = [{**endpoint(once, "once"), "model": "once"}, {**endpoint(streamed, "streamed"), "model": "streamed"}]
+        async with llm_core(eps) as stub:
+            for _ in range(3):
+                r = await stub.Generate(generate(model="once", messages=USER, max_tokens=10), timeout=10)
+                assert r.text == "still here" and r.endpoint == "once"
+            assert once.chats == 4  # the dropped call and its second sending, then two
+            for _ in range(3):
+                text = "".join([m.delta async for m in stub.GenerateStream(
+                    generate(model="streamed", messages=USER, max_tokens=10), timeout=10)])
+                assert text == "still here"
+            assert streamed.chats == 4
+
+
+async def test_a_backend_that_drops_every_call_opens_the_circuit_and_says_when_to_retry():
+    """A backend that accepts connections but answers none is down: calls
+    end UNAVAILABLE ENDPOINT_UNREACHABLE with a retry hint, well inside
+    their deadline, and once the circuit is open new calls are refused
+    without reaching it."""
+    async with DroppingBackend(drops=10**6) as dead:
+        async with llm_core([{**endpoint(dead, "dead"), "model": "dead"}]) as stub:
+            for _ in range(3):
+                with pytest.raises(grpc.aio.AioRpcError) as exc:
+                    await stub.Generate(generate(model="dead", messages=USER, max_tokens=10), timeout=20)
+                assert exc.value.code() == grpc.StatusCode.UNAVAILABLE, exc.value.details()
+                reason, meta, retry = details(exc.value)
+                assert reason == "ENDPOINT_UNREACHABLE" and meta["model"] == "dead" and retry and retry > 0
+            sent = dead.chats
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                await stub.Generate(generate(model="dead", messages=USER, max_tokens=10), timeout=20)
+            assert exc.value.code() == grpc.StatusCode.UNAVAILABLE and "no endpoint" in exc.value.details()
+            assert dead.chats == sent  # refused by the open circuit
+
+
 def _err(message: str, type_: str) -> dict:
     return {"error": {"message": message, "type": type_, "code": None}}
 

@@ -43,6 +43,14 @@ log = logs.get("llm_core")
 # How long an endpoint that refused a connection is skipped (its circuit is
 # open); then calls try it again (half-open) and the first success closes it.
 DOWN_BACKOFF_SECONDS = 2.0
+# A connection that drops a call unanswered is no sign of a server down on
+# its own: servers close idle kept-alive connections, and a call sent on one
+# just as it closes meets that. So the call is sent again, and only this many
+# dropped calls in a row, with no call answered between, open the circuit.
+DROPS_TO_OPEN = 3
+# Idle connections are closed by us before llama.cpp's and uvicorn's servers
+# close theirs (5 s each), so a call rarely goes out on one they just closed.
+KEEPALIVE_SECONDS = 4.0
 # Prefix routing: a call goes where the longest part of its prompt is cached,
 # when that part is at least MATCH_RATIO of the prompt (SGLang's cache_aware
 # router uses 0.3), unless that endpoint is out of balance: more than
@@ -142,6 +150,7 @@ class Endpoint:
         self.in_flight = 0
         self.down_until = 0.0
         self.last_error = ""
+        self.drops = 0  # calls dropped unanswered since one was answered
         # What the last probe found (None before the first) and when.
         self.reachable: bool | None = None
         self.probed_at = 0.0
@@ -173,9 +182,18 @@ class Endpoint:
         self.down_until = time.monotonic() + DOWN_BACKOFF_SECONDS
         self.last_error = why
 
+    def dropped(self, exc: BaseException, why: str) -> None:
+        """A call's connection failed: a refused or failed connection opens
+        the circuit at once, a connection dropped unanswered at the
+        DROPS_TO_OPEN-th in a row."""
+        self.drops += 1
+        if self.drops >= DROPS_TO_OPEN or isinstance(exc.__cause__, httpx.ConnectError):
+            self.mark_down(why)
+
     def mark_up(self) -> None:
         self.down_until = 0.0
         self.last_error = ""
+        self.drops = 0
 
 
 class Router:
@@ -365,7 +383,7 @@ def _limits(max_concurrency: int):
     default = openai.DEFAULT_CONNECTION_LIMITS  # openai's own HTTP library's type
     return type(default)(max_connections=max(default.max_connections, max_concurrency),
                          max_keepalive_connections=max(default.max_keepalive_connections, max_concurrency),
-                         keepalive_expiry=default.keepalive_expiry)
+                         keepalive_expiry=KEEPALIVE_SECONDS)
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -387,7 +405,8 @@ def map_error(exc: BaseException, endpoint: Endpoint) -> errors.AiosError:
         return errors.DeadlineExceeded(f"endpoint {name} did not answer within the deadline")
     if isinstance(exc, (openai.APIConnectionError, httpx.TransportError)):
         return errors.Unavailable(f"endpoint {name} is unreachable or dropped the connection",
-                                  reason="ENDPOINT_UNREACHABLE", metadata={"endpoint": name})
+                                  reason="ENDPOINT_UNREACHABLE", metadata={"endpoint": name},
+                                  retry_after=DOWN_BACKOFF_SECONDS)
     if isinstance(exc, openai.APIStatusError):
         status, detail = exc.status_code, _scrub(_backend_message(exc), endpoint)
         meta = {"endpoint": name, "http_status": str(status)}
@@ -601,7 +620,7 @@ class LlmEngine:
                         raise mapped from exc
                     self.observer.attempt(ep, UNAVAILABLE)
                     if isinstance(exc, openai.APIConnectionError):
-                        ep.mark_down(mapped.message)
+                        ep.dropped(exc, mapped.message)
                     log.warning("endpoint failed, trying the next", endpoint=ep.name, error=mapped.message)
                     last = mapped
                     continue
