@@ -2,14 +2,18 @@
 part of it is killed in turn, and nothing acknowledged is lost or applied
 twice.
 
-    .venv/bin/python -m bench.faults [--agents 8] [--settle 6] [--faults kernel,memory,...] [--out FILE]
+    .venv/bin/python -m bench.faults [--agents 8] [--settle 6] [--faults scheduler,memory,...]
+                                     [--postgres [--outage 3]] [--out FILE]
 
 N agents (SDK clients with their own credentials) run memory adds, file
 writes, LLM calls and tool calls, each with a unique request id, and keep a
 ledger of every operation the kernel acknowledged. Meanwhile each child of
 the stack gets `kill -9` in turn (the kernel, llm_core, memory, storage,
 access, SeaweedFS, the LLM server), and the whole stack gets SIGTERM once
-and is started again on the same data. After each fault the suite waits
+and is started again on the same data. With --postgres the kernel's journal
+and the access service's store are on a real PostgreSQL server, as in
+deploy/k8s, and that server crashes once (every process of it quits at
+once) and is started again --outage seconds later, as its pod would be. After each fault the suite waits
 until a probe agent's four operations all succeed again (the recovery
 time). Then every acknowledged memory record and file is looked up: lost
 (missing) and applied twice (a second record or version) are counted, per
@@ -35,25 +39,34 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aios.sdk import AiosError, AsyncClient
-from services.cli.main import port_flags
-from services.cli.stack import SERVICES, free_port
+# The PostgreSQL server is started from this process as another user (a
+# fork, not a vfork); gRPC's fork handlers, with its threads polling, can
+# crash the child (grpc/grpc#43055).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+from aios.sdk import AiosError, AsyncClient  # noqa: E402
+from services.cli.main import port_flags  # noqa: E402
+from services.cli.stack import SERVICES, free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 # kill -9 targets, by their name in <data>/stack.json, then the whole stack.
 FAULTS = ("scheduler", "llm_core", "memory", "storage", "access", "s3", "llm_server", "stack")
+# With --postgres, before the whole stack's restart.
+POSTGRES_FAULTS = (*FAULTS[:-1], "postgres", FAULTS[-1])
 LABEL = {"scheduler": "kill -9 kernel", "llm_core": "kill -9 llm_core", "memory": "kill -9 memory",
          "storage": "kill -9 storage", "access": "kill -9 access", "s3": "kill -9 SeaweedFS",
-         "llm_server": "kill -9 LLM server", "stack": "SIGTERM aios up, start again", "baseline": "no fault"}
+         "llm_server": "kill -9 LLM server", "stack": "SIGTERM aios up, start again", "baseline": "no fault",
+         "postgres": "PostgreSQL crashes, back later"}
 KINDS = ("memory", "file", "llm", "tool")
 
 
 class Stack:
     """`aios up` as a child process on free ports, data in one folder."""
 
-    def __init__(self, data: Path) -> None:
+    def __init__(self, data: Path, env: dict[str, str] | None = None) -> None:
         self.data = data
+        self.env = {**os.environ, **(env or {})}
         self.ports = {svc: free_port() for svc in SERVICES}
         self.proc: subprocess.Popen | None = None
         self.log = open(data / "aios-up.log", "a")
@@ -66,7 +79,7 @@ class Stack:
         flags = [*port_flags(self.ports), "--metrics-port", "-1", "--http-port", "-1"]
         self.proc = subprocess.Popen([str(BIN / "aios"), "up", "--data", str(self.data), *flags],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     start_new_session=True, cwd=ROOT)
+                                     start_new_session=True, cwd=ROOT, env=self.env)
         lines: queue.Queue = queue.Queue()
 
         def pump() -> None:
@@ -208,16 +221,25 @@ async def verify(clients: dict[str, AsyncClient], ledger: Ledger) -> dict[str, C
 async def run(args) -> dict:
     data = Path(args.data or tempfile.mkdtemp(prefix="aios-faults-"))
     data.mkdir(parents=True, exist_ok=True)
-    stack = Stack(data)
-    print(f"starting aios up (data in {data})", flush=True)
+    pg, env = None, {}
+    if args.postgres:
+        from services.local.postgres import EmbeddedPostgres
+
+        pg = EmbeddedPostgres(data / "postgres")
+        env = {"AIOS_KERNEL_JOURNAL": pg.create_database("journal"),
+               "AIOS_ACCESS_DATABASE_URL": pg.create_database("access")}
+    stack = Stack(data, env)
+    print(f"starting aios up (data in {data}{', journal and access on PostgreSQL' if pg else ''})", flush=True)
     try:
         stack.start()
-        return await _exercise(args, stack)
+        return await _exercise(args, stack, pg)
     finally:
         stack.stop()
+        if pg is not None:
+            pg.stop()
 
 
-async def _exercise(args, stack: Stack) -> dict:
+async def _exercise(args, stack: Stack, pg=None) -> dict:
     names = [f"fault-agent-{i}" for i in range(args.agents)]
     tokens = {name: stack.agent_token(name) for name in [*names, "fault-probe"]}
 
@@ -237,10 +259,15 @@ async def _exercise(args, stack: Stack) -> dict:
             if fault == "stack":
                 stack.stop()
                 stack.start()
+            elif fault == "postgres":
+                await asyncio.to_thread(pg.crash)
+                await asyncio.sleep(args.outage)  # the outage: agents work on meanwhile
+                await asyncio.to_thread(pg.start)
             else:
                 os.kill(stack.pid(fault), signal.SIGKILL)
             recovered = await probe(prober)
-            seconds = time.monotonic() - t0 if fault == "stack" else recovered
+            # From the fault's start where the stack was down on purpose.
+            seconds = time.monotonic() - t0 if fault in ("stack", "postgres") else recovered
             print(f"{LABEL[fault]}: recovered in {seconds:.1f} s", flush=True)
             rows.append({"fault": fault, "recovery_seconds": round(seconds, 2)})
             await asyncio.sleep(args.settle)
@@ -263,6 +290,7 @@ async def _exercise(args, stack: Stack) -> dict:
     for op in ledger.acked:
         by_kind[op.kind] += 1
     return {"command": "python -m bench.faults " + " ".join(sys.argv[1:]), "agents": args.agents,
+            "postgres": bool(pg), "outage_seconds": args.outage if pg else None,
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "faults": rows,
             "acknowledged_by_kind": dict(by_kind), "acknowledged_after_last_fault": acked["after"],
             "unacknowledged_applied_twice": checked["twice"]["unacknowledged"],
@@ -284,14 +312,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agents", type=int, default=8)
     parser.add_argument("--settle", type=float, default=6.0, help="seconds of work between faults (default 6)")
-    parser.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, of: {', '.join(FAULTS)}")
+    parser.add_argument("--faults", default="",
+                        help=f"comma-separated, of: {', '.join(POSTGRES_FAULTS)} (default: all; postgres with --postgres)")
+    parser.add_argument("--postgres", action="store_true",
+                        help="the kernel's journal and the access store on a real PostgreSQL server, as in deploy/k8s")
+    parser.add_argument("--outage", type=float, default=3.0,
+                        help="seconds PostgreSQL stays down after it crashes (default 3)")
     parser.add_argument("--data", default="", help="data folder (default: a new temporary one)")
     parser.add_argument("--out", default="bench/results/faults.json")
     args = parser.parse_args(argv)
-    args.faults = [f for f in args.faults.split(",") if f]
-    unknown = set(args.faults) - set(FAULTS)
+    known = POSTGRES_FAULTS if args.postgres else FAULTS
+    args.faults = [f for f in args.faults.split(",") if f] or list(known)
+    unknown = set(args.faults) - set(known)
     if unknown:
-        parser.error(f"unknown faults: {', '.join(sorted(unknown))}")
+        parser.error(f"unknown faults: {', '.join(sorted(unknown))}"
+                     + (" (postgres needs --postgres)" if "postgres" in unknown else ""))
     report = asyncio.run(run(args))
     print(table(report))
     out = Path(args.out)

