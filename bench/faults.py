@@ -13,9 +13,9 @@ access, SeaweedFS, the LLM server), and the whole stack gets SIGTERM once
 and is started again on the same data. With --postgres the kernel's journal
 and the access service's store are on a real PostgreSQL server, as in
 deploy/k8s, and that server crashes once (every process of it quits at
-once) and is started again --outage seconds later, as its pod would be. After each fault the suite waits
-until a probe agent's four operations all succeed again (the recovery
-time). Then every acknowledged memory record and file is looked up: lost
+once) and is started again --outage seconds later, as its pod would be.
+After each fault the suite waits until a probe agent's four operations all
+succeed again (the recovery time). Then every acknowledged memory record and file is looked up: lost
 (missing) and applied twice (a second record or version) are counted, per
 fault, by when the operation started. Printed as a table and written as
 JSON. Nobody touches the stack: `aios up` restarts what dies.
