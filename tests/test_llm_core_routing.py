@@ -389,15 +389,18 @@ class DroppingBackend:
     first `drops` chat calls without an answer, then answers every call (a
     chat completion, or one streamed chunk) over kept-alive connections. The
     fault a server produces when it closes an idle kept-alive connection just
-    as a client sends on it, or dies mid-request, on demand."""
+    as a client sends on it, or dies mid-request, on demand. With
+    `reused_lists`, every GET /models sent on a kept-alive connection is
+    dropped (counted in `dropped_lists`); one on a new connection is answered."""
 
     REPLY = {"id": "c", "object": "chat.completion", "created": 0, "model": "dropper",
              "choices": [{"index": 0, "finish_reason": "stop",
                           "message": {"role": "assistant", "content": "still here"}}],
              "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}
 
-    def __init__(self, drops: int) -> None:
+    def __init__(self, drops: int, reused_lists: bool = False) -> None:
         self.drops, self.chats = drops, 0
+        self.reused_lists, self.dropped_lists = reused_lists, 0
         self.url = ""
         self._server: asyncio.Server | None = None
 
@@ -411,11 +414,16 @@ class DroppingBackend:
         await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served = 0  # requests answered on this connection
         try:
             while head := await reader.readuntil(b"\r\n\r\n"):
                 line, *fields = head.decode().split("\r\n")
                 size = next((int(f.split(":", 1)[1]) for f in fields if f.lower().startswith("content-length:")), 0)
                 body = json.loads(await reader.readexactly(size)) if size else {}
+                if self.reused_lists and served and line.split()[1].endswith("/models"):
+                    self.dropped_lists += 1
+                    return  # closed unanswered
+                served += 1
                 if line.split()[1].endswith("/chat/completions"):
                     self.chats += 1
                     if self.chats <= self.drops:
@@ -453,6 +461,25 @@ async def test_a_connection_dropped_once_is_sent_again_and_does_not_open_the_cir
                     generate(model="streamed", messages=USER, max_tokens=10), timeout=10)])
                 assert text == "still here"
             assert streamed.chats == 4
+
+
+async def test_a_health_check_on_a_dropped_kept_alive_connection_does_not_take_the_endpoint_down():
+    """ListModels checks each endpoint with GET /models. One sent on a
+    kept-alive connection that the server has just closed (servers close
+    idle ones after a few seconds) is sent again on a new connection: the
+    endpoint is reported healthy, and the calls after it are served, not
+    refused for seconds as if the endpoint were down."""
+    async with DroppingBackend(drops=0, reused_lists=True) as backend:
+        async with llm_core([{**endpoint(backend, "kept"), "model": "kept"}]) as stub:
+            for _ in range(3):
+                r = await stub.Generate(generate(model="kept", messages=USER, max_tokens=10), timeout=10)
+                assert r.text == "still here"
+                dropped = backend.dropped_lists
+                models = {m.name: m for m in (await stub.ListModels(pb.ListModelsRequest(), timeout=10)).models}
+                assert backend.dropped_lists > dropped  # the check did meet a dropped connection
+                assert models["kept"].available and models["kept"].endpoints[0].healthy, models["kept"]
+            r = await stub.Generate(generate(model="kept", messages=USER, max_tokens=10), timeout=10)
+            assert r.text == "still here"
 
 
 async def test_a_backend_that_drops_every_call_opens_the_circuit_and_says_when_to_retry():

@@ -187,7 +187,7 @@ class Endpoint:
         the circuit at once, a connection dropped unanswered at the
         DROPS_TO_OPEN-th in a row."""
         self.drops += 1
-        if self.drops >= DROPS_TO_OPEN or isinstance(exc.__cause__, httpx.ConnectError):
+        if self.drops >= DROPS_TO_OPEN or _refused(exc):
             self.mark_down(why)
 
     def mark_up(self) -> None:
@@ -384,6 +384,12 @@ def _limits(max_concurrency: int):
     return type(default)(max_connections=max(default.max_connections, max_concurrency),
                          max_keepalive_connections=max(default.max_keepalive_connections, max_concurrency),
                          keepalive_expiry=KEEPALIVE_SECONDS)
+
+
+def _refused(exc: BaseException) -> bool:
+    """A connection that could not be made (refused, no route, failed TLS),
+    as opposed to one that was dropped after it was made."""
+    return isinstance(exc.__cause__, httpx.ConnectError)
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -946,7 +952,7 @@ async def probe(ep: Endpoint, timeout: float = 2.0, *, trip: bool = True) -> boo
     An unreachable endpoint is marked down unless `trip` is False."""
     ep.probed_at = time.monotonic()
     try:
-        await asyncio.wait_for(ep.client.models.list(timeout=timeout), timeout)
+        await asyncio.wait_for(_list_models(ep, timeout), timeout)
     except openai.APIStatusError as exc:
         ep.last_error = map_error(exc, ep).message
         # It answered: reachable. Only an auth failure makes it unusable.
@@ -963,6 +969,19 @@ async def probe(ep: Endpoint, timeout: float = 2.0, *, trip: bool = True) -> boo
     ep.mark_up()
     ep.reachable = True
     return True
+
+
+async def _list_models(ep: Endpoint, timeout: float) -> None:
+    """GET /models, sent once more on a new connection when the kept-alive
+    one it went out on was dropped unanswered: servers close idle ones after
+    a few seconds, and one closed just as the check was sent says nothing
+    about the server's health."""
+    try:
+        await ep.client.models.list(timeout=timeout)
+    except openai.APIConnectionError as exc:
+        if isinstance(exc, openai.APITimeoutError) or _refused(exc):
+            raise
+        await ep.client.models.list(timeout=timeout)  # the pool has let the dropped connection go
 
 
 async def _post_chat(client: openai.AsyncOpenAI, params: dict[str, Any], timeout: float | None,
