@@ -11,6 +11,10 @@ temporary git worktree) and the kernel of the working tree. One caller
 sends one-token calls through each path in turn, call by call, so every
 path sees the same moments of a noisy machine. Added latency is a path's
 percentile minus llm_core's own; CPU is the kernel process's per syscall.
+Each kernel is also called through the bare generated stub with one
+prebuilt request ("base_stub", "change_stub"): the difference to its SDK
+path is the SDK's own cost in the caller. Both kernels take the same calls,
+so neither is kept warmer than the other.
 Prints a table and writes it as JSON (bench/results/overhead-ab.json).
 """
 
@@ -28,6 +32,9 @@ from pathlib import Path
 import grpc
 
 from aios.common.v1 import llm_pb2 as lc
+from aios.kernel.v1 import kernel_service_pb2 as kpb
+from aios.kernel.v1 import kernel_service_pb2_grpc as kpb_grpc
+from aios.kernel.v1 import syscall_pb2 as ks
 from aios.llm.v1 import llm_service_pb2 as llm
 from aios.llm.v1 import llm_service_pb2_grpc as llm_grpc
 from aios.sdk import AsyncClient
@@ -36,6 +43,7 @@ from bench.stats import pct
 from bench.workload import MODEL
 
 ROOT = Path(__file__).resolve().parent.parent
+PATHS = ("grpc_hop", "base", "change", "base_stub", "change_stub")
 
 
 async def measure(base_root: Path, calls: int, warmup: int = 100) -> dict:
@@ -52,13 +60,19 @@ async def measure(base_root: Path, calls: int, warmup: int = 100) -> dict:
         children += kernels.values()
         req = llm.GenerateRequest(call=lc.LlmCall(model=MODEL, max_tokens=1,
                                                   messages=[lc.Message(role=lc.ROLE_USER, content="ping")]))
+        submit = kpb.SubmitRequest(syscall=ks.Syscall(llm=req.call))
+        bearer = [("authorization", "Bearer bench")]
+        channels = {name: grpc.aio.insecure_channel(k.address) for name, k in kernels.items()}
         async with grpc.aio.insecure_channel(core.address) as ch, grpc.aio.insecure_channel(relay.address) as rch:
             direct, hop = llm_grpc.LlmServiceStub(ch), llm_grpc.LlmServiceStub(rch)
+            stubs = {f"{name}_stub": kpb_grpc.KernelServiceStub(c) for name, c in channels.items()}
             clients = {name: AsyncClient(k.address, token="bench", timeout=60, retries=0)
                        for name, k in kernels.items()}
             paths = {"llm_core": lambda: direct.Generate(req), "grpc_hop": lambda: hop.Generate(req),
                      **{name: (lambda c=c: c.llm.chat("ping", model=MODEL, max_tokens=1))
-                        for name, c in clients.items()}}
+                        for name, c in clients.items()},
+                     **{name: (lambda s=s: s.Submit(submit, metadata=bearer, timeout=60))
+                        for name, s in stubs.items()}}
             for _ in range(warmup):
                 for call in paths.values():
                     await call()
@@ -69,12 +83,15 @@ async def measure(base_root: Path, calls: int, warmup: int = 100) -> dict:
                     t = time.perf_counter()
                     await call()
                     lat[name].append(time.perf_counter() - t)
-            cpu = {name: (k.cpu_seconds() - cpu0[name]) / calls * 1000 for name, k in kernels.items()}
+            # Two syscalls per kernel and round: its SDK path and its stub path.
+            cpu = {name: (k.cpu_seconds() - cpu0[name]) / (2 * calls) * 1000 for name, k in kernels.items()}
             for c in clients.values():
+                await c.close()
+            for c in channels.values():
                 await c.close()
         floor = {q: pct(lat["llm_core"], q) for q in (0.5, 0.99)}
         out = {}
-        for name in ("grpc_hop", "base", "change"):
+        for name in PATHS:
             out[name] = {"added_p50_ms": round((pct(lat[name], 0.5) - floor[0.5]) * 1000, 3),
                          "added_p99_ms": round((pct(lat[name], 0.99) - floor[0.99]) * 1000, 3)}
             if name in cpu:
@@ -105,10 +122,11 @@ def main() -> int:
                 r = asyncio.run(measure(base_root, args.calls))
                 rounds.append(r)
                 print(f"round {i + 1}: llm_core p50 {r['llm_core_p50_ms']} ms", flush=True)
-                for name in ("grpc_hop", "base", "change"):
+                for name in PATHS:
                     row = r[name]
-                    cpu = f", kernel CPU {row['kernel_cpu_ms_per_syscall']} ms/syscall" if name != "grpc_hop" else ""
-                    print(f"  {name:8} added p50 {row['added_p50_ms']} ms, p99 {row['added_p99_ms']} ms{cpu}",
+                    cpu = row.get("kernel_cpu_ms_per_syscall")
+                    cpu = f", kernel CPU {cpu} ms/syscall" if cpu is not None else ""
+                    print(f"  {name:11} added p50 {row['added_p50_ms']} ms, p99 {row['added_p99_ms']} ms{cpu}",
                           flush=True)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(base_root)], cwd=ROOT, check=False)
