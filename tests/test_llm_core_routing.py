@@ -418,13 +418,14 @@ class DroppingBackend:
         try:
             while head := await reader.readuntil(b"\r\n\r\n"):
                 line, *fields = head.decode().split("\r\n")
+                path = line.split()[1]
                 size = next((int(f.split(":", 1)[1]) for f in fields if f.lower().startswith("content-length:")), 0)
                 body = json.loads(await reader.readexactly(size)) if size else {}
-                if self.reused_lists and served and line.split()[1].endswith("/models"):
+                if self.reused_lists and served and path.endswith("/models"):
                     self.dropped_lists += 1
                     return  # closed unanswered
                 served += 1
-                if line.split()[1].endswith("/chat/completions"):
+                if path.endswith("/chat/completions"):
                     self.chats += 1
                     if self.chats <= self.drops:
                         return  # closed unanswered
@@ -433,7 +434,7 @@ class DroppingBackend:
                         {"index": 0, "finish_reason": "stop", "delta": {"content": "still here"}}]}
                     payload, kind = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode(), "text/event-stream"
                 else:
-                    reply = self.REPLY if "/chat/" in line else {"object": "list", "data": []}
+                    reply = self.REPLY if "/chat/" in path else {"object": "list", "data": []}
                     payload, kind = json.dumps(reply).encode(), "application/json"
                 writer.write(f"HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\n"
                              f"content-length: {len(payload)}\r\n\r\n".encode() + payload)
